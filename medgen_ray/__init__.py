@@ -1,0 +1,1 @@
+"""medgen_ray: medical video generation systems on Ray."""

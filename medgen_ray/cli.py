@@ -1,0 +1,143 @@
+"""`medgen` command line: demo, curate, classifier training, weights, sample videos."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from importlib import resources
+from pathlib import Path
+
+from medgen_ray.config import AppConfig, ConfigError, load_config
+
+
+def _config(args: argparse.Namespace, default: str | None = None) -> AppConfig:
+    path = args.config
+    if path is None and default is not None:
+        path = str(resources.files("medgen_ray.configs").joinpath(default))
+    return load_config(path, args.overrides)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from medgen_ray.demo import run_demo
+
+    result = run_demo(_config(args, "demo.yaml"))
+    return 0 if result["summary"]["accounted"] else 1
+
+
+def cmd_curate(args: argparse.Namespace) -> int:
+    from medgen_ray.runner import run_curate
+
+    summary = run_curate(_config(args))
+    return 0 if summary["accounted"] else 1
+
+
+def cmd_train_text(args: argparse.Namespace) -> int:
+    from medgen_ray.curate.training import train_text_classifier
+
+    rep = train_text_classifier(args.csv, args.embedder, args.out, seed=args.seed)
+    print(json.dumps(rep.__dict__))
+    return 0
+
+
+def cmd_train_frames(args: argparse.Namespace) -> int:
+    from medgen_ray.curate.training import train_frame_probe
+
+    rep = train_frame_probe(args.csv, args.clip_model, args.out, args.weights, seed=args.seed)
+    print(json.dumps(rep.__dict__))
+    return 0
+
+
+def cmd_weights_list(args: argparse.Namespace) -> int:
+    from medgen_ray.models.registry import REGISTRY
+
+    for name, spec in sorted(REGISTRY.items()):
+        print(f"{name:22s} {spec.kind:5s} {spec.hub_id or '(built from config)':45s} {spec.note}")
+    return 0
+
+
+def cmd_weights_pull(args: argparse.Namespace) -> int:
+    from medgen_ray.models.registry import pull_weights
+
+    for name in args.names:
+        print(f"{name} -> {pull_weights(name, args.dest)}")
+    return 0
+
+
+def cmd_samples(args: argparse.Namespace) -> int:
+    from medgen_ray.samples.bad import BAD_KINDS, make_bad_input
+    from medgen_ray.samples.generator import make_corpus
+
+    truth = make_corpus(args.out, args.videos, args.seconds, args.seed)
+    if args.bad:
+        for kind in BAD_KINDS:
+            make_bad_input(kind, args.out)
+    print(f"{len(truth)} videos in {args.out} (truth.json beside them)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="medgen", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--config", help="YAML config file")
+        sp.add_argument("overrides", nargs="*", help="a.b.c=value overrides")
+
+    sp = sub.add_parser("demo", help="generate videos, train probes, curate on local Ray, self-check")
+    with_config(sp)
+    sp.set_defaults(fn=cmd_demo)
+    sp = sub.add_parser("curate", help="run the curation job")
+    with_config(sp)
+    sp.set_defaults(fn=cmd_curate)
+
+    cls = sub.add_parser("classifier", help="train relevance classifiers").add_subparsers(dest="what", required=True)
+    sp = cls.add_parser("train-text", help="metadata classifier from a CSV of text,label")
+    sp.add_argument("--csv", required=True)
+    sp.add_argument("--embedder", default="minilm")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(fn=cmd_train_text)
+    sp = cls.add_parser("train-frames", help="frame linear probe from a CSV of path,label")
+    sp.add_argument("--csv", required=True)
+    sp.add_argument("--clip-model", default="clip/vit-b-32")
+    sp.add_argument("--weights")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(fn=cmd_train_frames)
+
+    w = sub.add_parser("weights", help="model weights").add_subparsers(dest="what", required=True)
+    sp = w.add_parser("list", help="registered models")
+    sp.set_defaults(fn=cmd_weights_list)
+    sp = w.add_parser("pull", help="pre-stage weights into a folder or bucket for offline clusters")
+    sp.add_argument("names", nargs="+")
+    sp.add_argument("--dest", required=True)
+    sp.set_defaults(fn=cmd_weights_pull)
+
+    sp = sub.add_parser("samples", help="write generated sample videos with their truth")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--videos", type=int, default=10)
+    sp.add_argument("--seconds", type=float, default=30.0)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--bad", action="store_true", help="also write one file of every broken kind")
+    sp.set_defaults(fn=cmd_samples)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ConfigError as exc:
+        print(f"medgen: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"medgen: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

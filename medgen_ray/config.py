@@ -1,0 +1,229 @@
+"""One typed config tree for every job.
+
+YAML files hold the tree; `a.b=c` overrides are applied on top (values parsed as YAML, so
+`curate.segment.min_seconds=5` is an int). Everything is validated before Ray starts, and a
+bad config names every bad field (`ConfigError`, exit code 2 in the CLI).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; `problems` has one `field: message` line per bad field."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid config:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+class RayConfig(Strict):
+    address: str | None = Field(None, description="None starts an embedded local Ray bound to 127.0.0.1")
+    num_cpus: int | None = Field(None, ge=1)
+    include_dashboard: bool = False
+
+
+class PoolConfig(Strict):
+    """Actor pool of a model stage. Sized from config, never from the driver's hardware."""
+
+    min_actors: int = Field(1, ge=1)
+    max_actors: int = Field(1, ge=1)
+    num_gpus: float = Field(0.0, ge=0)
+    num_cpus: float = Field(1.0, gt=0)
+    batch_size: int = Field(8, ge=1)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "PoolConfig":
+        if self.max_actors < self.min_actors:
+            raise ValueError(f"max_actors ({self.max_actors}) < min_actors ({self.min_actors})")
+        return self
+
+
+class YtdlpConfig(Strict):
+    queries: list[str] = Field(default_factory=list, description="keyword searches (ytsearchN:)")
+    channels: list[str] = Field(default_factory=list, description="channel URLs to list")
+    urls: list[str] = Field(default_factory=list, description="video page URLs")
+    info_json: list[str] = Field(default_factory=list, description="yt-dlp .info.json files")
+    max_results_per_query: int = Field(50, ge=1)
+    max_height: int = Field(720, ge=144)
+    rate_limit: str | None = Field("4M", description="bytes/s, yt-dlp syntax (4M, 500K)")
+    retries: int = Field(5, ge=0)
+    sleep_interval_s: float = Field(0.0, ge=0)
+    allowed_domains: list[str] = Field(default_factory=lambda: ["youtube.com", "youtu.be"])
+    enable_file_urls: bool = Field(False, description="allow file:// URLs (offline tests)")
+    download_dir: str | None = Field(None, description="default: <output>/downloads")
+    download_concurrency: int = Field(2, ge=1)
+
+
+class SourceConfig(Strict):
+    kind: Literal["files", "ytdlp"] = "files"
+    uris: list[str] = Field(default_factory=list, description="files, folders or globs; local, s3://, gs://")
+    extensions: list[str] = Field(default_factory=lambda: [".mp4", ".mkv", ".webm", ".mov", ".avi"])
+    ytdlp: YtdlpConfig = Field(default_factory=YtdlpConfig)
+
+
+class MetadataConfig(Strict):
+    enabled: bool = True
+    keywords_file: str | None = Field(None, description="one keyword per line; default: shipped list")
+    embedder: str = "minilm"
+    classifier_path: str | None = Field(None, description="from `medgen classifier train-text`")
+    threshold: float = Field(0.5, ge=0, le=1)
+    rule: Literal["any", "all", "keywords", "classifier"] = Field(
+        "any", description="medical when any/all of the keyword and classifier signals say so"
+    )
+    pool: PoolConfig = Field(default_factory=PoolConfig)
+
+
+class ProbeConfig(Strict):
+    allowed_codecs: list[str] = Field(default_factory=lambda: ["h264", "hevc", "vp9", "av1", "vp8", "mpeg4"])
+    min_side: int = Field(16, ge=1, description="smaller frames are not video (1x1 px)")
+    max_duration_s: float = Field(4 * 3600, gt=0)
+    reject_rotated: bool = True
+    reject_vfr: bool = True
+    vfr_tolerance: float = Field(0.25, gt=0, description="max relative spread of frame intervals")
+
+
+class SampleConfig(Strict):
+    fps: float = Field(1.0, gt=0)
+    decode_threads: int = Field(2, ge=0, description="0 lets FFmpeg choose")
+    num_cpus: float = Field(1.0, gt=0)
+
+
+class FrameClassifierConfig(Strict):
+    clip_model: str = "clip/vit-b-32"
+    weights: str | None = Field(None, description="local or s3:// path of the CLIP weights")
+    probe_path: str | None = Field(None, description="linear probe from `medgen classifier train-frames`")
+    medical_prompts: list[str] = Field(
+        default_factory=lambda: [
+            "a frame from a surgical video",
+            "an endoscopy view inside the body",
+            "an ultrasound image",
+            "a medical anatomy illustration",
+            "a doctor examining a patient in a clinic",
+        ]
+    )
+    other_prompts: list[str] = Field(
+        default_factory=lambda: [
+            "a video game screenshot",
+            "a presentation slide with text",
+            "a person talking to the camera",
+            "a landscape photo",
+            "a cartoon",
+        ]
+    )
+    threshold: float = Field(0.5, ge=0, le=1)
+    pool: PoolConfig = Field(default_factory=lambda: PoolConfig(batch_size=4))
+
+
+class SegmentConfig(Strict):
+    min_seconds: float = Field(6.0, gt=0, description="paper: j - i >= 6")
+    max_seconds: float = Field(10.0, gt=0, description="longer runs are split")
+    similarity_threshold: float = Field(0.8, ge=-1, le=1, description="tau: adjacent CLIP cosine")
+
+    @model_validator(mode="after")
+    def _order(self) -> "SegmentConfig":
+        if self.max_seconds < self.min_seconds:
+            raise ValueError(f"max_seconds ({self.max_seconds}) < min_seconds ({self.min_seconds})")
+        return self
+
+
+class ResolutionConfig(Strict):
+    min_short_side: int = Field(480, ge=1)
+
+
+class CutConfig(Strict):
+    mode: Literal["auto", "copy", "reencode"] = "auto"
+    keyframe_tolerance_s: float = Field(0.05, ge=0)
+    crf: int = Field(20, ge=0, le=51)
+    preset: str = "veryfast"
+    num_cpus: float = Field(1.0, gt=0)
+
+
+class CurateConfig(Strict):
+    output: str = Field("medgen_out", description="dataset folder: local path or s3:// URI")
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    metadata: MetadataConfig = Field(default_factory=MetadataConfig)
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+    classify: FrameClassifierConfig = Field(default_factory=FrameClassifierConfig)
+    segment: SegmentConfig = Field(default_factory=SegmentConfig)
+    resolution: ResolutionConfig = Field(default_factory=ResolutionConfig)
+    cut: CutConfig = Field(default_factory=CutConfig)
+    resume: bool = True
+
+
+class DemoConfig(Strict):
+    workdir: str = "medgen_demo"
+    videos: int = Field(10, ge=2)
+    seconds: float = Field(30.0, ge=8)
+    seed: int = 0
+    train_frames_per_class: int = Field(120, ge=10)
+    train_texts_per_class: int = Field(60, ge=10)
+
+
+class AppConfig(Strict):
+    ray: RayConfig = Field(default_factory=RayConfig)
+    curate: CurateConfig = Field(default_factory=CurateConfig)
+    demo: DemoConfig = Field(default_factory=DemoConfig)
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    keys = dotted.split(".")
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise ConfigError([f"{dotted}: '{key}' is a value, not a section"])
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    parsed: list[tuple[str, Any]] = []
+    problems = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            problems.append(f"{item!r}: overrides look like a.b.c=value")
+            continue
+        parsed.append((key.strip(), yaml.safe_load(raw) if raw.strip() else None))
+    if problems:
+        raise ConfigError(problems)
+    return parsed
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> AppConfig:
+    """Read YAML (if given), apply `a.b=c` overrides, validate; raises ConfigError."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError([f"config file {str(p)!r}: not found"])
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"config file {str(p)!r}: not valid YAML ({exc})"]) from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError([f"config file {str(p)!r}: top level must be a mapping"])
+        tree = loaded or {}
+    for key, value in parse_overrides(overrides or []):
+        _set_path(tree, key, value)
+    try:
+        return AppConfig.model_validate(tree)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err["loc"]) or "<root>"
+            problems.append(f"{loc}: {err['msg']}")
+        raise ConfigError(problems) from exc

@@ -1,0 +1,78 @@
+"""Medical frame classifier on CLIP image embeddings.
+
+Zero-shot out of the box (prompt ensembles: mean text embedding per class, softmax over the
+two cosines at CLIP's logit scale), or a linear probe trained on labelled frames
+(`medgen classifier train-frames`), which is what the paper did. Also emits the adjacent-frame
+cosine similarities that temporal segmentation uses to find scene cuts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from medgen_ray.config import CurateConfig
+from medgen_ray.curate.batch import Batch, ensure_status, is_active
+from medgen_ray.models.probe import load_probe
+from medgen_ray.models.registry import load_model
+from medgen_ray.schema import FRAME_SCORES, FRAME_SIMS, FRAMES
+
+LOGIT_SCALE = 100.0
+
+
+def pick_device(num_gpus: float) -> str:
+    return "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"
+
+
+class FrameClassifierStage:
+    name = "classify"
+
+    def __init__(self, cfg: CurateConfig, device: str | None = None):
+        self.cfg = cfg
+        self.device = device or pick_device(cfg.classify.pool.num_gpus)
+        self.encoder = None
+
+    def setup(self) -> None:
+        c = self.cfg.classify
+        self.encoder = load_model(c.clip_model, c.weights, self.device, kind="clip")
+        self.probe = load_probe(c.probe_path, expect_embedder=c.clip_model) if c.probe_path else None
+        if self.probe is None:
+            med = self.encoder.encode_texts(c.medical_prompts).mean(0)
+            oth = self.encoder.encode_texts(c.other_prompts).mean(0)
+            self.class_text = np.stack([med / np.linalg.norm(med), oth / np.linalg.norm(oth)])
+
+    def score(self, feats: np.ndarray) -> np.ndarray:
+        """P(medical) per frame embedding."""
+        if self.probe is not None:
+            return self.probe.predict_proba(feats.astype(np.float64)).astype(np.float32)
+        logits = LOGIT_SCALE * feats @ self.class_text.T
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        return (e[:, 0] / e.sum(axis=1)).astype(np.float32)
+
+    def __call__(self, batch: Batch) -> Batch:
+        if self.encoder is None:
+            self.setup()
+        batch = ensure_status(batch)
+        n = len(batch[FRAMES])
+        active = is_active(batch)
+        lengths = [len(batch[FRAMES][i]) if active[i] else 0 for i in range(n)]
+        scores = np.empty(n, dtype=object)
+        sims = np.empty(n, dtype=object)
+        if sum(lengths):
+            stacked = np.concatenate([batch[FRAMES][i] for i in range(n) if lengths[i]])
+            feats = self.encoder.encode_images(stacked, batch_size=max(1, self.cfg.classify.pool.batch_size * 32))
+            probs = self.score(feats)
+        offset = 0
+        for i in range(n):
+            k = lengths[i]
+            if k == 0:
+                scores[i], sims[i] = np.zeros(0, np.float32), np.zeros(0, np.float32)
+                continue
+            f = feats[offset : offset + k]
+            scores[i] = probs[offset : offset + k]
+            sims[i] = np.sum(f[1:] * f[:-1], axis=1).astype(np.float32)
+            offset += k
+        out = {k: v for k, v in batch.items() if k != FRAMES}
+        out[FRAME_SCORES], out[FRAME_SIMS] = scores, sims
+        return out

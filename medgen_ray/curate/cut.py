@@ -1,0 +1,146 @@
+"""Cut each clip to its own mp4 on fsspec storage.
+
+Stream copy when the clip starts and ends on keyframes (exact, and ~100x cheaper than
+encoding), else an H.264 re-encode of exactly [t_start, t_end). Writes go to a temporary name
+and are renamed (or uploaded), so a killed job never leaves a half clip under a final name, and
+an existing clip is not cut again.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from fractions import Fraction
+
+import av
+import fsspec
+import numpy as np
+
+from medgen_ray.config import CurateConfig
+from medgen_ray.curate.decode import open_video
+from medgen_ray.curate.errors import DataError
+from medgen_ray.curate.stage import Row, RowStage
+from medgen_ray.schema import CLIP_ID, CLIP_URI, CUT_MODE, SOURCE_URI, T_END, T_START, VIDEO_ID
+
+
+def clip_uri(output: str, video_id: str, clip_id: str) -> str:
+    return f"{output.rstrip('/')}/clips/{video_id}/{clip_id}.mp4"
+
+
+def on_keyframe(keyframes: np.ndarray, t: float, tol: float) -> bool:
+    return bool(len(keyframes)) and bool(np.min(np.abs(np.asarray(keyframes) - t)) <= tol)
+
+
+def choose_mode(mode: str, keyframes: np.ndarray, t0: float, t1: float, duration: float, tol: float) -> str:
+    if mode != "auto":
+        return mode
+    end_ok = on_keyframe(keyframes, t1, tol) or abs(t1 - duration) <= tol
+    return "copy" if on_keyframe(keyframes, t0, tol) and end_ok else "reencode"
+
+
+def copy_clip(src: str, dst: str, t0: float, t1: float) -> None:
+    """Remux packets from the keyframe at t0 up to the first keyframe at or after t1."""
+    with open_video(src) as inp, av.open(dst, "w", format="mp4") as out:
+        s_in = inp.streams.video[0]
+        s_out = out.add_stream_from_template(s_in)
+        tb = s_in.time_base
+        base = s_in.start_time or 0
+        start_pts = base + int(round(t0 / tb))
+        end_pts = base + int(round(t1 / tb))
+        inp.seek(start_pts, stream=s_in, backward=True, any_frame=False)
+        offset = None
+        for packet in inp.demux(s_in):
+            if packet.dts is None or packet.pts is None:
+                continue
+            if offset is None:
+                if not packet.is_keyframe or packet.pts < start_pts - int(round(0.05 / tb)):
+                    continue
+                offset = packet.pts
+            if packet.is_keyframe and packet.pts >= end_pts - int(round(0.05 / tb)) and packet.pts > offset:
+                break
+            packet.pts -= offset
+            packet.dts -= offset
+            packet.stream = s_out
+            out.mux(packet)
+        if offset is None:
+            raise DataError(f"no keyframe at {t0:.2f} s for a stream copy")
+
+
+def reencode_clip(src: str, dst: str, t0: float, t1: float, crf: int, preset: str) -> None:
+    with open_video(src) as inp, av.open(dst, "w", format="mp4") as out:
+        s_in = inp.streams.video[0]
+        s_in.thread_type = "AUTO"
+        rate = s_in.average_rate or Fraction(25)
+        s_out = out.add_stream("libx264", rate=rate)
+        s_out.width, s_out.height, s_out.pix_fmt = s_in.codec_context.width, s_in.codec_context.height, "yuv420p"
+        s_out.options = {"crf": str(crf), "preset": preset}
+        s_out.codec_context.time_base = 1 / Fraction(rate)
+        tb = float(s_in.time_base)
+        base = s_in.start_time or 0
+        inp.seek(base + int(t0 / tb), stream=s_in, backward=True)
+        index = 0
+        for frame in inp.decode(s_in):
+            t = (frame.pts - base) * tb
+            if t < t0 - 1e-6:
+                continue
+            if t >= t1 - 1e-6:
+                break
+            frame = frame.reformat(format="yuv420p")
+            frame.pts, frame.time_base = index, s_out.codec_context.time_base
+            index += 1
+            for packet in s_out.encode(frame):
+                out.mux(packet)
+        for packet in s_out.encode():
+            out.mux(packet)
+        if index == 0:
+            raise DataError(f"no frames between {t0:.2f} s and {t1:.2f} s")
+
+
+def write_atomically(dst: str, make) -> int:
+    """Run make(local_tmp_path), then move it to dst (rename, or upload for remote URIs)."""
+    fs, path = fsspec.core.url_to_fs(dst)
+    local = isinstance(fs, fsspec.implementations.local.LocalFileSystem)
+    folder = os.path.dirname(path) if local else None
+    if local:
+        os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".mp4", dir=folder)
+    os.close(fd)
+    try:
+        make(tmp)
+        size = os.path.getsize(tmp)
+        if local:
+            os.replace(tmp, path)
+        else:
+            fs.put_file(tmp, path + ".tmp")
+            fs.mv(path + ".tmp", path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return size
+
+
+class CutStage(RowStage):
+    name = "cut"
+    adds = (CLIP_URI, CUT_MODE, "clip_bytes")
+
+    def __init__(self, cfg: CurateConfig):
+        super().__init__(cfg)
+
+    def setup(self) -> None:
+        self.fs, _ = fsspec.core.url_to_fs(self.cfg.output)
+
+    def process(self, row: Row) -> Row:
+        c = self.cfg.cut
+        t0, t1 = float(row[T_START]), float(row[T_END])
+        dst = clip_uri(self.cfg.output, row[VIDEO_ID], row[CLIP_ID])
+        mode = choose_mode(c.mode, row["keyframes"], t0, t1, float(row["duration"]), c.keyframe_tolerance_s)
+        _, path = fsspec.core.url_to_fs(dst)
+        if self.fs.exists(path):
+            size = int(self.fs.size(path))  # finished by an earlier run: renames are atomic
+        elif mode == "copy":
+            size = write_atomically(dst, lambda tmp: copy_clip(row[SOURCE_URI], tmp, t0, t1))
+        else:
+            size = write_atomically(dst, lambda tmp: reencode_clip(row[SOURCE_URI], tmp, t0, t1, c.crf, c.preset))
+        row[CLIP_URI], row[CUT_MODE], row["clip_bytes"] = dst, mode, size
+        row["bitrate"] = int(size * 8 / max(1e-6, t1 - t0))
+        return row

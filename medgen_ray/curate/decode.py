@@ -1,0 +1,187 @@
+"""Probe and 1-fps frame sampling with PyAV.
+
+Probing demuxes the video stream's packets (no decoding) to read codec, size, rotation, frame
+timing (for the variable-frame-rate check) and keyframe times (for stream-copy cuts). Sampling
+decodes with FFmpeg threads and converts only the sampled frames, scaled straight to the frame
+classifier's input size by swscale.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator
+
+import av
+import fsspec
+import numpy as np
+
+from medgen_ray.curate.errors import DataError
+
+
+class ProbeError(DataError):
+    """The file cannot be read as a video: a data error, recorded on the row."""
+
+
+@dataclass
+class ProbeResult:
+    width: int
+    height: int
+    fps: float
+    duration: float
+    codec: str
+    bitrate: int
+    rotation: int
+    n_frames: int
+    interval_spread: float  # (p95 - p5) / median of frame intervals; 0 for constant frame rate
+    keyframes: np.ndarray  # presentation times (s) of keyframes
+
+
+@contextlib.contextmanager
+def open_video(uri: str) -> Iterator[av.container.InputContainer]:
+    """Open a local path or any fsspec URI with PyAV; unreadable input raises ProbeError."""
+    with contextlib.ExitStack() as stack:
+        fh = None
+        if "://" in uri and not uri.startswith("file://"):
+            fh = stack.enter_context(fsspec.open(uri, "rb"))
+            fs, path = fsspec.core.url_to_fs(uri)
+            size = fs.size(path)
+            target = fh
+        else:
+            path = uri.removeprefix("file://")
+            try:
+                fs = fsspec.filesystem("file")
+                size = fs.size(path)
+            except FileNotFoundError as exc:
+                raise ProbeError(f"file not found: {path}") from exc
+            target = path
+        if size == 0:
+            raise ProbeError("empty file (0 bytes)")
+        try:
+            container = stack.enter_context(av.open(target, "r"))
+        except av.FFmpegError as exc:
+            if _looks_like_mp4(fs, path, fh):
+                raise ProbeError("truncated MP4: index (moov atom) not found") from exc
+            raise ProbeError(f"not a readable video container ({_ffmpeg_message(exc)})") from exc
+        yield container
+
+
+def _looks_like_mp4(fs, path: str | None, fh) -> bool:
+    if fh is not None:
+        fh.seek(0)
+        head = fh.read(12)
+    else:
+        with fs.open(path, "rb") as f:
+            head = f.read(12)
+    return head[4:8] == b"ftyp"
+
+
+def _ffmpeg_message(exc: Exception) -> str:
+    msg = str(exc)
+    # PyAV appends the file name; keep the FFmpeg reason, which names the actual problem.
+    return msg.split(": '", 1)[0].removeprefix("[Errno 1094995529] ")
+
+
+def probe_video(uri: str) -> ProbeResult:
+    with open_video(uri) as container:
+        if not container.streams.video:
+            kinds = sorted({s.type for s in container.streams})
+            what = "audio-only file" if "audio" in kinds else f"streams: {', '.join(kinds) or 'none'}"
+            raise ProbeError(f"no video stream ({what})")
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        tb = float(stream.time_base)
+        pts, keys = [], []
+        try:
+            for packet in container.demux(stream):
+                if packet.pts is None:
+                    continue
+                pts.append(packet.pts)
+                if packet.is_keyframe:
+                    keys.append(packet.pts)
+        except av.FFmpegError as exc:
+            raise ProbeError(f"truncated or corrupt stream after {len(pts)} packets ({_ffmpeg_message(exc)})") from exc
+        if not pts:
+            raise ProbeError("video stream has no packets (truncated file?)")
+        start = min(pts)
+        times = (np.sort(np.asarray(pts, dtype=np.float64)) - start) * tb
+        intervals = np.diff(times)
+        median = float(np.median(intervals)) if len(intervals) else 0.0
+        spread = 0.0
+        if len(intervals) > 4 and median > 0:
+            spread = float((np.percentile(intervals, 95) - np.percentile(intervals, 5)) / median)
+        duration = float(times[-1] + (median if median > 0 else 0.0))
+        declared = (stream.duration * tb) if stream.duration else None
+        if declared and duration < 0.9 * declared - 1.0:
+            raise ProbeError(f"truncated: packets cover {duration:.1f} s of the declared {declared:.1f} s")
+        rotation = _rotation(container, stream)
+        fps = float(stream.average_rate) if stream.average_rate else (1.0 / median if median else 0.0)
+        return ProbeResult(
+            width=int(ctx.width), height=int(ctx.height), fps=fps, duration=duration,
+            codec=str(ctx.name), bitrate=int(container.bit_rate or 0), rotation=rotation,
+            n_frames=len(pts), interval_spread=spread,
+            keyframes=(np.asarray(sorted(keys), dtype=np.float64) - start) * tb,
+        )
+
+
+def _rotation(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> int:
+    container.seek(0)
+    try:
+        frame = next(container.decode(stream), None)
+    except av.FFmpegError as exc:
+        raise ProbeError(f"first frame does not decode ({_ffmpeg_message(exc)})") from exc
+    if frame is None:
+        raise ProbeError("no decodable frame")
+    return int(round(getattr(frame, "rotation", 0) or 0)) % 360
+
+
+def sample_frames(uri: str, fps: float, size: int, threads: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Frames at `fps` (first frame at or after each k/fps), resized (short side) and centre-cropped
+    to size x size RGB. Returns (uint8 (T, size, size, 3), times (T,) in seconds)."""
+    frames, times = [], []
+    with open_video(uri) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
+        tb = float(stream.time_base)
+        start = stream.start_time or 0
+        w, h = stream.codec_context.width, stream.codec_context.height
+        scale = size / min(w, h)
+        sw, sh = max(size, round(w * scale)), max(size, round(h * scale))
+        x0, y0 = (sw - size) // 2, (sh - size) // 2
+        next_t = 0.0
+        step = 1.0 / fps
+        try:
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    continue
+                t = (frame.pts - start) * tb
+                if t + 1e-6 < next_t:
+                    continue
+                rgb = frame.reformat(width=sw, height=sh, format="rgb24", interpolation="AREA").to_ndarray()
+                frames.append(rgb[y0 : y0 + size, x0 : x0 + size])
+                times.append(next_t)
+                next_t += step
+                while next_t <= t:  # a gap longer than a step: no frame shown there
+                    next_t += step
+        except av.FFmpegError as exc:
+            raise ProbeError(f"decode failed at {next_t:.1f} s ({_ffmpeg_message(exc)})") from exc
+    if not frames:
+        return np.zeros((0, size, size, 3), np.uint8), np.zeros(0)
+    return np.stack(frames), np.asarray(times, dtype=np.float64)
+
+
+def decode_all(uri: str, threads: int = 2) -> tuple[int, float]:
+    """Decode every frame and convert nothing: the raw-throughput baseline. Returns (frames, seconds of video)."""
+    n, last = 0, 0.0
+    with open_video(uri) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
+        tb = float(stream.time_base)
+        for frame in container.decode(stream):
+            n += 1
+            if frame.pts is not None:
+                last = max(last, (frame.pts - (stream.start_time or 0)) * tb)
+        rate = float(stream.average_rate or 0)
+    return n, last + (1.0 / rate if rate else 0.0)

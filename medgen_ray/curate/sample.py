@@ -1,0 +1,33 @@
+"""Frame sampling stage: 1-fps frames at the frame classifier's input size."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from medgen_ray.config import CurateConfig
+from medgen_ray.curate.decode import sample_frames
+from medgen_ray.curate.errors import DataError
+from medgen_ray.curate.stage import Row, RowStage
+from medgen_ray.schema import FRAME_TIMES, FRAMES, SOURCE_URI
+
+
+class SampleStage(RowStage):
+    name = "sample"
+    adds = (FRAMES, FRAME_TIMES)
+
+    def __init__(self, cfg: CurateConfig, image_size: int):
+        super().__init__(cfg)
+        self.image_size = image_size
+
+    def empty_values(self) -> Row:
+        return {FRAMES: np.zeros((0, self.image_size, self.image_size, 3), np.uint8),
+                FRAME_TIMES: np.zeros(0, np.float64)}
+
+    def process(self, row: Row) -> Row:
+        frames, times = sample_frames(
+            row[SOURCE_URI], self.cfg.sample.fps, self.image_size, self.cfg.sample.decode_threads
+        )
+        if len(frames) == 0:
+            raise DataError("no frame decoded")
+        row[FRAMES], row[FRAME_TIMES] = frames, times
+        return row

@@ -1,0 +1,239 @@
+"""Dataset output: Parquet parts for kept clips and rejects, resume state, and the funnel.
+
+Layout under the output folder (local or s3://):
+  manifest/part-*.parquet   one row per kept clip (MANIFEST_SCHEMA)
+  rejects/part-*.parquet    one row per rejected or errored source or clip (REJECTS_SCHEMA)
+  clips/<video_id>/<clip_id>.mp4
+  summary.json              funnel counts per stage
+
+Every row carries `n_candidates`, the number of candidate clips its source produced (0 when
+the source ended whole), so a source is finished exactly when its distinct clip rows across
+both tables number max(n_candidates, 1). A killed run leaves some sources unfinished; on
+resume their stray rows are removed from the parts (one part file at a time) and they are
+processed again, which gives the same rows as an uninterrupted run and no duplicate clip ids.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import math
+import uuid
+from collections import Counter, defaultdict
+from typing import Any, Iterator
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from medgen_ray.curate.batch import Batch, batch_len
+from medgen_ray.schema import (
+    CLIP_ID, ERROR, MANIFEST_SCHEMA, N_CANDIDATES, REJECT_REASON, REJECT_STAGE, REJECTS_SCHEMA, STAGES,
+    T_END, T_START, VIDEO_ID, default_for,
+)
+
+PIPELINE_VERSION = "medgen_ray 0.1.0"
+
+
+def _fs(output: str):
+    return fsspec.core.url_to_fs(output)
+
+
+def _table(batch: Batch, rows: np.ndarray, schema: pa.Schema) -> pa.Table:
+    cols = []
+    for field in schema:
+        if field.name in batch:
+            values = [_clean(batch[field.name][i], field.type) for i in rows]
+        else:
+            values = [_clean(default_for(field.name), field.type)] * len(rows)
+        cols.append(pa.array(values, type=field.type))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def _clean(v: Any, typ: pa.DataType) -> Any:
+    if isinstance(v, np.generic):
+        v = v.item()
+    if pa.types.is_integer(typ):
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) else int(v)
+    if pa.types.is_floating(typ):
+        return None if v is None else float(v)
+    if pa.types.is_string(typ):
+        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+    return v
+
+
+def _provenance(batch: Batch, i: int) -> str:
+    return json.dumps({
+        "source_url": str(batch.get("source_url", [""] * (i + 1))[i]),
+        "source_uri": str(batch["source_uri"][i]),
+        "license": str(batch.get("license", [""] * (i + 1))[i]),
+        "channel": str(batch.get("channel", [""] * (i + 1))[i]),
+        "span": [float(batch[T_START][i]), float(batch[T_END][i])],
+        "pipeline": PIPELINE_VERSION,
+    }, sort_keys=True)
+
+
+def split_batch(batch: Batch) -> tuple[pa.Table, pa.Table]:
+    n = batch_len(batch)
+    reason, error = batch.get(REJECT_REASON), batch.get(ERROR)
+    clip = batch.get(CLIP_ID, np.full(n, "", dtype=object))
+    kept = np.array([not reason[i] and not error[i] and bool(clip[i]) for i in range(n)], dtype=bool)
+    batch = dict(batch)
+    if n:
+        prov = np.empty(n, dtype=object)
+        for i in np.flatnonzero(kept):
+            prov[i] = _provenance(batch, i)
+        batch["provenance"] = prov
+        if "duration" in batch and T_START in batch:
+            batch["duration"] = np.array(
+                [float(batch[T_END][i]) - float(batch[T_START][i]) if kept[i] else float(batch["duration"][i])
+                 for i in range(n)]
+            )
+    return _table(batch, np.flatnonzero(kept), MANIFEST_SCHEMA), _table(batch, np.flatnonzero(~kept), REJECTS_SCHEMA)
+
+
+def _write_atomic(fs, path: str, table: pa.Table) -> None:
+    tmp = path.rsplit("/", 1)[0] + "/." + path.rsplit("/", 1)[1] + ".tmp"
+    with fs.open(tmp, "wb") as fh:
+        pq.write_table(table, fh)
+    fs.mv(tmp, path)
+
+
+def write_batch(output: str, batch: Batch) -> dict[str, int]:
+    """Write one batch's kept and rejected rows as parts; returns row counts."""
+    fs, root = _fs(output)
+    manifest, rejects = split_batch(batch)
+    part = uuid.uuid4().hex[:16]
+    for name, table in (("rejects", rejects), ("manifest", manifest)):
+        if table.num_rows:
+            fs.makedirs(f"{root}/{name}", exist_ok=True)
+            _write_atomic(fs, f"{root}/{name}/part-{part}.parquet", table)
+    return {"kept": manifest.num_rows, "rejected": rejects.num_rows}
+
+
+def _parts(output: str, name: str) -> list[str]:
+    fs, root = _fs(output)
+    folder = f"{root}/{name}"
+    if not fs.exists(folder):
+        return []
+    return sorted(p for p in fs.ls(folder, detail=False) if p.rsplit("/", 1)[-1].startswith("part-"))
+
+
+def _read(fs, path: str, columns: list[str]) -> pa.Table:
+    with fs.open(path, "rb") as fh:
+        return pq.read_table(fh, columns=columns)
+
+
+def _iter_tables(output: str, columns: list[str]) -> Iterator[tuple[str, str, pa.Table]]:
+    fs, _ = _fs(output)
+    for name in ("manifest", "rejects"):
+        for path in _parts(output, name):
+            yield name, path, _read(fs, path, columns)
+
+
+def source_progress(output: str) -> tuple[set[str], set[str]]:
+    """(finished video ids, unfinished video ids) from what the parts hold."""
+    clips: dict[str, set[str]] = defaultdict(set)
+    expected: dict[str, int] = {}
+    for _, _, t in _iter_tables(output, [VIDEO_ID, CLIP_ID, N_CANDIDATES]):
+        d = t.to_pydict()
+        for vid, cid, n in zip(d[VIDEO_ID], d[CLIP_ID], d[N_CANDIDATES]):
+            clips[vid].add(cid)
+            expected[vid] = max(expected.get(vid, 0), int(n or 0))
+    finished = {v for v, ids in clips.items() if len(ids - {""} if expected[v] else ids) >= max(expected[v], 1)}
+    return finished, set(clips) - finished
+
+
+def drop_unfinished(output: str, unfinished: set[str]) -> int:
+    """Remove rows of unfinished sources from the parts, one file at a time. Returns rows removed."""
+    if not unfinished:
+        return 0
+    fs, _ = _fs(output)
+    removed = 0
+    for name in ("manifest", "rejects"):
+        for path in _parts(output, name):
+            t = _read(fs, path, None)  # type: ignore[arg-type]
+            keep = np.array([v not in unfinished for v in t.column(VIDEO_ID).to_pylist()], dtype=bool)
+            if keep.all():
+                continue
+            removed += int((~keep).sum())
+            if keep.any():
+                _write_atomic(fs, path, t.filter(pa.array(keep)))
+            else:
+                fs.rm(path)
+    return removed
+
+
+def build_summary(output: str, n_inputs: int | None = None) -> dict[str, Any]:
+    """Funnel and outcome counts, streamed part by part from disk (nothing held but counters)."""
+    video_outcome: dict[str, str] = {}
+    video_stage: dict[str, str] = {}
+    clip_rejects: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    candidates = kept = 0
+    kept_seconds = 0.0
+    rank = {"kept": 3, "errored": 2, "rejected": 1}
+    fs, _ = _fs(output)
+    for path in _parts(output, "manifest"):
+        d = _read(fs, path, [VIDEO_ID, T_START, T_END]).to_pydict()
+        for vid, a, b in zip(d[VIDEO_ID], d[T_START], d[T_END]):
+            kept += 1
+            candidates += 1
+            kept_seconds += b - a
+            video_outcome[vid] = "kept"
+    for path in _parts(output, "rejects"):
+        d = _read(fs, path, [VIDEO_ID, CLIP_ID, REJECT_STAGE, REJECT_REASON, ERROR]).to_pydict()
+        for vid, cid, stage, reason, err in zip(d[VIDEO_ID], d[CLIP_ID], d[REJECT_STAGE], d[REJECT_REASON], d[ERROR]):
+            outcome = "errored" if err else "rejected"
+            reasons[_reason_key(err or reason)] += 1
+            if cid:
+                candidates += 1
+                clip_rejects[stage] += 1
+                outcome = "rejected" if not err else "errored"
+            else:
+                video_stage[vid] = stage
+            if rank[outcome] > rank.get(video_outcome.get(vid, ""), 0):
+                video_outcome[vid] = outcome
+    outcomes = Counter(video_outcome.values())
+    funnel, remaining = [], len(video_outcome)
+    stage_counts = Counter(video_stage.values())
+    for stage in STAGES:
+        if stage in ("cut",):
+            continue
+        out_n = remaining - stage_counts.get(stage, 0)
+        funnel.append({"stage": stage, "level": "video", "in": remaining, "out": out_n})
+        remaining = out_n
+    clip_in = candidates
+    for stage in sorted(clip_rejects, key=lambda s: STAGES.index(s) if s in STAGES else len(STAGES)):
+        funnel.append({"stage": stage, "level": "clip", "in": clip_in, "out": clip_in - clip_rejects[stage]})
+        clip_in -= clip_rejects[stage]
+    summary = {
+        "inputs": n_inputs if n_inputs is not None else len(video_outcome),
+        "videos_seen": len(video_outcome),
+        "videos_kept": outcomes.get("kept", 0),
+        "videos_rejected": outcomes.get("rejected", 0),
+        "videos_errored": outcomes.get("errored", 0),
+        "candidate_clips": candidates,
+        "clips_kept": kept,
+        "kept_seconds": round(kept_seconds, 3),
+        "funnel": funnel,
+        "reasons": dict(reasons.most_common()),
+    }
+    summary["accounted"] = (
+        summary["videos_kept"] + summary["videos_rejected"] + summary["videos_errored"] == summary["inputs"]
+    )
+    return summary
+
+
+def _reason_key(text: str) -> str:
+    """Group reasons by their wording, not by their numbers or names."""
+    head = text.split(" (", 1)[0]
+    return re.sub(r"(?<![\w.])\d+(\.\d+)?(?![\w.])", "#", head)[:120]
+
+
+def write_summary(output: str, summary: dict[str, Any]) -> None:
+    fs, root = _fs(output)
+    fs.makedirs(root, exist_ok=True)
+    with fs.open(f"{root}/summary.json", "w") as fh:
+        json.dump(summary, fh, indent=1)

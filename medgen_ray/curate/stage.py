@@ -1,0 +1,69 @@
+"""Base of the row-wise curation stages.
+
+A stage has a cheap `__init__(cfg)`, an expensive `setup()` (models, once per actor) and a pure
+`__call__(batch) -> batch`. It never imports ray: the runner wraps it. Rows already rejected or
+errored pass through untouched; a `DataError` raised for one row becomes that row's `error`
+and the rest of the batch goes on. Any other exception is a bug and fails the job.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import av
+import numpy as np
+
+from medgen_ray.curate.errors import DataError
+from medgen_ray.curate.batch import Batch, ensure_status, from_rows, mark_error, row_active, to_rows
+
+
+Row = dict[str, Any]
+DATA_ERRORS = (DataError, av.FFmpegError)
+
+
+class RowStage:
+    name: ClassVar[str] = "stage"
+    adds: ClassVar[tuple[str, ...]] = ()
+    drops: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+        self._ready = False
+
+    def setup(self) -> None:
+        """Load models; called once per actor (or lazily on first batch)."""
+
+    def process(self, row: Row) -> Row | list[Row]:
+        raise NotImplementedError
+
+    def empty_values(self) -> Row:
+        """Values of `adds` for rows this stage does not process (rejected upstream)."""
+        return {}
+
+    def __call__(self, batch: Batch) -> Batch:
+        if not self._ready:
+            self.setup()
+            self._ready = True
+        batch = ensure_status(batch)
+        out: list[Row] = []
+        for row in to_rows(batch):
+            if not row_active(row):
+                out.append({**self.empty_values(), **row})
+                continue
+            try:
+                result = self.process(row)
+            except DATA_ERRORS as exc:
+                mark_error(row, self.name, str(exc) or type(exc).__name__)
+                result = {**self.empty_values(), **row}
+            out.extend(result if isinstance(result, list) else [result])
+        columns = [c for c in batch if c not in self.drops]
+        columns += [c for c in self.adds if c not in columns]
+        for row in out:
+            for k in row:
+                if k not in columns and k not in self.drops:
+                    columns.append(k)
+        return from_rows(out, columns)
+
+
+def empty_float() -> np.ndarray:
+    return np.zeros(0, dtype=np.float32)

@@ -1,0 +1,112 @@
+"""Temporal segmentation over 1-fps frames, as the MedGen paper defines a clip.
+
+A clip [i, j] needs t_j - t_i >= min_seconds, every frame i..j classified medical, and every
+adjacent pair's CLIP cosine similarity > tau (a drop means a scene cut). Maximal runs longer
+than max_seconds are split into the fewest equal pieces that each fit, so a 13 s run yields
+two clips (6 s + 7 s) rather than one 10 s clip and a wasted 3 s tail.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from medgen_ray.config import CurateConfig
+from medgen_ray.curate.batch import mark_reject
+from medgen_ray.curate.errors import DataError
+from medgen_ray.curate.stage import Row, RowStage
+from medgen_ray.schema import (
+    CLIP_ID, FRAME_SCORES, FRAME_SIMS, FRAME_TIMES, N_CANDIDATES, T_END, T_START, VIDEO_ID,
+)
+
+
+def medical_runs(medical: np.ndarray, sims: np.ndarray, tau: float) -> list[tuple[int, int]]:
+    """Maximal [i, j] (frame indices, inclusive) with all frames medical and all adjacent sims > tau."""
+    runs, start = [], None
+    n = len(medical)
+    for k in range(n):
+        if not medical[k]:
+            if start is not None:
+                runs.append((start, k - 1))
+            start = None
+            continue
+        if start is None:
+            start = k
+        elif sims[k - 1] <= tau:
+            runs.append((start, k - 1))
+            start = k
+    if start is not None:
+        runs.append((start, n - 1))
+    return runs
+
+
+def split_run(times: np.ndarray, i: int, j: int, min_s: float, max_s: float) -> list[tuple[int, int]]:
+    span = times[j] - times[i]
+    if span < min_s - 1e-9:
+        return []
+    if span <= max_s + 1e-9:
+        return [(i, j)]
+    k = math.ceil(span / max_s - 1e-9)
+    while k > 1 and span / k < min_s - 1e-9:
+        k -= 1
+    if k == 1:
+        end = int(np.searchsorted(times, times[i] + max_s + 1e-9, side="right") - 1)
+        return [(i, end)]
+    cuts = [i] + [int(np.argmin(np.abs(times - (times[i] + span * m / k)))) for m in range(1, k)] + [j]
+    return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if times[b] - times[a] >= min_s - 1e-9]
+
+
+def find_segments(
+    times: np.ndarray, scores: np.ndarray, sims: np.ndarray, threshold: float, tau: float,
+    min_s: float, max_s: float,
+) -> list[tuple[int, int]]:
+    medical = np.asarray(scores) >= threshold
+    out: list[tuple[int, int]] = []
+    for i, j in medical_runs(medical, np.asarray(sims), tau):
+        out.extend(split_run(np.asarray(times), i, j, min_s, max_s))
+    return out
+
+
+def make_clip_id(video_id: str, t_start: float, t_end: float) -> str:
+    """Deterministic: the same source and span always give the same id."""
+    return f"{video_id}_{round(t_start * 1000):08d}_{round(t_end * 1000):08d}"
+
+
+class SegmentStage(RowStage):
+    """Fans a source row out into one row per candidate clip."""
+
+    name = "segment"
+    adds = (CLIP_ID, T_START, T_END, N_CANDIDATES, "score_frame_medical", "score_min_similarity")
+    drops = (FRAME_SCORES, FRAME_SIMS, FRAME_TIMES)
+
+    def __init__(self, cfg: CurateConfig):
+        super().__init__(cfg)
+
+    def process(self, row: Row) -> list[Row]:
+        times = np.asarray(row.pop(FRAME_TIMES), dtype=np.float64)
+        scores = np.asarray(row.pop(FRAME_SCORES), dtype=np.float64)
+        sims = np.asarray(row.pop(FRAME_SIMS), dtype=np.float64)
+        if len(times) != len(scores) or len(sims) != max(0, len(times) - 1):
+            raise DataError(f"frame arrays disagree: {len(times)} times, {len(scores)} scores, {len(sims)} sims")
+        seg, clf = self.cfg.segment, self.cfg.classify
+        spans = find_segments(times, scores, sims, clf.threshold, seg.similarity_threshold,
+                              seg.min_seconds, seg.max_seconds)
+        if not spans:
+            n_med = int((scores >= clf.threshold).sum())
+            runs = medical_runs(scores >= clf.threshold, sims, seg.similarity_threshold)
+            longest = max((times[j] - times[i] for i, j in runs), default=0.0)
+            mark_reject(row, self.name, f"no clip of >= {seg.min_seconds:g} s (medical frames "
+                        f"{n_med}/{len(scores)}, longest steady medical run {longest:g} s)")
+            return [row]
+        clips = []
+        for i, j in spans:
+            clip = dict(row)
+            clip[T_START], clip[T_END] = float(times[i]), float(times[j])
+            clip[CLIP_ID] = make_clip_id(row[VIDEO_ID], clip[T_START], clip[T_END])
+            clip[N_CANDIDATES] = len(spans)
+            clip["score_frame_medical"] = float(scores[i : j + 1].mean())
+            clip["score_min_similarity"] = float(sims[i:j].min()) if j > i else 1.0
+            clips.append(clip)
+        return clips
+

@@ -1,0 +1,107 @@
+"""Training the two relevance classifiers from labelled CSV files.
+
+- text: CSV with `text,label` (or `title,description,label`); label 1/0 or medical/other.
+- frames: CSV with `path,label`; path is an image file (relative paths are resolved against
+  the CSV's folder).
+Both fit the shared `LinearProbe` on frozen embeddings and report held-out accuracy.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from medgen_ray.curate.metadata import metadata_text
+from medgen_ray.models.probe import fit_probe, probe_accuracy
+from medgen_ray.models.registry import load_model
+
+_LABELS = {"1": 1, "0": 0, "medical": 1, "other": 0, "non-medical": 0, "nonmedical": 0, "true": 1, "false": 0}
+
+
+@dataclass
+class TrainReport:
+    n_train: int
+    n_test: int
+    test_accuracy: float
+    output: str
+
+
+def _label(value: str, where: str) -> int:
+    key = (value or "").strip().lower()
+    if key not in _LABELS:
+        raise ValueError(f"{where}: label {value!r} is not one of {sorted(_LABELS)}")
+    return _LABELS[key]
+
+
+def _read_csv(path: str, required: list[list[str]]) -> list[dict[str, str]]:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"labelled CSV {path!r}: not found")
+    with p.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        cols = set(reader.fieldnames or [])
+        if not any(set(option) <= cols for option in required):
+            options = " or ".join(",".join(o) for o in required)
+            raise ValueError(f"labelled CSV {path!r}: needs columns {options}; has {sorted(cols)}")
+        rows = list(reader)
+    if len(rows) < 4:
+        raise ValueError(f"labelled CSV {path!r}: {len(rows)} rows, need at least 4")
+    return rows
+
+
+def _split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.random.default_rng(seed).permutation(n)
+    k = max(1, int(round(n * test_fraction)))
+    return idx[k:], idx[:k]
+
+
+def _fit_and_save(feats: np.ndarray, labels: np.ndarray, embedder: str, output: str,
+                  test_fraction: float, seed: int) -> TrainReport:
+    tr, te = _split(len(labels), test_fraction, seed)
+    held_out = fit_probe(feats[tr], labels[tr], embedder, seed=seed)
+    acc = probe_accuracy(held_out, feats[te], labels[te])
+    final = fit_probe(feats, labels, embedder, seed=seed)  # ship the probe fitted on every row
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    final.save(output)
+    return TrainReport(len(tr), len(te), acc, output)
+
+
+def train_text_classifier(csv_path: str, embedder: str, output: str, test_fraction: float = 0.2,
+                          seed: int = 0) -> TrainReport:
+    rows = _read_csv(csv_path, [["text", "label"], ["title", "description", "label"]])
+    texts = [r["text"] if "text" in r else metadata_text(r["title"], r["description"]) for r in rows]
+    labels = np.array([_label(r["label"], f"{csv_path} row {i + 2}") for i, r in enumerate(rows)])
+    feats = load_model(embedder, kind="text").embed(texts)
+    return _fit_and_save(feats, labels, embedder, output, test_fraction, seed)
+
+
+def load_frame(path: Path, size: int) -> np.ndarray:
+    """Short side to `size`, centre crop: the same view the sample stage gives the classifier."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        w, h = im.size
+        s = size / min(w, h)
+        im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BOX)
+        w, h = im.size
+        x0, y0 = (w - size) // 2, (h - size) // 2
+        return np.asarray(im.crop((x0, y0, x0 + size, y0 + size)))
+
+
+def train_frame_probe(csv_path: str, clip_model: str, output: str, weights: str | None = None,
+                      test_fraction: float = 0.2, seed: int = 0) -> TrainReport:
+    rows = _read_csv(csv_path, [["path", "label"]])
+    base = Path(csv_path).parent
+    encoder = load_model(clip_model, weights, kind="clip")
+    frames, labels = [], []
+    for i, r in enumerate(rows):
+        p = Path(r["path"]) if Path(r["path"]).is_absolute() else base / r["path"]
+        if not p.is_file():
+            raise FileNotFoundError(f"{csv_path} row {i + 2}: image {str(p)!r} not found")
+        frames.append(load_frame(p, encoder.image_size))
+        labels.append(_label(r["label"], f"{csv_path} row {i + 2}"))
+    feats = encoder.encode_images(np.stack(frames))
+    return _fit_and_save(feats, np.array(labels), clip_model, output, test_fraction, seed)

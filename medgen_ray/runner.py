@@ -1,0 +1,189 @@
+"""The only module that talks to Ray Data's map/write APIs.
+
+Stages are plain callables; here they become streaming operators: cheap CPU stages as tasks
+(Ray fuses neighbours), model stages as actor pools sized from config (never from the
+driver's hardware), and the sink as tasks that write Parquet parts and return small counts,
+which the driver folds as they stream by. Nothing else is collected on the driver.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any, Callable
+
+import numpy as np
+
+from medgen_ray.config import AppConfig, CurateConfig, PoolConfig, RayConfig
+
+log = logging.getLogger("medgen_ray")
+
+
+def init_ray(cfg: RayConfig) -> None:
+    """Connect to a cluster (config or RAY_ADDRESS), or start an embedded one on 127.0.0.1."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray.init(
+        num_cpus=cfg.num_cpus,
+        include_dashboard=cfg.include_dashboard,
+        _node_ip_address="127.0.0.1",
+        dashboard_host="127.0.0.1",
+        log_to_driver=True,
+        runtime_env={"env_vars": {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "MEDGEN_CACHE") if k in os.environ}},
+    )
+
+
+def _task_fn(name: str, factory: Callable[[], Callable], post: Callable | None = None) -> Callable:
+    """A named task function that builds its stage once per worker process."""
+    cache: dict[str, Any] = {}
+
+    def fn(batch):
+        stage = cache.get("s")
+        if stage is None:
+            stage = cache["s"] = factory()
+        out = stage(batch)
+        return post(out) if post is not None else out
+
+    fn.__name__ = fn.__qualname__ = name
+    return fn
+
+
+def _actor_cls(name: str, factory: Callable[[], Callable], post: Callable | None = None) -> type:
+    def __init__(self):
+        self.stage = factory()
+        setup = getattr(self.stage, "setup", None)
+        if setup is not None:
+            setup()
+
+    def __call__(self, batch):
+        out = self.stage(batch)
+        return post(out) if post is not None else out
+
+    return type(name, (), {"__init__": __init__, "__call__": __call__})
+
+
+def _map(ds, name: str, factory: Callable[[], Callable], *, batch_size: int, num_cpus: float = 1.0,
+         pool: PoolConfig | None = None, post: Callable | None = None):
+    from ray.data import ActorPoolStrategy
+
+    if pool is None:
+        return ds.map_batches(_task_fn(name, factory, post), batch_size=batch_size, batch_format="numpy",
+                              num_cpus=num_cpus, zero_copy_batch=False)
+    return ds.map_batches(
+        _actor_cls(name, factory, post), batch_size=pool.batch_size, batch_format="numpy",
+        compute=ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),
+        num_gpus=pool.num_gpus, num_cpus=pool.num_cpus, zero_copy_batch=False,
+    )
+
+
+def build_curate_dataset(cfg: CurateConfig, rows: list[dict], skip: set[str]):
+    """The curation pipeline as a lazy Ray Dataset of sink counts."""
+    import ray
+
+    from medgen_ray.curate.classify import FrameClassifierStage
+    from medgen_ray.curate.cut import CutStage
+    from medgen_ray.curate.filters import apply_filters
+    from medgen_ray.curate.metadata import MetadataStage
+    from medgen_ray.curate.probe import ProbeStage
+    from medgen_ray.curate.sample import SampleStage
+    from medgen_ray.curate.sink import write_batch
+    from medgen_ray.curate.sources import FileSourceStage
+    from medgen_ray.curate.temporal import SegmentStage
+    from medgen_ray.curate.ytdlp import YtdlpDownloadStage, YtdlpSearchStage
+    from medgen_ray.models.registry import get_spec
+    from medgen_ray.schema import VIDEO_ID
+
+    def filt(stage: str) -> Callable:
+        return lambda batch: apply_filters(batch, cfg, stage)
+
+    def not_done(batch):
+        keep = np.array([v not in skip for v in batch[VIDEO_ID]], dtype=bool)
+        return {k: v[keep] for k, v in batch.items()}
+
+    image_size = _image_size(cfg.classify.clip_model, get_spec)
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 200)))
+    if cfg.source.kind == "files":
+        ds = _map(ds, "Source", lambda: FileSourceStage(cfg.source), batch_size=16, post=not_done)
+    else:
+        ds = _map(ds, "YtdlpSearch", lambda: YtdlpSearchStage(cfg.source.ytdlp), batch_size=1, post=not_done)
+    if cfg.metadata.enabled:
+        meta_pool = cfg.metadata.pool if cfg.metadata.classifier_path else None
+        ds = _map(ds, "Metadata", lambda: MetadataStage(cfg), batch_size=16, pool=meta_pool,
+                  post=filt("metadata"))
+    if cfg.source.kind == "ytdlp":
+        ddir = cfg.source.ytdlp.download_dir or f"{cfg.output.rstrip('/')}/downloads"
+        ds = _map(ds, "Download", lambda: YtdlpDownloadStage(cfg.source.ytdlp, ddir), batch_size=1)
+    ds = _map(ds, "Probe", lambda: ProbeStage(cfg), batch_size=4,
+              post=lambda b: apply_filters(apply_filters(b, cfg, "probe"), cfg, "resolution"))
+    ds = _map(ds, "Sample", lambda: SampleStage(cfg, image_size), batch_size=1, num_cpus=cfg.sample.num_cpus)
+    ds = _map(ds, "Classify", lambda: FrameClassifierStage(cfg), batch_size=cfg.classify.pool.batch_size,
+              pool=cfg.classify.pool)
+    ds = _map(ds, "Segment", lambda: SegmentStage(cfg), batch_size=8)
+    ds = _map(ds, "Cut", lambda: CutStage(cfg), batch_size=4, num_cpus=cfg.cut.num_cpus)
+    output = cfg.output
+    return _map(ds, "Write", lambda: (lambda b: _counts(write_batch(output, b))), batch_size=64)
+
+
+def _counts(c: dict[str, int]) -> dict[str, np.ndarray]:
+    return {k: np.array([v]) for k, v in c.items()}
+
+
+def _image_size(name: str, get_spec) -> int:
+    from medgen_ray.models.registry import TINY_CLIP_CFG
+
+    get_spec(name, "clip")  # unknown names fail here, before any work
+    return TINY_CLIP_CFG["vision_cfg"]["image_size"] if name.endswith("/tiny") else 224
+
+
+def run_curate(app: AppConfig) -> dict[str, Any]:
+    """Run the curation job end to end; returns the summary (also written to summary.json)."""
+    from medgen_ray.curate.sink import build_summary, drop_unfinished, source_progress, write_summary
+    from medgen_ray.curate.sources import list_file_sources
+    from medgen_ray.curate.ytdlp import build_requests
+
+    cfg = app.curate
+    if cfg.source.kind == "files":
+        rows = list_file_sources(cfg.source)
+        if not rows:
+            raise FileNotFoundError(f"curate.source.uris: no video files in {cfg.source.uris}")
+    else:
+        rows = build_requests(cfg.source.ytdlp)
+        if not rows:
+            raise ValueError("curate.source.ytdlp: no queries, channels, urls or info_json given")
+    finished: set[str] = set()
+    if cfg.resume:
+        finished, unfinished = source_progress(cfg.output)
+        removed = drop_unfinished(cfg.output, unfinished)
+        if finished or removed:
+            log.info("resume: %d sources finished, %d stray rows of %d unfinished sources removed",
+                     len(finished), removed, len(unfinished))
+    elif source_progress(cfg.output)[0]:
+        raise FileExistsError(f"curate.output {cfg.output!r} holds a dataset and curate.resume is false")
+    init_ray(app.ray)
+    ds = build_curate_dataset(cfg, rows, finished)
+    totals = {"kept": 0, "rejected": 0}
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for k in totals:
+            totals[k] += int(batch[k].sum())
+    summary = build_summary(cfg.output, n_inputs=len(rows) if cfg.source.kind == "files" else None)
+    summary["this_run"] = {"rows_written": totals, "skipped_finished_sources": len(finished)}
+    write_summary(cfg.output, summary)
+    print_summary(summary, sys.stdout)
+    return summary
+
+
+def print_summary(summary: dict[str, Any], out) -> None:
+    print(f"inputs {summary['inputs']}: kept {summary['videos_kept']}, rejected {summary['videos_rejected']}, "
+          f"errored {summary['videos_errored']} (accounted: {summary['accounted']})", file=out)
+    for f in summary["funnel"]:
+        print(f"  {f['level']:5s} {f['stage']:11s} {f['in']:6d} -> {f['out']:6d}", file=out)
+    print(f"clips kept {summary['clips_kept']} of {summary['candidate_clips']} candidates, "
+          f"{summary['kept_seconds']:.0f} s", file=out)

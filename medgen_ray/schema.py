@@ -1,0 +1,124 @@
+"""Column names and Arrow schemas: the one place the data's shape is written down.
+
+A row in flight is a source video until temporal segmentation, then a candidate clip. Every
+row carries `reject_stage`, `reject_reason` and `error` (empty string = none), so a rejected or
+errored row keeps flowing to the sink and nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+# Status columns on every row in flight.
+REJECT_STAGE = "reject_stage"
+REJECT_REASON = "reject_reason"
+ERROR = "error"
+
+# Source-level columns.
+VIDEO_ID = "video_id"
+SOURCE_URI = "source_uri"
+SOURCE_URL = "source_url"
+TITLE = "title"
+DESCRIPTION = "description"
+CHANNEL = "channel"
+LICENSE = "license"
+TRANSCRIPT = "transcript"
+
+# Heavy, transient columns: dropped right after their last consumer.
+FRAMES = "frames"  # uint8 (T, S, S, 3) at the frame classifier's input size
+FRAME_TIMES = "frame_times"  # float64 (T,) seconds
+FRAME_SCORES = "frame_scores"  # float32 (T,) P(medical)
+FRAME_SIMS = "frame_sims"  # float32 (T-1,) adjacent cosine similarity
+HEAVY_COLUMNS = (FRAMES, FRAME_TIMES, FRAME_SCORES, FRAME_SIMS)
+
+# Clip-level columns (after segmentation).
+CLIP_ID = "clip_id"
+N_CANDIDATES = "n_candidates"  # candidate clips of the source; 0 when the source ended whole
+T_START = "t_start"
+T_END = "t_end"
+CLIP_URI = "clip_uri"
+CUT_MODE = "cut_mode"
+
+PROBE_COLUMNS = ("width", "height", "fps", "duration", "codec", "bitrate", "rotation")
+
+# Stage names, in pipeline order; also the funnel's order in summary.json.
+STAGES = ("source", "metadata", "download", "probe", "resolution", "sample", "classify", "segment", "cut")
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        (CLIP_ID, pa.string()),
+        (VIDEO_ID, pa.string()),
+        (CLIP_URI, pa.string()),
+        (SOURCE_URI, pa.string()),
+        (SOURCE_URL, pa.string()),
+        (T_START, pa.float64()),
+        (T_END, pa.float64()),
+        ("duration", pa.float64()),
+        ("fps", pa.float64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("bitrate", pa.int64()),
+        ("codec", pa.string()),
+        (CUT_MODE, pa.string()),
+        ("score_text_keywords", pa.float64()),
+        ("score_text_medical", pa.float64()),
+        ("score_frame_medical", pa.float64()),
+        ("score_min_similarity", pa.float64()),
+        (TITLE, pa.string()),
+        (DESCRIPTION, pa.string()),
+        (CHANNEL, pa.string()),
+        (LICENSE, pa.string()),
+        (TRANSCRIPT, pa.string()),
+        ("provenance", pa.string()),
+        (N_CANDIDATES, pa.int32()),
+    ]
+)
+
+REJECTS_SCHEMA = pa.schema(
+    [
+        (VIDEO_ID, pa.string()),
+        (CLIP_ID, pa.string()),
+        (SOURCE_URI, pa.string()),
+        (SOURCE_URL, pa.string()),
+        (REJECT_STAGE, pa.string()),
+        (REJECT_REASON, pa.string()),
+        (ERROR, pa.string()),
+        (T_START, pa.float64()),
+        (T_END, pa.float64()),
+        (N_CANDIDATES, pa.int32()),
+        ("score_text_keywords", pa.float64()),
+        ("score_text_medical", pa.float64()),
+        ("score_frame_medical", pa.float64()),
+        ("score_min_similarity", pa.float64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+    ]
+)
+
+# Defaults for columns that a row has not reached yet.
+COLUMN_DEFAULTS: dict[str, object] = {
+    REJECT_STAGE: "",
+    REJECT_REASON: "",
+    ERROR: "",
+    CLIP_ID: "",
+    CLIP_URI: "",
+    CUT_MODE: "",
+    SOURCE_URL: "",
+    TITLE: "",
+    DESCRIPTION: "",
+    CHANNEL: "",
+    LICENSE: "",
+    TRANSCRIPT: "",
+    "codec": "",
+    "provenance": "",
+    N_CANDIDATES: 0,
+    "width": 0,
+    "height": 0,
+    "bitrate": 0,
+    "rotation": 0,
+}
+
+
+def default_for(column: str) -> object:
+    """Value of a column that a row never reached: '' for text, 0 for counts, NaN for scores."""
+    return COLUMN_DEFAULTS.get(column, float("nan"))
