@@ -159,6 +159,10 @@ class CurateConfig(Strict):
     resolution: ResolutionConfig = Field(default_factory=ResolutionConfig)
     cut: CutConfig = Field(default_factory=CutConfig)
     resume: bool = True
+    write_batch_rows: int = Field(64, ge=1, description="rows per Parquet part")
+    task_memory_mb: int = Field(
+        256, ge=1, description="memory reserved per CPU task; also keeps decoding out of model actors"
+    )
 
 
 class DemoConfig(Strict):

@@ -71,12 +71,15 @@ def _actor_cls(name: str, factory: Callable[[], Callable], post: Callable | None
 
 
 def _map(ds, name: str, factory: Callable[[], Callable], *, batch_size: int, num_cpus: float = 1.0,
-         pool: PoolConfig | None = None, post: Callable | None = None):
+         pool: PoolConfig | None = None, post: Callable | None = None, memory_mb: int = 256):
     from ray.data import ActorPoolStrategy
 
     if pool is None:
+        # CPU tasks carry a memory request that model actors do not; Ray fuses only operators
+        # with equal remote args, so decoding stays in tasks that run beside the model actors
+        # instead of being folded into them.
         return ds.map_batches(_task_fn(name, factory, post), batch_size=batch_size, batch_format="numpy",
-                              num_cpus=num_cpus, zero_copy_batch=False)
+                              num_cpus=num_cpus, memory=memory_mb * 2**20, zero_copy_batch=False)
     return ds.map_batches(
         _actor_cls(name, factory, post), batch_size=pool.batch_size, batch_format="numpy",
         compute=ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),
@@ -101,6 +104,8 @@ def build_curate_dataset(cfg: CurateConfig, rows: list[dict], skip: set[str]):
     from medgen_ray.models.registry import get_spec
     from medgen_ray.schema import VIDEO_ID
 
+    mem = cfg.task_memory_mb
+
     def filt(stage: str) -> Callable:
         return lambda batch: apply_filters(batch, cfg, stage)
 
@@ -109,27 +114,35 @@ def build_curate_dataset(cfg: CurateConfig, rows: list[dict], skip: set[str]):
         return {k: v[keep] for k, v in batch.items()}
 
     image_size = _image_size(cfg.classify.clip_model, get_spec)
+    # Per-operator reservations split a small cluster so finely that the downstream writer is
+    # starved until the model stage drains (seen on 2 CPUs): let operators share the budget.
+    ray.data.DataContext.get_current().op_resource_reservation_enabled = False
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 200)))
     if cfg.source.kind == "files":
-        ds = _map(ds, "Source", lambda: FileSourceStage(cfg.source), batch_size=16, post=not_done)
+        ds = _map(ds, "Source", lambda: FileSourceStage(cfg.source), batch_size=1, post=not_done, memory_mb=mem)
     else:
-        ds = _map(ds, "YtdlpSearch", lambda: YtdlpSearchStage(cfg.source.ytdlp), batch_size=1, post=not_done)
+        ds = _map(ds, "YtdlpSearch", lambda: YtdlpSearchStage(cfg.source.ytdlp), batch_size=1, post=not_done, memory_mb=mem)
     if cfg.metadata.enabled:
         meta_pool = cfg.metadata.pool if cfg.metadata.classifier_path else None
-        ds = _map(ds, "Metadata", lambda: MetadataStage(cfg), batch_size=16, pool=meta_pool,
-                  post=filt("metadata"))
+        # Fused task chains bundle max(batch_size) rows per task: keep task stages at one
+        # video per task so work (and each sink part) streams instead of arriving in chunks.
+        ds = _map(ds, "Metadata", lambda: MetadataStage(cfg), batch_size=1, pool=meta_pool,
+                  post=filt("metadata"), memory_mb=mem)
     if cfg.source.kind == "ytdlp":
         ddir = cfg.source.ytdlp.download_dir or f"{cfg.output.rstrip('/')}/downloads"
-        ds = _map(ds, "Download", lambda: YtdlpDownloadStage(cfg.source.ytdlp, ddir), batch_size=1)
-    ds = _map(ds, "Probe", lambda: ProbeStage(cfg), batch_size=4,
-              post=lambda b: apply_filters(apply_filters(b, cfg, "probe"), cfg, "resolution"))
-    ds = _map(ds, "Sample", lambda: SampleStage(cfg, image_size), batch_size=1, num_cpus=cfg.sample.num_cpus)
+        ds = _map(ds, "Download", lambda: YtdlpDownloadStage(cfg.source.ytdlp, ddir), batch_size=1, memory_mb=mem)
+    ds = _map(ds, "Probe", lambda: ProbeStage(cfg), batch_size=1,
+              post=lambda b: apply_filters(apply_filters(b, cfg, "probe"), cfg, "resolution"), memory_mb=mem)
+    ds = _map(ds, "Sample", lambda: SampleStage(cfg, image_size), batch_size=1, num_cpus=cfg.sample.num_cpus, memory_mb=mem)
     ds = _map(ds, "Classify", lambda: FrameClassifierStage(cfg), batch_size=cfg.classify.pool.batch_size,
               pool=cfg.classify.pool)
-    ds = _map(ds, "Segment", lambda: SegmentStage(cfg), batch_size=8)
-    ds = _map(ds, "Cut", lambda: CutStage(cfg), batch_size=4, num_cpus=cfg.cut.num_cpus)
+    ds = _map(ds, "Segment", lambda: SegmentStage(cfg), batch_size=1, memory_mb=mem)
+    ds = _map(ds, "Cut", lambda: CutStage(cfg), batch_size=1, num_cpus=cfg.cut.num_cpus, memory_mb=mem)
     output = cfg.output
-    return _map(ds, "Write", lambda: (lambda b: _counts(write_batch(output, b))), batch_size=64)
+    # Its own operator with no CPU request: it is I/O, it must not wait for a CPU held by the
+    # stages above (2-CPU machines), and unfused it writes each block as soon as it exists.
+    return _map(ds, "Write", lambda: (lambda b: _counts(write_batch(output, b))), batch_size=cfg.write_batch_rows,
+                num_cpus=0, memory_mb=mem)
 
 
 def _counts(c: dict[str, int]) -> dict[str, np.ndarray]:

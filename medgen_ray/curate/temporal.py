@@ -42,19 +42,24 @@ def medical_runs(medical: np.ndarray, sims: np.ndarray, tau: float) -> list[tupl
 
 
 def split_run(times: np.ndarray, i: int, j: int, min_s: float, max_s: float) -> list[tuple[int, int]]:
+    eps = 1e-9
     span = times[j] - times[i]
-    if span < min_s - 1e-9:
+    if span < min_s - eps:
         return []
-    if span <= max_s + 1e-9:
+    if span <= max_s + eps:
         return [(i, j)]
-    k = math.ceil(span / max_s - 1e-9)
-    while k > 1 and span / k < min_s - 1e-9:
-        k -= 1
-    if k == 1:
-        end = int(np.searchsorted(times, times[i] + max_s + 1e-9, side="right") - 1)
-        return [(i, end)]
-    cuts = [i] + [int(np.argmin(np.abs(times - (times[i] + span * m / k)))) for m in range(1, k)] + [j]
-    return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if times[b] - times[a] >= min_s - 1e-9]
+    k = math.ceil(span / max_s - eps)
+    if span / k >= min_s - eps:  # k equal pieces fit: snap the cut points to frames
+        cuts = [i] + [int(np.argmin(np.abs(times - (times[i] + span * m / k)))) for m in range(1, k)] + [j]
+        pieces = list(zip(cuts[:-1], cuts[1:]))
+        if all(min_s - eps <= times[b] - times[a] <= max_s + eps for a, b in pieces):
+            return pieces
+    pieces, a = [], i  # greedy: max-length pieces from the start, short tail dropped
+    while times[j] - times[a] >= min_s - eps:
+        b = min(j, int(np.searchsorted(times, times[a] + max_s + eps, side="right") - 1))
+        pieces.append((a, b))
+        a = b
+    return pieces
 
 
 def find_segments(

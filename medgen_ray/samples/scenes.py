@@ -134,7 +134,7 @@ class Game(Scene):
 class Slide(Scene):
     def __init__(self, h, w, rng):
         super().__init__(h, w, rng)
-        bg = tuple(int(v) for v in rng.choice([(20, 40, 110), (30, 30, 30), (245, 245, 245)]))
+        bg = tuple(int(v) for v in rng.choice([(20, 40, 110), (30, 30, 30), (60, 20, 70)]))
         fg = (255, 255, 255) if sum(bg) < 400 else (20, 20, 20)
         img = np.full((h, w, 3), bg, np.uint8)
         words = ["Quarterly", "results", "agenda", "growth", "team", "roadmap", "budget", "market", "plan"]

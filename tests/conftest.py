@@ -1,0 +1,75 @@
+"""Shared fixtures: generated corpora (nothing binary committed), offline hub, local Ray on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> tuple[Path, dict]:
+    """6 videos x 16 s with known truth: off-topic, low-res, letterboxed, frozen and subtitled ones included."""
+    from medgen_ray.samples.generator import make_corpus
+
+    folder = tmp_path_factory.mktemp("corpus")
+    truth = make_corpus(folder, n_videos=6, seconds=16, seed=7)
+    return folder, truth
+
+
+@pytest.fixture(scope="session")
+def bad_inputs(tmp_path_factory) -> dict[str, Path]:
+    from medgen_ray.samples.bad import make_bad_inputs
+
+    return make_bad_inputs(tmp_path_factory.mktemp("bad"))
+
+
+@pytest.fixture(scope="session")
+def one_video(tmp_path_factory) -> Path:
+    """20 s: 10 s endoscopy, a cut to 10 s of game play. 25 fps, keyframe every second."""
+    from medgen_ray.samples.generator import Segment, VideoSpec, render_video
+
+    path = tmp_path_factory.mktemp("one") / "endo_game.mp4"
+    render_video(VideoSpec("endo_game", [Segment("endoscopy", 10), Segment("game", 10)], 640, 480, 25), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def frame_probe(tmp_path_factory) -> Path:
+    """Linear probe on tiny-CLIP features of generated frames (not those of the test corpora)."""
+    from medgen_ray.curate.training import train_frame_probe
+    from medgen_ray.demo import write_frame_training
+
+    folder = tmp_path_factory.mktemp("probe")
+    labels = write_frame_training(folder / "frames", n_per_class=60, seed=900)
+    path = folder / "frames.probe.npz"
+    report = train_frame_probe(str(labels), "clip/tiny", str(path))
+    assert report.test_accuracy >= 0.9
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """An embedded Ray on 127.0.0.1 shared by the integration tests; yields its GCS address."""
+    import ray
+
+    from medgen_ray.config import RayConfig
+    from medgen_ray.runner import init_ray
+
+    init_ray(RayConfig(num_cpus=2))
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def tiny_overrides(output: Path, uris: list[str]) -> list[str]:
+    return [
+        f"curate.output={output}",
+        f"curate.source.uris=[{','.join(uris)}]",
+        "curate.classify.clip_model=clip/tiny",
+        "ray.num_cpus=2",
+    ]

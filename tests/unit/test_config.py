@@ -1,0 +1,43 @@
+import pytest
+
+from medgen_ray.cli import main
+from medgen_ray.config import ConfigError, load_config
+
+
+def test_overrides_are_typed_and_nested(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("curate:\n  segment:\n    min_seconds: 5\n")
+    cfg = load_config(cfg_file, ["curate.segment.max_seconds=12", "curate.source.uris=[a,b]", "ray.num_cpus=3"])
+    assert cfg.curate.segment.min_seconds == 5
+    assert cfg.curate.segment.max_seconds == 12.0
+    assert cfg.curate.source.uris == ["a", "b"]
+    assert cfg.ray.num_cpus == 3
+
+
+def test_every_bad_field_is_named():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["curate.segment.min_seconds=-1", "curate.cut.mode=fast", "curate.bogus=1",
+                           "curate.classify.pool.max_actors=0"])
+    text = "\n".join(err.value.problems)
+    for field in ("curate.segment.min_seconds", "curate.cut.mode", "curate.bogus", "curate.classify.pool.max_actors"):
+        assert field in text
+    assert len(err.value.problems) == 4
+
+
+def test_cross_field_rule():
+    with pytest.raises(ConfigError, match="max_seconds"):
+        load_config(None, ["curate.segment.min_seconds=8", "curate.segment.max_seconds=7"])
+
+
+def test_malformed_override_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="a.b.c=value"):
+        load_config(None, ["curate.output"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_cli_exits_2_and_names_fields(capsys, tmp_path):
+    code = main(["curate", "curate.segment.min_seconds=oops", "curate.probe.min_side=0"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "curate.segment.min_seconds" in err and "curate.probe.min_side" in err
