@@ -23,7 +23,7 @@ from PIL import Image
 from medgen_ray.config import AppConfig
 from medgen_ray.curate.training import train_frame_probe, train_text_classifier
 from medgen_ray.samples.bad import BAD_KINDS, make_bad_input
-from medgen_ray.samples.generator import make_corpus, render_scene_frames
+from medgen_ray.samples.generator import make_corpus
 from medgen_ray.samples.scenes import ALL_SCENES, SCENES
 from medgen_ray.samples.texts import make_labeled_texts
 
@@ -40,14 +40,31 @@ def write_text_training(path: Path, n_per_class: int, seed: int) -> None:
 
 
 def write_frame_training(folder: Path, n_per_class: int, seed: int) -> Path:
+    """Labelled PNG frames decoded from freshly encoded H.264 videos (not the demo corpus), so the
+    probe learns from frames that went through the same codec as the ones it will judge."""
+    import av
+    import cv2
+
+    from medgen_ray.samples.generator import Segment, VideoSpec, render_video
+
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
-    per_scene = max(2, n_per_class // 3)
+    per_scene = max(4, n_per_class // 3)
+    instances, fps = 4, 6
+    seconds = max(2, math.ceil(per_scene / instances))
     for k, scene in enumerate(ALL_SCENES):
-        for j, img in enumerate(render_scene_frames(scene, per_scene, (240, 320), seed + 101 * k)):
-            name = f"{scene}_{j:04d}.png"
-            Image.fromarray(img).save(folder / name)
-            rows.append((name, int(SCENES[scene].medical)))
+        for inst in range(instances):
+            video = folder / f"_{scene}_{inst}.mp4"
+            render_video(VideoSpec("t", [Segment(scene, seconds)], 640, 480, fps, seed=seed + 97 * k + inst), video)
+            with av.open(str(video)) as container:
+                for j, frame in enumerate(container.decode(video=0)):
+                    if j % fps:
+                        continue
+                    img = cv2.resize(frame.to_ndarray(format="rgb24"), (320, 240), interpolation=cv2.INTER_AREA)
+                    name = f"{scene}_{inst}_{j:04d}.png"
+                    Image.fromarray(img).save(folder / name)
+                    rows.append((name, int(SCENES[scene].medical)))
+            video.unlink()
     path = folder / "labels.csv"
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)

@@ -87,6 +87,23 @@ def _map(ds, name: str, factory: Callable[[], Callable], *, batch_size: int, num
     )
 
 
+def check_cpu_budget(cfg: CurateConfig, total_cpus: float) -> None:
+    """Actor pools hold their CPUs for the whole run; if they leave less than one task's worth,
+    the decode tasks never start and the job hangs. Refuse that up front, naming the fields."""
+    pools = [("curate.classify.pool", cfg.classify.pool)]
+    if cfg.metadata.enabled and cfg.metadata.classifier_path:
+        pools.append(("curate.metadata.pool", cfg.metadata.pool))
+    held = sum(p.min_actors * p.num_cpus for _, p in pools)
+    need = max(cfg.sample.num_cpus, cfg.cut.num_cpus)
+    if held + need > total_cpus + 1e-9:
+        detail = ", ".join(f"{name}: {p.min_actors} x {p.num_cpus:g} CPU" for name, p in pools)
+        raise ValueError(
+            f"actor pools hold {held:g} of the cluster's {total_cpus:g} CPUs ({detail}); the CPU tasks "
+            f"need {need:g} more (curate.sample.num_cpus / curate.cut.num_cpus). Lower the pools' num_cpus "
+            f"or min_actors, or add CPUs."
+        )
+
+
 def build_curate_dataset(cfg: CurateConfig, rows: list[dict], skip: set[str]):
     """The curation pipeline as a lazy Ray Dataset of sink counts."""
     import ray
@@ -114,6 +131,7 @@ def build_curate_dataset(cfg: CurateConfig, rows: list[dict], skip: set[str]):
         return {k: v[keep] for k, v in batch.items()}
 
     image_size = _image_size(cfg.classify.clip_model, get_spec)
+    check_cpu_budget(cfg, float(ray.cluster_resources().get("CPU", 0)))
     # Per-operator reservations split a small cluster so finely that the downstream writer is
     # starved until the model stage drains (seen on 2 CPUs): let operators share the budget.
     ray.data.DataContext.get_current().op_resource_reservation_enabled = False
@@ -161,6 +179,7 @@ def run_curate(app: AppConfig) -> dict[str, Any]:
     from medgen_ray.curate.sink import build_summary, drop_unfinished, source_progress, write_summary
     from medgen_ray.curate.sources import list_file_sources
     from medgen_ray.curate.ytdlp import build_requests
+    from medgen_ray.schema import STAGES
 
     cfg = app.curate
     if cfg.source.kind == "files":
@@ -186,7 +205,9 @@ def run_curate(app: AppConfig) -> dict[str, Any]:
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for k in totals:
             totals[k] += int(batch[k].sum())
-    summary = build_summary(cfg.output, n_inputs=len(rows) if cfg.source.kind == "files" else None)
+    files = cfg.source.kind == "files"
+    stages = tuple(s for s in STAGES if not (files and s == "download"))
+    summary = build_summary(cfg.output, n_inputs=len(rows) if files else None, stages=stages)
     summary["this_run"] = {"rows_written": totals, "skipped_finished_sources": len(finished)}
     write_summary(cfg.output, summary)
     print_summary(summary, sys.stdout)

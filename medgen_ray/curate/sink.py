@@ -165,7 +165,7 @@ def drop_unfinished(output: str, unfinished: set[str]) -> int:
     return removed
 
 
-def build_summary(output: str, n_inputs: int | None = None) -> dict[str, Any]:
+def build_summary(output: str, n_inputs: int | None = None, stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
     """Funnel and outcome counts, streamed part by part from disk (nothing held but counters)."""
     video_outcome: dict[str, str] = {}
     video_stage: dict[str, str] = {}
@@ -198,8 +198,8 @@ def build_summary(output: str, n_inputs: int | None = None) -> dict[str, Any]:
     outcomes = Counter(video_outcome.values())
     funnel, remaining = [], len(video_outcome)
     stage_counts = Counter(video_stage.values())
-    for stage in STAGES:
-        if stage in ("cut",):
+    for stage in stages:
+        if stage == "cut":  # clip-level: counted below
             continue
         out_n = remaining - stage_counts.get(stage, 0)
         funnel.append({"stage": stage, "level": "video", "in": remaining, "out": out_n})

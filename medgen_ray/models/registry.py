@@ -20,6 +20,7 @@ import torch
 
 TINY_SEED = 0
 WEIGHTS_FILE = "weights.pt"
+RANDOM = "random"  # weights="random": full-size architecture, random init (benchmarks, no download)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def _build_tiny_clip(weights: str | None, device: str):
 
     torch.manual_seed(TINY_SEED)
     model = open_clip.CLIP(**TINY_CLIP_CFG)
-    if weights is not None:
+    if weights not in (None, RANDOM):
         model.load_state_dict(torch.load(_weights_file(weights), map_location="cpu", weights_only=True))
     size = TINY_CLIP_CFG["vision_cfg"]["image_size"]
     return ClipEncoder(model, _clip_tokenizer(), "clip/tiny", size, device)
@@ -107,7 +108,9 @@ def _open_clip_builder(name: str, arch: str, tag: str, size: int):
         from medgen_ray.models.clip import ClipEncoder
 
         spec = REGISTRY[name]
-        if weights is not None:
+        if weights == RANDOM:
+            pretrained = None
+        elif weights is not None:
             pretrained = _find_checkpoint(weights)
         else:
             pretrained = tag
@@ -167,7 +170,7 @@ def _build_tiny_bert(name: str, weights: str | None, device: str):
     cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=512)
     model = BertModel(cfg)
-    if weights is not None:
+    if weights not in (None, RANDOM):
         model.load_state_dict(torch.load(_weights_file(weights), map_location="cpu", weights_only=True))
     return TextEmbedder(AutoTokenizer.from_pretrained(_minilm_dir()), model, name, device=device)
 
@@ -221,7 +224,7 @@ def get_spec(name: str, kind: str | None = None) -> ModelSpec:
 
 def load_model(name: str, weights: str | None = None, device: str = "cpu", kind: str | None = None) -> Any:
     spec = get_spec(name, kind)
-    local = stage_weights(weights) if weights else None
+    local = stage_weights(weights) if weights and weights != RANDOM else weights
     return spec.build(local, device)
 
 

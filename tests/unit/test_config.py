@@ -41,3 +41,14 @@ def test_cli_exits_2_and_names_fields(capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 2
     assert "curate.segment.min_seconds" in err and "curate.probe.min_side" in err
+
+
+def test_actor_pools_that_starve_the_decode_tasks_are_refused():
+    from medgen_ray.runner import check_cpu_budget
+
+    cfg = load_config(None, ["curate.metadata.classifier_path=x.npz"]).curate
+    with pytest.raises(ValueError, match="curate.classify.pool: 1 x 1 CPU, curate.metadata.pool: 1 x 1 CPU"):
+        check_cpu_budget(cfg, 2)
+    check_cpu_budget(cfg, 3)
+    cfg.classify.pool.num_cpus = cfg.metadata.pool.num_cpus = 0.5
+    check_cpu_budget(cfg, 2)

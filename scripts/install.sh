@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Creates the virtual environment (default .venv, or $MEDGEN_VENV) and installs medgen_ray with
+# its test extras. On the project's CPU machines the torch pair comes from local wheels
+# (scripts/constraints-cpu.txt); GPU clusters use their image's torch (see cluster/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${MEDGEN_VENV:-.venv}"
+PY="${PYTHON:-python3}"
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+"$VENV/bin/pip" install -q --disable-pip-version-check -c scripts/constraints-cpu.txt 'setuptools<81' wheel
+"$VENV/bin/pip" install -q --disable-pip-version-check -c scripts/constraints-cpu.txt -e '.[test]'
