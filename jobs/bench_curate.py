@@ -52,6 +52,11 @@ def replicate(corpus: Path, dest: Path, scale: int) -> Path:
     return dest
 
 
+# A 2-core budget: the tiny-model actor gets half a core, decode/cut tasks three quarters each, so
+# two decodes run beside it; one FFmpeg thread per task (two tasks already fill the cores).
+CPU_SPLIT = ["curate.classify.pool.num_cpus=0.5", "curate.task_num_cpus=0.75", "curate.sample.decode_threads=1"]
+
+
 def child(folder: str, out: str, probe: str, tau: float) -> None:
     """One pipeline run in a fresh driver process: prints JSON with wall time and peak RSS."""
     from medgen_ray.config import load_config
@@ -59,7 +64,7 @@ def child(folder: str, out: str, probe: str, tau: float) -> None:
 
     app = load_config(None, [f"curate.output={out}", f"curate.source.uris=[{folder}]", "ray.num_cpus=2",
                              "curate.classify.clip_model=clip/tiny", f"curate.classify.probe_path={probe}",
-                             f"curate.segment.similarity_threshold={tau}"])
+                             f"curate.segment.similarity_threshold={tau}", *CPU_SPLIT])
     init_ray(app.ray)
     t = time.perf_counter()
     summary = run_curate(app)

@@ -95,7 +95,6 @@ class ProbeConfig(Strict):
 class SampleConfig(Strict):
     fps: float = Field(1.0, gt=0)
     decode_threads: int = Field(2, ge=0, description="0 lets FFmpeg choose")
-    num_cpus: float = Field(1.0, gt=0)
 
 
 class FrameClassifierConfig(Strict):
@@ -143,9 +142,12 @@ class ResolutionConfig(Strict):
 class CutConfig(Strict):
     mode: Literal["auto", "copy", "reencode"] = "auto"
     keyframe_tolerance_s: float = Field(0.05, ge=0)
+    snap_to_keyframes_s: float = Field(
+        2.0, ge=0, description="move clip ends inward by up to this much onto keyframes (0: never), "
+        "so they can be stream-copied; a clip that would fall under segment.min_seconds is not moved"
+    )
     crf: int = Field(20, ge=0, le=51)
     preset: str = "veryfast"
-    num_cpus: float = Field(1.0, gt=0)
 
 
 class CurateConfig(Strict):
@@ -160,6 +162,7 @@ class CurateConfig(Strict):
     cut: CutConfig = Field(default_factory=CutConfig)
     resume: bool = True
     write_batch_rows: int = Field(64, ge=1, description="rows per Parquet part")
+    task_num_cpus: float = Field(1.0, gt=0, description="CPUs per decode/segment/cut task")
     task_memory_mb: int = Field(
         256, ge=1, description="memory reserved per CPU task; also keeps decoding out of model actors"
     )

@@ -70,7 +70,7 @@ def _actor_cls(name: str, factory: Callable[[], Callable], post: Callable | None
     return type(name, (), {"__init__": __init__, "__call__": __call__})
 
 
-def _map(ds, name: str, factory: Callable[[], Callable], *, batch_size: int, num_cpus: float = 1.0,
+def _map(ds, name: str, factory: Callable[[], Callable], *, batch_size: int, num_cpus: float,
          pool: PoolConfig | None = None, post: Callable | None = None, memory_mb: int = 256):
     from ray.data import ActorPoolStrategy
 
@@ -94,12 +94,12 @@ def check_cpu_budget(cfg: CurateConfig, total_cpus: float) -> None:
     if cfg.metadata.enabled and cfg.metadata.classifier_path:
         pools.append(("curate.metadata.pool", cfg.metadata.pool))
     held = sum(p.min_actors * p.num_cpus for _, p in pools)
-    need = max(cfg.sample.num_cpus, cfg.cut.num_cpus)
+    need = cfg.task_num_cpus
     if held + need > total_cpus + 1e-9:
         detail = ", ".join(f"{name}: {p.min_actors} x {p.num_cpus:g} CPU" for name, p in pools)
         raise ValueError(
             f"actor pools hold {held:g} of the cluster's {total_cpus:g} CPUs ({detail}); the CPU tasks "
-            f"need {need:g} more (curate.sample.num_cpus / curate.cut.num_cpus). Lower the pools' num_cpus "
+            f"need {need:g} more (curate.task_num_cpus). Lower the pools' num_cpus "
             f"or min_actors, or add CPUs."
         )
 
@@ -122,6 +122,7 @@ def build_curate_dataset(cfg: CurateConfig, rows: list[dict], skip: set[str]):
     from medgen_ray.schema import VIDEO_ID
 
     mem = cfg.task_memory_mb
+    cpus = cfg.task_num_cpus
 
     def filt(stage: str) -> Callable:
         return lambda batch: apply_filters(batch, cfg, stage)
@@ -137,25 +138,25 @@ def build_curate_dataset(cfg: CurateConfig, rows: list[dict], skip: set[str]):
     ray.data.DataContext.get_current().op_resource_reservation_enabled = False
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 200)))
     if cfg.source.kind == "files":
-        ds = _map(ds, "Source", lambda: FileSourceStage(cfg.source), batch_size=1, post=not_done, memory_mb=mem)
+        ds = _map(ds, "Source", lambda: FileSourceStage(cfg.source), batch_size=1, post=not_done, num_cpus=cpus, memory_mb=mem)
     else:
-        ds = _map(ds, "YtdlpSearch", lambda: YtdlpSearchStage(cfg.source.ytdlp), batch_size=1, post=not_done, memory_mb=mem)
+        ds = _map(ds, "YtdlpSearch", lambda: YtdlpSearchStage(cfg.source.ytdlp), batch_size=1, post=not_done, num_cpus=cpus, memory_mb=mem)
     if cfg.metadata.enabled:
         meta_pool = cfg.metadata.pool if cfg.metadata.classifier_path else None
         # Fused task chains bundle max(batch_size) rows per task: keep task stages at one
         # video per task so work (and each sink part) streams instead of arriving in chunks.
         ds = _map(ds, "Metadata", lambda: MetadataStage(cfg), batch_size=1, pool=meta_pool,
-                  post=filt("metadata"), memory_mb=mem)
+                  post=filt("metadata"), num_cpus=cpus, memory_mb=mem)
     if cfg.source.kind == "ytdlp":
         ddir = cfg.source.ytdlp.download_dir or f"{cfg.output.rstrip('/')}/downloads"
-        ds = _map(ds, "Download", lambda: YtdlpDownloadStage(cfg.source.ytdlp, ddir), batch_size=1, memory_mb=mem)
+        ds = _map(ds, "Download", lambda: YtdlpDownloadStage(cfg.source.ytdlp, ddir), batch_size=1, num_cpus=cpus, memory_mb=mem)
     ds = _map(ds, "Probe", lambda: ProbeStage(cfg), batch_size=1,
-              post=lambda b: apply_filters(apply_filters(b, cfg, "probe"), cfg, "resolution"), memory_mb=mem)
-    ds = _map(ds, "Sample", lambda: SampleStage(cfg, image_size), batch_size=1, num_cpus=cfg.sample.num_cpus, memory_mb=mem)
+              post=lambda b: apply_filters(apply_filters(b, cfg, "probe"), cfg, "resolution"), num_cpus=cpus, memory_mb=mem)
+    ds = _map(ds, "Sample", lambda: SampleStage(cfg, image_size), batch_size=1, num_cpus=cpus, memory_mb=mem)
     ds = _map(ds, "Classify", lambda: FrameClassifierStage(cfg), batch_size=cfg.classify.pool.batch_size,
-              pool=cfg.classify.pool)
-    ds = _map(ds, "Segment", lambda: SegmentStage(cfg), batch_size=1, memory_mb=mem)
-    ds = _map(ds, "Cut", lambda: CutStage(cfg), batch_size=1, num_cpus=cfg.cut.num_cpus, memory_mb=mem)
+              pool=cfg.classify.pool, num_cpus=cfg.classify.pool.num_cpus)
+    ds = _map(ds, "Segment", lambda: SegmentStage(cfg), batch_size=1, num_cpus=cpus, memory_mb=mem)
+    ds = _map(ds, "Cut", lambda: CutStage(cfg), batch_size=1, num_cpus=cpus, memory_mb=mem)
     output = cfg.output
     # Its own operator with no CPU request: it is I/O, it must not wait for a CPU held by the
     # stages above (2-CPU machines), and unfused it writes each block as soon as it exists.

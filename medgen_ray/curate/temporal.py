@@ -73,6 +73,25 @@ def find_segments(
     return out
 
 
+def snap_to_keyframes(t0: float, t1: float, keyframes: np.ndarray, duration: float, max_snap: float,
+                      min_s: float, tol: float = 0.05) -> tuple[float, float]:
+    """Move [t0, t1] inward onto keyframes (at most max_snap each side) so the clip can be
+    stream-copied; the end of the video counts as a keyframe. Unchanged if it would get too short."""
+    if max_snap <= 0 or len(keyframes) == 0:
+        return t0, t1
+    k = np.asarray(keyframes, dtype=np.float64)
+    starts = k[(k >= t0 - tol) & (k <= t0 + max_snap)]
+    s = float(starts.min()) if len(starts) else t0
+    if t1 >= duration - tol:
+        e = t1
+    else:
+        ends = k[(k <= t1 + tol) & (k >= t1 - max_snap)]
+        e = float(ends.max()) if len(ends) else t1
+    if e - s < min_s - 1e-9:
+        return t0, t1
+    return s, e
+
+
 def make_clip_id(video_id: str, t_start: float, t_end: float) -> str:
     """Deterministic: the same source and span always give the same id."""
     return f"{video_id}_{round(t_start * 1000):08d}_{round(t_end * 1000):08d}"
@@ -105,13 +124,19 @@ class SegmentStage(RowStage):
                         f"{n_med}/{len(scores)}, longest steady medical run {longest:g} s)")
             return [row]
         clips = []
+        keyframes = np.asarray(row.get("keyframes", np.zeros(0)), dtype=np.float64)
         for i, j in spans:
+            t0, t1 = snap_to_keyframes(float(times[i]), float(times[j]), keyframes, float(row.get("duration", 0.0)),
+                                       self.cfg.cut.snap_to_keyframes_s, seg.min_seconds,
+                                       self.cfg.cut.keyframe_tolerance_s)
+            inside = np.flatnonzero((times >= t0 - 1e-6) & (times <= t1 + 1e-6))
+            a, b = int(inside[0]), int(inside[-1])
             clip = dict(row)
-            clip[T_START], clip[T_END] = float(times[i]), float(times[j])
-            clip[CLIP_ID] = make_clip_id(row[VIDEO_ID], clip[T_START], clip[T_END])
+            clip[T_START], clip[T_END] = t0, t1
+            clip[CLIP_ID] = make_clip_id(row[VIDEO_ID], t0, t1)
             clip[N_CANDIDATES] = len(spans)
-            clip["score_frame_medical"] = float(scores[i : j + 1].mean())
-            clip["score_min_similarity"] = float(sims[i:j].min()) if j > i else 1.0
+            clip["score_frame_medical"] = float(scores[a : b + 1].mean())
+            clip["score_min_similarity"] = float(sims[a:b].min()) if b > a else 1.0
             clips.append(clip)
         return clips
 

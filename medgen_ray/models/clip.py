@@ -31,7 +31,10 @@ class ClipEncoder:
                 f"{self.name} expects uint8 frames (N, {self.image_size}, {self.image_size}, 3), "
                 f"got {frames.shape}"
             )
-        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device, non_blocking=True)
+        arr = np.ascontiguousarray(frames)
+        if not arr.flags.writeable:  # Ray hands zero-copy read-only views; torch wants to own one
+            arr = arr.copy()
+        x = torch.from_numpy(arr).to(self.device, non_blocking=True)
         x = x.permute(0, 3, 1, 2).float().div_(255.0)
         return ((x - self._mean) / self._std).to(self.dtype)
 

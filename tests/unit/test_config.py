@@ -52,3 +52,13 @@ def test_actor_pools_that_starve_the_decode_tasks_are_refused():
     check_cpu_budget(cfg, 3)
     cfg.classify.pool.num_cpus = cfg.metadata.pool.num_cpus = 0.5
     check_cpu_budget(cfg, 2)
+
+
+def test_shipped_configs_validate():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    configs = list((root / "jobs" / "configs").glob("*.yaml")) + [root / "medgen_ray" / "configs" / "demo.yaml"]
+    assert len(configs) >= 3
+    for path in configs:
+        load_config(path)

@@ -50,3 +50,16 @@ def test_every_clip_obeys_the_rule(min_s, max_s):
         assert min_s <= j - i <= max_s
         assert scores[i : j + 1].min() >= 0.5
         assert (sims[i:j] > 0.4).all()
+
+
+def test_snapping_moves_ends_inward_onto_keyframes():
+    from medgen_ray.curate.temporal import snap_to_keyframes
+
+    keys = np.arange(0, 30, 2.0)
+    assert snap_to_keyframes(7.0, 14.0, keys, 30.0, 2.0, 6.0) == (8.0, 14.0)
+    assert snap_to_keyframes(1.0, 9.0, keys, 30.0, 2.0, 6.0) == (2.0, 8.0)
+    assert snap_to_keyframes(1.0, 8.0, keys, 30.0, 2.0, 6.0) == (2.0, 8.0)  # exactly min_seconds: fine
+    assert snap_to_keyframes(3.0, 9.0, keys, 30.0, 2.0, 6.0) == (3.0, 9.0)  # 4..8 too short: unchanged
+    assert snap_to_keyframes(21.0, 29.5, keys, 29.5, 2.0, 6.0) == (22.0, 29.5)  # video end is a cut point
+    assert snap_to_keyframes(23.0, 29.5, keys, 29.5, 2.0, 6.0) == (23.0, 29.5)  # 24..29.5 too short
+    assert snap_to_keyframes(7.0, 14.0, keys, 30.0, 0.0, 6.0) == (7.0, 14.0)
