@@ -150,6 +150,26 @@ class CutConfig(Strict):
     preset: str = "veryfast"
 
 
+class QualityConfig(Strict):
+    """Clip-level quality scores and their thresholds (defaults follow the MedGen paper)."""
+
+    enabled: bool = True
+    frames: int = Field(5, ge=1, description="uniformly sampled frames per clip (borders, OCR)")
+    max_side: int = Field(640, ge=64, description="long side of those frames")
+    motion_pairs: int = Field(8, ge=1)
+    motion_width: int = Field(160, ge=32)
+    border_action: Literal["reject", "flag"] = Field(
+        "reject", description="flag keeps the clip and records the bar sizes (border_*_frac) for cropping"
+    )
+    border_persistence: float = Field(0.8, gt=0, le=1, description="share of frames with the bar")
+    ocr_backend: Literal["rapidocr", "easyocr"] = "rapidocr"
+    ocr_min_score: float = Field(0.5, ge=0, le=1)
+    ocr_max_words: int = Field(20, ge=0, description="paper: reject when > 20 words over the 5 frames")
+    static_px: float = Field(0.05, ge=0, description="mean flow (px/frame at motion_width) below: static")
+    motion_coherence: float = Field(0.5, gt=0, le=1)
+    reject_static: bool = False
+
+
 class CurateConfig(Strict):
     output: str = Field("medgen_out", description="dataset folder: local path or s3:// URI")
     source: SourceConfig = Field(default_factory=SourceConfig)
@@ -160,6 +180,7 @@ class CurateConfig(Strict):
     segment: SegmentConfig = Field(default_factory=SegmentConfig)
     resolution: ResolutionConfig = Field(default_factory=ResolutionConfig)
     cut: CutConfig = Field(default_factory=CutConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
     resume: bool = True
     write_batch_rows: int = Field(64, ge=1, description="rows per Parquet part")
     task_num_cpus: float = Field(1.0, gt=0, description="CPUs per decode/segment/cut task")

@@ -27,8 +27,9 @@ from medgen_ray.samples.generator import make_corpus
 from medgen_ray.samples.scenes import ALL_SCENES, SCENES
 from medgen_ray.samples.texts import make_labeled_texts
 
-# Planted defect -> the stage whose filter should catch it (None: no filter for it yet).
-DEFECT_STAGE = {"low_resolution": "resolution", "letterbox": None, "burned_text": None, "static": None}
+# Planted defect -> the stage whose filter should catch it. `static` is caught when its clips are
+# labelled static (rejecting them is optional: curate.quality.reject_static).
+DEFECT_STAGE = {"low_resolution": "resolution", "letterbox": "borders", "burned_text": "ocr", "static": "motion"}
 
 
 def write_text_training(path: Path, n_per_class: int, seed: int) -> None:
@@ -130,22 +131,37 @@ def check_against_truth(output: str, truth: dict[str, Any], bad: dict[str, str])
             if sec["medical"]:
                 eligible_medical += 1
                 recalled += s in kept_by_video.get(vid, set())
+    candidates: dict[str, list[dict]] = {}
+    for r in manifest + [r for r in rejects if r["clip_id"]]:
+        candidates.setdefault(r["video_id"], []).append(r)
+
+    def caught_by(clip: dict, stage: str) -> bool:
+        if stage == "motion":
+            return clip.get("label_camera_motion") == "static"
+        return clip.get("reject_stage") == stage
+
     defects: dict[str, dict[str, Any]] = {}
     for vid, t in truth.items():
         for d in t["defects"]:
-            entry = defects.setdefault(d["kind"], {"planted": 0, "caught": 0, "by": DEFECT_STAGE[d["kind"]],
+            stage = DEFECT_STAGE[d["kind"]]
+            entry = defects.setdefault(d["kind"], {"planted": 0, "reached": 0, "caught": 0, "by": stage,
                                                    "seconds_in_kept_clips": 0})
             entry["planted"] += 1
-            if entry["by"] and rejected_at.get(vid) == entry["by"]:
-                entry["caught"] += 1
-            if "t_start" in d:
-                kept = kept_by_video.get(vid, set())
-                entry["seconds_in_kept_clips"] += sum(
-                    1 for s in range(int(d["t_start"]), int(math.ceil(d["t_end"]))) if s in kept)
+            if "t_start" not in d:  # whole-video defect, filtered before segmentation
+                entry["reached"] += 1
+                entry["caught"] += rejected_at.get(vid) == stage
+                continue
+            hit = [c for c in candidates.get(vid, []) if c["t_start"] < d["t_end"] and c["t_end"] > d["t_start"]]
+            if hit:  # some clip was cut from the defective stretch: did the filter see it?
+                entry["reached"] += 1
+                entry["caught"] += all(caught_by(c, stage) for c in hit)
+            kept = kept_by_video.get(vid, set())
+            entry["seconds_in_kept_clips"] += sum(
+                1 for s in range(int(d["t_start"]), int(math.ceil(d["t_end"]))) if s in kept)
     off_topic = [v for v, t in truth.items() if not any(s["medical"] for s in t["seconds"])]
-    defects["off_topic_title"] = {"planted": len(off_topic), "by": "metadata",
+    defects["off_topic_title"] = {"planted": len(off_topic), "reached": len(off_topic), "by": "metadata",
                                   "caught": sum(rejected_at.get(v) == "metadata" for v in off_topic)}
-    defects["broken_file"] = {"planted": len(bad), "by": "probe",
+    defects["broken_file"] = {"planted": len(bad), "reached": len(bad), "by": "probe",
                               "caught": sum(rejected_at.get(Path(p).stem) == "probe" for p in bad.values())}
     return {
         "kept_seconds": kept_total,
@@ -196,9 +212,10 @@ def run_demo(app: AppConfig) -> dict[str, Any]:
     Path(cur.output, "self_check.json").write_text(json.dumps(check, indent=1))
     print(f"[demo] self-check: precision of kept seconds {check['precision_kept_seconds']:.3f}, recall of "
           f"medical seconds {check['recall_medical_seconds']:.3f} ({check['kept_seconds']} s kept)")
+    print("[demo]   defect           planted reached caught  by          (a defect is reached when a "
+          "candidate clip covers it)")
     for kind, e in check["defects"].items():
-        by = e["by"] or "no filter in this build"
-        extra = f", {e['seconds_in_kept_clips']} s still in kept clips" if "seconds_in_kept_clips" in e else ""
-        print(f"[demo]   {kind:16s} planted {e['planted']:2d}  caught {e['caught']:2d}  by {by}{extra}")
+        extra = f"  {e['seconds_in_kept_clips']} s left in kept clips" if "seconds_in_kept_clips" in e else ""
+        print(f"[demo]   {kind:16s} {e['planted']:7d} {e['reached']:7d} {e['caught']:6d}  {e['by']:11s}{extra}")
     print(f"[demo] dataset: {cur.output} (manifest/, rejects/, clips/, summary.json, self_check.json)")
     return {"summary": summary, "check": check}

@@ -108,7 +108,11 @@ def build_curate_dataset(cfg: CurateConfig, rows: list[dict], skip: set[str]):
     """The curation pipeline as a lazy Ray Dataset of sink counts."""
     import ray
 
+    from medgen_ray.curate.borders import BorderStage
     from medgen_ray.curate.classify import FrameClassifierStage
+    from medgen_ray.curate.clipframes import ClipFramesStage
+    from medgen_ray.curate.motion import MotionStage
+    from medgen_ray.curate.ocr import OcrStage
     from medgen_ray.curate.cut import CutStage
     from medgen_ray.curate.filters import apply_filters
     from medgen_ray.curate.metadata import MetadataStage
@@ -157,6 +161,13 @@ def build_curate_dataset(cfg: CurateConfig, rows: list[dict], skip: set[str]):
               pool=cfg.classify.pool, num_cpus=cfg.classify.pool.num_cpus)
     ds = _map(ds, "Segment", lambda: SegmentStage(cfg), batch_size=1, num_cpus=cpus, memory_mb=mem)
     ds = _map(ds, "Cut", lambda: CutStage(cfg), batch_size=1, num_cpus=cpus, memory_mb=mem)
+    if cfg.quality.enabled:
+        for name, factory, rule in (("ClipFrames", lambda: ClipFramesStage(cfg), None),
+                                    ("Motion", lambda: MotionStage(cfg), "motion"),
+                                    ("Borders", lambda: BorderStage(cfg), "borders"),
+                                    ("Ocr", lambda: OcrStage(cfg), "ocr")):
+            ds = _map(ds, name, factory, batch_size=1, num_cpus=cpus, memory_mb=mem,
+                      post=filt(rule) if rule else None)
     output = cfg.output
     # Its own operator with no CPU request: it is I/O, it must not wait for a CPU held by the
     # stages above (2-CPU machines), and unfused it writes each block as soon as it exists.
@@ -180,7 +191,7 @@ def run_curate(app: AppConfig) -> dict[str, Any]:
     from medgen_ray.curate.sink import build_summary, drop_unfinished, source_progress, write_summary
     from medgen_ray.curate.sources import list_file_sources
     from medgen_ray.curate.ytdlp import build_requests
-    from medgen_ray.schema import STAGES
+    from medgen_ray.schema import VIDEO_STAGES
 
     cfg = app.curate
     if cfg.source.kind == "files":
@@ -207,7 +218,7 @@ def run_curate(app: AppConfig) -> dict[str, Any]:
         for k in totals:
             totals[k] += int(batch[k].sum())
     files = cfg.source.kind == "files"
-    stages = tuple(s for s in STAGES if not (files and s == "download"))
+    stages = tuple(s for s in VIDEO_STAGES if not (files and s == "download"))
     summary = build_summary(cfg.output, n_inputs=len(rows) if files else None, stages=stages)
     summary["this_run"] = {"rows_written": totals, "skipped_finished_sources": len(finished)}
     write_summary(cfg.output, summary)

@@ -41,8 +41,17 @@ CUT_MODE = "cut_mode"
 
 PROBE_COLUMNS = ("width", "height", "fps", "duration", "codec", "bitrate", "rotation")
 
-# Stage names, in pipeline order; also the funnel's order in summary.json.
-STAGES = ("source", "metadata", "download", "probe", "resolution", "sample", "classify", "segment", "cut")
+# Stage names, in pipeline order; also the funnel's order in summary.json. Rows are source
+# videos up to segmentation and clips after it.
+VIDEO_STAGES = ("source", "metadata", "download", "probe", "resolution", "sample", "classify", "segment")
+CLIP_STAGES = ("cut", "clipframes", "motion", "borders", "ocr")
+STAGES = VIDEO_STAGES + CLIP_STAGES
+QUALITY_SCORES = [
+    ("score_border_top", "float64"), ("score_border_bottom", "float64"), ("score_border_left", "float64"),
+    ("score_border_right", "float64"), ("border_top_frac", "float64"), ("border_bottom_frac", "float64"),
+    ("border_left_frac", "float64"), ("border_right_frac", "float64"), ("score_ocr_words", "float64"),
+    ("score_text_area", "float64"), ("score_motion", "float64"), ("label_camera_motion", "string"),
+]
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -64,6 +73,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("score_text_medical", pa.float64()),
         ("score_frame_medical", pa.float64()),
         ("score_min_similarity", pa.float64()),
+        *[(n, getattr(pa, t)()) for n, t in QUALITY_SCORES],
         (TITLE, pa.string()),
         (DESCRIPTION, pa.string()),
         (CHANNEL, pa.string()),
@@ -90,8 +100,10 @@ REJECTS_SCHEMA = pa.schema(
         ("score_text_medical", pa.float64()),
         ("score_frame_medical", pa.float64()),
         ("score_min_similarity", pa.float64()),
+        *[(n, getattr(pa, t)()) for n, t in QUALITY_SCORES],
         ("width", pa.int32()),
         ("height", pa.int32()),
+        (CLIP_URI, pa.string()),
     ]
 )
 
@@ -116,6 +128,7 @@ COLUMN_DEFAULTS: dict[str, object] = {
     "height": 0,
     "bitrate": 0,
     "rotation": 0,
+    "label_camera_motion": "",
 }
 
 

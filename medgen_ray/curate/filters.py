@@ -63,7 +63,33 @@ def _resolution(row: dict, cfg: CurateConfig) -> str | None:
     return None
 
 
-RULES: dict[str, Rule] = {"metadata": _metadata, "probe": _probe, "resolution": _resolution}
+def _borders(row: dict, cfg: CurateConfig) -> str | None:
+    q = cfg.quality
+    if q.border_action != "reject":
+        return None
+    sides = [s for s in ("top", "bottom", "left", "right") if row.get(f"score_border_{s}", 0.0) >= q.border_persistence]
+    if not sides:
+        return None
+    sizes = ", ".join(f"{s} {row[f'border_{s}_frac'] * 100:.0f}%" for s in sides)
+    return f"black bars ({sizes}) in >= {q.border_persistence:.0%} of frames"
+
+
+def _ocr(row: dict, cfg: CurateConfig) -> str | None:
+    words = row.get("score_ocr_words", 0.0)
+    if words > cfg.quality.ocr_max_words:
+        return (f"burned-in text: {int(words)} words over {cfg.quality.frames} frames > {cfg.quality.ocr_max_words} "
+                f"(text area {row.get('score_text_area', 0.0):.1%})")
+    return None
+
+
+def _motion(row: dict, cfg: CurateConfig) -> str | None:
+    if cfg.quality.reject_static and row.get("label_camera_motion") == "static":
+        return f"static clip (mean flow {row['score_motion']:.3f} px/frame < {cfg.quality.static_px:g})"
+    return None
+
+
+RULES: dict[str, Rule] = {"metadata": _metadata, "probe": _probe, "resolution": _resolution,
+                          "borders": _borders, "ocr": _ocr, "motion": _motion}
 
 
 def apply_filters(batch: Batch, cfg: CurateConfig, stage: str) -> Batch:

@@ -29,8 +29,8 @@ import pyarrow.parquet as pq
 
 from medgen_ray.curate.batch import Batch, batch_len
 from medgen_ray.schema import (
-    CLIP_ID, ERROR, MANIFEST_SCHEMA, N_CANDIDATES, REJECT_REASON, REJECT_STAGE, REJECTS_SCHEMA, STAGES,
-    T_END, T_START, VIDEO_ID, default_for,
+    CLIP_ID, CLIP_STAGES, ERROR, MANIFEST_SCHEMA, N_CANDIDATES, REJECT_REASON, REJECT_STAGE, REJECTS_SCHEMA,
+    T_END, T_START, VIDEO_ID, VIDEO_STAGES, default_for,
 )
 
 PIPELINE_VERSION = "medgen_ray 0.1.0"
@@ -165,7 +165,8 @@ def drop_unfinished(output: str, unfinished: set[str]) -> int:
     return removed
 
 
-def build_summary(output: str, n_inputs: int | None = None, stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
+def build_summary(output: str, n_inputs: int | None = None,
+                  stages: tuple[str, ...] = VIDEO_STAGES) -> dict[str, Any]:
     """Funnel and outcome counts, streamed part by part from disk (nothing held but counters)."""
     video_outcome: dict[str, str] = {}
     video_stage: dict[str, str] = {}
@@ -199,13 +200,11 @@ def build_summary(output: str, n_inputs: int | None = None, stages: tuple[str, .
     funnel, remaining = [], len(video_outcome)
     stage_counts = Counter(video_stage.values())
     for stage in stages:
-        if stage == "cut":  # clip-level: counted below
-            continue
         out_n = remaining - stage_counts.get(stage, 0)
         funnel.append({"stage": stage, "level": "video", "in": remaining, "out": out_n})
         remaining = out_n
     clip_in = candidates
-    for stage in sorted(clip_rejects, key=lambda s: STAGES.index(s) if s in STAGES else len(STAGES)):
+    for stage in [s for s in CLIP_STAGES if s in clip_rejects] + sorted(set(clip_rejects) - set(CLIP_STAGES)):
         funnel.append({"stage": stage, "level": "clip", "in": clip_in, "out": clip_in - clip_rejects[stage]})
         clip_in -= clip_rejects[stage]
     summary = {

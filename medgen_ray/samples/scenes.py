@@ -181,13 +181,15 @@ def make_scene(name: str, h: int, w: int, rng: np.random.Generator) -> Scene:
     return SCENES[name](h, w, rng)
 
 
-def burn_text(frame: np.ndarray, words: list[str]) -> np.ndarray:
-    """Subtitle-style burned-in text: two lines on the lower third."""
+def burn_text(frame: np.ndarray, words: list[str], per_line: int = 8) -> np.ndarray:
+    """Subtitle-style burned-in text on the lower part of the frame, `per_line` words a line."""
     h, w = frame.shape[:2]
-    half = (len(words) + 1) // 2
-    scale = max(0.4, w / 1100)
-    for i, line in enumerate((" ".join(words[:half]), " ".join(words[half:]))):
-        y = int(h * (0.78 + 0.09 * i))
-        cv2.putText(frame, line, (w // 20, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 5)
-        cv2.putText(frame, line, (w // 20, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 2)
+    lines = [" ".join(words[i : i + per_line]) for i in range(0, len(words), per_line)]
+    scale = max(0.4, w / 1000)
+    step = int(34 * scale) + 6
+    y0 = h - 12 - step * (len(lines) - 1)
+    for i, line in enumerate(lines):
+        y = y0 + i * step
+        cv2.putText(frame, line, (w // 24, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 5)
+        cv2.putText(frame, line, (w // 24, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 2)
     return frame

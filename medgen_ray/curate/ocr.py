@@ -1,0 +1,79 @@
+"""Burned-in text and subtitles: OCR words over the clip's sampled frames (rapidocr by default).
+
+rapidocr ships its ONNX models in the wheel, so it runs offline. EasyOCR is an optional
+backend (`quality.ocr_backend=easyocr`, needs the easyocr package and its model files).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from medgen_ray.curate.clipframes import QFRAMES
+from medgen_ray.curate.stage import Row, RowStage
+
+
+class RapidOcrBackend:
+    def __init__(self):
+        from rapidocr import RapidOCR
+
+        self.engine = RapidOCR(params={"Global.log_level": "error"})
+
+    def __call__(self, rgb: np.ndarray) -> list[tuple[str, float, np.ndarray]]:
+        r = self.engine(rgb)
+        if r.txts is None:
+            return []
+        return [(t, float(s), np.asarray(b)) for t, s, b in zip(r.txts, r.scores, r.boxes)]
+
+
+class EasyOcrBackend:
+    def __init__(self):
+        import easyocr  # optional dependency
+
+        self.reader = easyocr.Reader(["en"], gpu=False)
+
+    def __call__(self, rgb: np.ndarray) -> list[tuple[str, float, np.ndarray]]:
+        return [(t, float(s), np.asarray(b, dtype=float)) for b, t, s in self.reader.readtext(rgb)]
+
+
+BACKENDS = {"rapidocr": RapidOcrBackend, "easyocr": EasyOcrBackend}
+
+
+def text_stats(detections: list[tuple[str, float, np.ndarray]], shape: tuple[int, int],
+               min_score: float) -> tuple[int, float]:
+    """(words, fraction of the frame covered by text boxes)."""
+    h, w = shape
+    mask = np.zeros((h, w), np.uint8)
+    words = 0
+    for text, score, box in detections:
+        if score < min_score:
+            continue
+        words += len(text.split())
+        cv2.fillPoly(mask, [np.asarray(box, dtype=np.int32).reshape(-1, 2)], 1)
+    return words, float(mask.mean())
+
+
+class OcrStage(RowStage):
+    name = "ocr"
+    adds = ("score_ocr_words", "score_text_area")
+    drops = (QFRAMES,)  # the last reader of the sampled frames
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+
+    def setup(self) -> None:
+        backend = self.cfg.quality.ocr_backend
+        if backend not in BACKENDS:
+            raise KeyError(f"unknown OCR backend {backend!r}; choices: {', '.join(BACKENDS)}")
+        self.ocr = BACKENDS[backend]()
+
+    def process(self, row: Row) -> Row:
+        frames = np.asarray(row[QFRAMES])
+        words, areas = 0, []
+        for f in frames:
+            n, area = text_stats(self.ocr(f), f.shape[:2], self.cfg.quality.ocr_min_score)
+            words += n
+            areas.append(area)
+        row["score_ocr_words"] = float(words)
+        row["score_text_area"] = float(np.mean(areas)) if areas else 0.0
+        return row

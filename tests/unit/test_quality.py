@@ -1,0 +1,69 @@
+"""Quality stages on generated clips whose defects are known."""
+
+import numpy as np
+import pytest
+
+from medgen_ray.config import load_config
+from medgen_ray.curate.batch import from_rows
+from medgen_ray.curate.borders import BorderStage
+from medgen_ray.curate.clipframes import ClipFramesStage
+from medgen_ray.curate.filters import apply_filters
+from medgen_ray.curate.motion import MotionStage
+from medgen_ray.curate.ocr import OcrStage
+from medgen_ray.samples.generator import Segment, VideoSpec, render_video
+
+
+def _clip(tmp_path_factory, name, segs, **kw):
+    path = tmp_path_factory.mktemp("q") / f"{name}.mp4"
+    render_video(VideoSpec(name, segs, kw.pop("width", 640), kw.pop("height", 480), 25, seed=3, **kw), path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    return {
+        "letterbox": _clip(tmp_path_factory, "letterbox", [Segment("anatomy", 6)], letterbox=60),
+        "subtitles": _clip(tmp_path_factory, "subtitles", [Segment("ultrasound", 6, text_words=30)]),
+        "static": _clip(tmp_path_factory, "static", [Segment("endoscopy", 6, static=True)]),
+        "pan": _clip(tmp_path_factory, "pan", [Segment("game", 6)]),
+        "clean": _clip(tmp_path_factory, "clean", [Segment("endoscopy", 6)]),
+    }
+
+
+@pytest.fixture(scope="module")
+def scored(clips):
+    cfg = load_config(None, ["curate.quality.reject_static=true"]).curate
+    batch = from_rows([{"video_id": k, "clip_id": k, "clip_uri": v} for k, v in clips.items()])
+    stages = [ClipFramesStage(cfg), MotionStage(cfg), BorderStage(cfg), OcrStage(cfg)]
+    for stage, rule in zip(stages, (None, "motion", "borders", "ocr")):
+        batch = stage(batch)
+        if rule:
+            batch = apply_filters(batch, cfg, rule)
+    return {batch["clip_id"][i]: {k: batch[k][i] for k in batch} for i in range(len(batch["clip_id"]))}
+
+
+def test_letterbox_is_rejected_by_borders(scored):
+    row = scored["letterbox"]
+    assert row["reject_stage"] == "borders" and "top 12%" in row["reject_reason"] and "bottom 12%" in row["reject_reason"]
+
+
+def test_round_endoscope_vignette_is_not_a_bar(scored):
+    assert scored["clean"]["reject_reason"] == ""
+    assert max(scored["clean"][f"score_border_{s}"] for s in ("top", "bottom", "left", "right")) < 0.8
+
+
+def test_thirty_burned_in_words_are_rejected(scored):
+    row = scored["subtitles"]
+    assert row["reject_stage"] == "ocr" and row["score_ocr_words"] >= 100  # 30 words in each of 5 frames
+    assert row["score_text_area"] > 0.02
+    assert scored["clean"]["score_ocr_words"] == 0
+
+
+def test_motion_labels(scored):
+    assert scored["static"]["label_camera_motion"] == "static" and scored["static"]["reject_stage"] == "motion"
+    assert scored["pan"]["label_camera_motion"] == "pan" and scored["pan"]["score_motion"] > 0.2
+    assert scored["clean"]["label_camera_motion"] != "static"
+
+
+def test_heavy_columns_are_dropped(scored):
+    assert "qframes" not in scored["clean"] and "mframes" not in scored["clean"]
