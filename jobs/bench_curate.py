@@ -57,14 +57,15 @@ def replicate(corpus: Path, dest: Path, scale: int) -> Path:
 CPU_SPLIT = ["curate.classify.pool.num_cpus=0.5", "curate.task_num_cpus=0.75", "curate.sample.decode_threads=1"]
 
 
-def child(folder: str, out: str, probe: str, tau: float) -> None:
+def child(folder: str, out: str, probe: str, tau: float, quality: bool) -> None:
     """One pipeline run in a fresh driver process: prints JSON with wall time and peak RSS."""
     from medgen_ray.config import load_config
     from medgen_ray.runner import init_ray, run_curate
 
     app = load_config(None, [f"curate.output={out}", f"curate.source.uris=[{folder}]", "ray.num_cpus=2",
                              "curate.classify.clip_model=clip/tiny", f"curate.classify.probe_path={probe}",
-                             f"curate.segment.similarity_threshold={tau}", *CPU_SPLIT])
+                             f"curate.segment.similarity_threshold={tau}", f"curate.quality.enabled={quality}",
+                             *CPU_SPLIT])
     init_ray(app.ray)
     t = time.perf_counter()
     summary = run_curate(app)
@@ -80,10 +81,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--out", default="bench_out")
     ap.add_argument("--scales", default="1,10")
-    ap.add_argument("--child", nargs=4, metavar=("FOLDER", "OUT", "PROBE", "TAU"))
+    ap.add_argument("--quality", action="store_true",
+                    help="include the clip quality stages (borders, OCR, motion); off: the core pipeline")
+    ap.add_argument("--child", nargs=5, metavar=("FOLDER", "OUT", "PROBE", "TAU", "QUALITY"))
     args = ap.parse_args()
     if args.child:
-        child(args.child[0], args.child[1], args.child[2], float(args.child[3]))
+        child(args.child[0], args.child[1], args.child[2], float(args.child[3]), args.child[4] == "True")
         return
 
     from medgen_ray.curate.decode import probe_video
@@ -103,14 +106,16 @@ def main() -> None:
     workers = os.cpu_count() or 1
     dec_s, dec_wall = raw_decode(files, workers)
     raw_rate = dec_s / dec_wall
-    print(f"corpus: {len(files)} videos, {video_s:.0f} s of video")
+    print(f"corpus: {len(files)} videos, {video_s:.0f} s of video; quality stages "
+          f"{'on' if args.quality else 'off (core pipeline)'}")
     print(f"raw PyAV decode ({workers} processes): {raw_rate:8.1f} video-s/s  ({dec_wall:.2f} s wall)")
     results = {}
     for scale in [int(s) for s in args.scales.split(",")]:
         folder = replicate(corpus, out / f"x{scale}", scale)
         ds_out = out / f"dataset_x{scale}"
         shutil.rmtree(ds_out, ignore_errors=True)
-        proc = subprocess.run([sys.executable, __file__, "--child", str(folder), str(ds_out), str(probe), str(tau)],
+        proc = subprocess.run([sys.executable, __file__, "--child", str(folder), str(ds_out), str(probe), str(tau),
+                               str(args.quality)],
                               capture_output=True, text=True, check=True)
         res = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))[7:])
         res["video_s"] = video_s * scale

@@ -127,8 +127,11 @@ def check_against_truth(output: str, truth: dict[str, Any], bad: dict[str, str])
         spec = t["spec"]
         if min(spec["width"], spec["height"]) < 480 or rejected_at.get(vid) == "metadata":
             continue
+        # Seconds that a filter is meant to drop are not owed to recall.
+        owed_not = {s for d in t["defects"] if d["kind"] in ("letterbox", "burned_text")
+                    for s in range(int(d["t_start"]), int(math.ceil(d["t_end"])))}
         for s, sec in enumerate(t["seconds"]):
-            if sec["medical"]:
+            if sec["medical"] and s not in owed_not:
                 eligible_medical += 1
                 recalled += s in kept_by_video.get(vid, set())
     candidates: dict[str, list[dict]] = {}
