@@ -168,6 +168,14 @@ class QualityConfig(Strict):
     static_px: float = Field(0.05, ge=0, description="mean flow (px/frame at motion_width) below: static")
     motion_coherence: float = Field(0.5, gt=0, le=1)
     reject_static: bool = False
+    aesthetic_model: str = "aesthetic/laion"
+    aesthetic_weights: str | None = None
+    aesthetic_min: float = Field(3.0, description="paper: reject below 3.0 (LAION scale)")
+    technical_metric: str = Field("sharpness", description="sharpness | pyiqa:<metric>")
+    technical_min: float = Field(0.3, description="joint rule: reject when technical < this ...")
+    joint_aesthetic_max: float = Field(4.0, description="... and aesthetic < this (paper: DOVER low and LAION < 4)")
+    score_only: bool = Field(False, description="compute every quality score, reject nothing (calibration)")
+    pool: PoolConfig = Field(default_factory=lambda: PoolConfig(batch_size=4))
 
 
 class CurateConfig(Strict):

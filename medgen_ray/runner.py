@@ -93,6 +93,10 @@ def check_cpu_budget(cfg: CurateConfig, total_cpus: float) -> None:
     pools = [("curate.classify.pool", cfg.classify.pool)]
     if cfg.metadata.enabled and cfg.metadata.classifier_path:
         pools.append(("curate.metadata.pool", cfg.metadata.pool))
+    if cfg.quality.enabled:
+        pools.append(("curate.quality.pool", cfg.quality.pool))
+        if cfg.quality.technical_metric.startswith("pyiqa:"):
+            pools.append(("curate.quality.pool (technical)", cfg.quality.pool))
     held = sum(p.min_actors * p.num_cpus for _, p in pools)
     need = cfg.task_num_cpus
     if held + need > total_cpus + 1e-9:
@@ -108,8 +112,9 @@ def build_curate_dataset(cfg: CurateConfig, rows: list[dict], skip: set[str]):
     """The curation pipeline as a lazy Ray Dataset of sink counts."""
     import ray
 
+    from medgen_ray.curate.aesthetic import AestheticStage
     from medgen_ray.curate.borders import BorderStage
-    from medgen_ray.curate.classify import FrameClassifierStage
+    from medgen_ray.curate.classify import FrameClassifierStage, pick_device
     from medgen_ray.curate.clipframes import ClipFramesStage
     from medgen_ray.curate.motion import MotionStage
     from medgen_ray.curate.ocr import OcrStage
@@ -120,6 +125,7 @@ def build_curate_dataset(cfg: CurateConfig, rows: list[dict], skip: set[str]):
     from medgen_ray.curate.sample import SampleStage
     from medgen_ray.curate.sink import write_batch
     from medgen_ray.curate.sources import FileSourceStage
+    from medgen_ray.curate.technical import TechnicalStage, is_model_metric
     from medgen_ray.curate.temporal import SegmentStage
     from medgen_ray.curate.ytdlp import YtdlpDownloadStage, YtdlpSearchStage
     from medgen_ray.models.registry import get_spec
@@ -162,11 +168,18 @@ def build_curate_dataset(cfg: CurateConfig, rows: list[dict], skip: set[str]):
     ds = _map(ds, "Segment", lambda: SegmentStage(cfg), batch_size=1, num_cpus=cpus, memory_mb=mem)
     ds = _map(ds, "Cut", lambda: CutStage(cfg), batch_size=1, num_cpus=cpus, memory_mb=mem)
     if cfg.quality.enabled:
-        for name, factory, rule in (("ClipFrames", lambda: ClipFramesStage(cfg), None),
-                                    ("Motion", lambda: MotionStage(cfg), "motion"),
-                                    ("Borders", lambda: BorderStage(cfg), "borders"),
-                                    ("Ocr", lambda: OcrStage(cfg), "ocr")):
-            ds = _map(ds, name, factory, batch_size=1, num_cpus=cpus, memory_mb=mem,
+        q = cfg.quality
+        tech_pool = q.pool if is_model_metric(q.technical_metric) else None
+        tech_device = pick_device(q.pool.num_gpus) if tech_pool else "cpu"
+        for name, factory, rule, pool in (
+            ("ClipFrames", lambda: ClipFramesStage(cfg), None, None),
+            ("Motion", lambda: MotionStage(cfg), "motion", None),
+            ("Borders", lambda: BorderStage(cfg), "borders", None),
+            ("Aesthetic", lambda: AestheticStage(cfg), "aesthetic", q.pool),
+            ("Technical", lambda: TechnicalStage(cfg, tech_device), "technical", tech_pool),
+            ("Ocr", lambda: OcrStage(cfg), "ocr", None),
+        ):
+            ds = _map(ds, name, factory, batch_size=1, num_cpus=cpus, memory_mb=mem, pool=pool,
                       post=filt(rule) if rule else None)
     output = cfg.output
     # Its own operator with no CPU request: it is I/O, it must not wait for a CPU held by the

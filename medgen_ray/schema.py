@@ -44,13 +44,14 @@ PROBE_COLUMNS = ("width", "height", "fps", "duration", "codec", "bitrate", "rota
 # Stage names, in pipeline order; also the funnel's order in summary.json. Rows are source
 # videos up to segmentation and clips after it.
 VIDEO_STAGES = ("source", "metadata", "download", "probe", "resolution", "sample", "classify", "segment")
-CLIP_STAGES = ("cut", "clipframes", "motion", "borders", "ocr")
+CLIP_STAGES = ("cut", "clipframes", "motion", "borders", "aesthetic", "technical", "ocr")
 STAGES = VIDEO_STAGES + CLIP_STAGES
 QUALITY_SCORES = [
     ("score_border_top", "float64"), ("score_border_bottom", "float64"), ("score_border_left", "float64"),
     ("score_border_right", "float64"), ("border_top_frac", "float64"), ("border_bottom_frac", "float64"),
     ("border_left_frac", "float64"), ("border_right_frac", "float64"), ("score_ocr_words", "float64"),
     ("score_text_area", "float64"), ("score_motion", "float64"), ("label_camera_motion", "string"),
+    ("score_aesthetic", "float64"), ("score_technical", "float64"),
 ]
 
 MANIFEST_SCHEMA = pa.schema(

@@ -66,10 +66,15 @@ def ray_cluster():
     ray.shutdown()
 
 
+TINY_MODELS = [
+    "curate.classify.clip_model=clip/tiny",
+    "curate.quality.aesthetic_model=aesthetic/tiny",
+    # 2 CPUs: tiny-model actors take a fraction of a core so two tasks run beside them
+    "curate.classify.pool.num_cpus=0.25",
+    "curate.quality.pool.num_cpus=0.25",
+    "curate.task_num_cpus=0.75",
+]
+
+
 def tiny_overrides(output: Path, uris: list[str]) -> list[str]:
-    return [
-        f"curate.output={output}",
-        f"curate.source.uris=[{','.join(uris)}]",
-        "curate.classify.clip_model=clip/tiny",
-        "ray.num_cpus=2",
-    ]
+    return [f"curate.output={output}", f"curate.source.uris=[{','.join(uris)}]", "ray.num_cpus=2", *TINY_MODELS]

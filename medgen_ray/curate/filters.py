@@ -65,7 +65,7 @@ def _resolution(row: dict, cfg: CurateConfig) -> str | None:
 
 def _borders(row: dict, cfg: CurateConfig) -> str | None:
     q = cfg.quality
-    if q.border_action != "reject":
+    if q.border_action != "reject" or q.score_only:
         return None
     sides = [s for s in ("top", "bottom", "left", "right") if row.get(f"score_border_{s}", 0.0) >= q.border_persistence]
     if not sides:
@@ -76,19 +76,37 @@ def _borders(row: dict, cfg: CurateConfig) -> str | None:
 
 def _ocr(row: dict, cfg: CurateConfig) -> str | None:
     words = row.get("score_ocr_words", 0.0)
-    if words > cfg.quality.ocr_max_words:
+    if words > cfg.quality.ocr_max_words and not cfg.quality.score_only:
         return (f"burned-in text: {int(words)} words over {cfg.quality.frames} frames > {cfg.quality.ocr_max_words} "
                 f"(text area {row.get('score_text_area', 0.0):.1%})")
     return None
 
 
 def _motion(row: dict, cfg: CurateConfig) -> str | None:
-    if cfg.quality.reject_static and row.get("label_camera_motion") == "static":
+    if cfg.quality.reject_static and not cfg.quality.score_only and row.get("label_camera_motion") == "static":
         return f"static clip (mean flow {row['score_motion']:.3f} px/frame < {cfg.quality.static_px:g})"
     return None
 
 
-RULES: dict[str, Rule] = {"metadata": _metadata, "probe": _probe, "resolution": _resolution,
+def _aesthetic(row: dict, cfg: CurateConfig) -> str | None:
+    q, a = cfg.quality, row.get("score_aesthetic", math.nan)
+    if q.score_only or math.isnan(a) or a >= q.aesthetic_min:
+        return None
+    return f"aesthetic score {a:.2f} < {q.aesthetic_min:g}"
+
+
+def _technical(row: dict, cfg: CurateConfig) -> str | None:
+    q = cfg.quality
+    t, a = row.get("score_technical", math.nan), row.get("score_aesthetic", math.nan)
+    if q.score_only or math.isnan(t) or t >= q.technical_min:
+        return None
+    if not math.isnan(a) and a >= q.joint_aesthetic_max:
+        return None
+    return (f"low technical quality {t:.2f} < {q.technical_min:g} ({q.technical_metric}) with aesthetic "
+            f"{a:.2f} < {q.joint_aesthetic_max:g}")
+
+
+RULES: dict[str, Rule] = {"aesthetic": _aesthetic, "technical": _technical, "metadata": _metadata, "probe": _probe, "resolution": _resolution,
                           "borders": _borders, "ocr": _ocr, "motion": _motion}
 
 

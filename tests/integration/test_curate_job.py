@@ -17,7 +17,7 @@ import pytest
 from medgen_ray.config import load_config
 from medgen_ray.curate.decode import probe_video
 from medgen_ray.runner import run_curate
-from tests.conftest import tiny_overrides
+from tests.conftest import TINY_MODELS, tiny_overrides
 from tests.unit.test_decode import EXPECTED
 
 
@@ -135,8 +135,8 @@ def test_ytdlp_source_on_ray(ray_cluster, one_video, frame_probe, tmp_path):
     out = tmp_path / "ds"
     cfg = load_config(None, [f"curate.output={out}", "curate.source.kind=ytdlp",
                              f"curate.source.ytdlp.info_json=[{info}]", "curate.source.ytdlp.enable_file_urls=true",
-                             "curate.classify.clip_model=clip/tiny", f"curate.classify.probe_path={frame_probe}",
-                             "curate.segment.similarity_threshold=0.99"])
+                             f"curate.classify.probe_path={frame_probe}",
+                             "curate.segment.similarity_threshold=0.99", *TINY_MODELS])
     summary = run_curate(cfg)
     manifest = _table(out, "manifest")
     assert summary["videos_kept"] == 1 and len(manifest) == 1

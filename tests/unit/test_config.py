@@ -47,10 +47,11 @@ def test_actor_pools_that_starve_the_decode_tasks_are_refused():
     from medgen_ray.runner import check_cpu_budget
 
     cfg = load_config(None, ["curate.metadata.classifier_path=x.npz"]).curate
-    with pytest.raises(ValueError, match="curate.classify.pool: 1 x 1 CPU, curate.metadata.pool: 1 x 1 CPU"):
-        check_cpu_budget(cfg, 2)
-    check_cpu_budget(cfg, 3)
-    cfg.classify.pool.num_cpus = cfg.metadata.pool.num_cpus = 0.5
+    with pytest.raises(ValueError, match="curate.classify.pool: 1 x 1 CPU, curate.metadata.pool: 1 x 1 CPU, "
+                                         "curate.quality.pool: 1 x 1 CPU"):
+        check_cpu_budget(cfg, 3)
+    check_cpu_budget(cfg, 4)
+    cfg.classify.pool.num_cpus = cfg.metadata.pool.num_cpus = cfg.quality.pool.num_cpus = 0.25
     check_cpu_budget(cfg, 2)
 
 

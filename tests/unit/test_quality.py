@@ -67,3 +67,37 @@ def test_motion_labels(scored):
 
 def test_heavy_columns_are_dropped(scored):
     assert "qframes" not in scored["clean"] and "mframes" not in scored["clean"]
+
+
+def test_aesthetic_and_technical_scores(clips):
+    from medgen_ray.curate.aesthetic import AestheticStage
+    from medgen_ray.curate.technical import TechnicalStage
+
+    cfg = load_config(None, ["curate.quality.aesthetic_model=aesthetic/tiny"]).curate
+    batch = ClipFramesStage(cfg)(from_rows([{"video_id": "c", "clip_id": "c", "clip_uri": clips["clean"]}]))
+    frames = batch["qframes"][0]
+    batch = TechnicalStage(cfg)(AestheticStage(cfg)(batch))
+    assert 4.0 < batch["score_aesthetic"][0] < 6.0  # tiny head: centred on the 1-10 scale's middle
+    sharp = batch["score_technical"][0]
+    import cv2
+
+    from medgen_ray.curate.technical import sharpness
+
+    blurred = np.mean([sharpness(cv2.GaussianBlur(f, (0, 0), 3)) for f in frames])
+    assert 0 < blurred < sharp < 1
+
+
+def test_quality_rules_and_score_only():
+    cfg = load_config(None, []).curate
+    rows = [
+        {"clip_id": "ugly", "score_aesthetic": 2.5, "score_technical": 0.9},
+        {"clip_id": "blurry_plain", "score_aesthetic": 3.5, "score_technical": 0.1},
+        {"clip_id": "blurry_pretty", "score_aesthetic": 4.5, "score_technical": 0.1},
+        {"clip_id": "fine", "score_aesthetic": 5.0, "score_technical": 0.8},
+    ]
+    out = apply_filters(apply_filters(from_rows(rows), cfg, "aesthetic"), cfg, "technical")
+    assert list(out["reject_stage"]) == ["aesthetic", "technical", "", ""]
+    assert out["reject_reason"][0] == "aesthetic: aesthetic score 2.50 < 3"
+    cfg.quality.score_only = True
+    out = apply_filters(apply_filters(from_rows(rows), cfg, "aesthetic"), cfg, "technical")
+    assert list(out["reject_stage"]) == ["", "", "", ""]
