@@ -33,6 +33,14 @@ def cmd_curate(args: argparse.Namespace) -> int:
     return 0 if summary["accounted"] else 1
 
 
+def cmd_caption(args: argparse.Namespace) -> int:
+    from medgen_ray.curate.captions import fill_pending_captions
+
+    counts = fill_pending_captions(args.dataset, _config(args).curate.captions)
+    print(json.dumps(counts))
+    return 0
+
+
 def cmd_train_text(args: argparse.Namespace) -> int:
     from medgen_ray.curate.training import train_text_classifier
 
@@ -91,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("curate", help="run the curation job")
     with_config(sp)
     sp.set_defaults(fn=cmd_curate)
+
+    sp = sub.add_parser("caption", help="caption the clips of DATASET whose captions are pending")
+    sp.add_argument("dataset")
+    with_config(sp)
+    sp.set_defaults(fn=cmd_caption)
 
     cls = sub.add_parser("classifier", help="train relevance classifiers").add_subparsers(dest="what", required=True)
     sp = cls.add_parser("train-text", help="metadata classifier from a CSV of text,label")

@@ -178,6 +178,30 @@ class QualityConfig(Strict):
     pool: PoolConfig = Field(default_factory=lambda: PoolConfig(batch_size=4))
 
 
+class CaptionConfig(Strict):
+    enabled: bool = True
+    backend: Literal["auto", "openai", "metadata"] = Field(
+        "auto", description="auto: the LLM when a key is found, else the metadata captioner"
+    )
+    model: str = "gpt-4o"
+    base_url: str | None = Field(None, description="any OpenAI-compatible server, e.g. vLLM on the cluster")
+    api_key_env: str = "OPENAI_API_KEY"
+    api_key_file: str | None = Field(None, description="secret file holding the key (never logged)")
+    frames: int = Field(8, ge=1)
+    frame_side: int = Field(512, ge=64)
+    min_words: int = Field(40, ge=1, description="shorter detailed captions are retried, then rejected")
+    max_tokens: int = Field(600, ge=64)
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(5, ge=0)
+    backoff_s: float = Field(1.0, ge=0)
+    backoff_max_s: float = Field(30.0, ge=0)
+    concurrency: int = Field(4, ge=1, description="requests in flight per caption task")
+    budget_usd: float | None = Field(None, gt=0, description="per caption worker; then captions stay pending")
+    usd_per_1k_input: float = Field(0.0025, ge=0)
+    usd_per_1k_output: float = Field(0.01, ge=0)
+    cache_uri: str | None = Field(None, description="default <output>/caption_cache")
+
+
 class CurateConfig(Strict):
     output: str = Field("medgen_out", description="dataset folder: local path or s3:// URI")
     source: SourceConfig = Field(default_factory=SourceConfig)
@@ -189,6 +213,7 @@ class CurateConfig(Strict):
     resolution: ResolutionConfig = Field(default_factory=ResolutionConfig)
     cut: CutConfig = Field(default_factory=CutConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
+    captions: CaptionConfig = Field(default_factory=CaptionConfig)
     resume: bool = True
     write_batch_rows: int = Field(64, ge=1, description="rows per Parquet part")
     task_num_cpus: float = Field(1.0, gt=0, description="CPUs per decode/segment/cut task")

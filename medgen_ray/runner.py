@@ -114,6 +114,7 @@ def build_curate_dataset(cfg: CurateConfig, rows: list[dict], skip: set[str]):
 
     from medgen_ray.curate.aesthetic import AestheticStage
     from medgen_ray.curate.borders import BorderStage
+    from medgen_ray.curate.captions import CaptionStage
     from medgen_ray.curate.classify import FrameClassifierStage, pick_device
     from medgen_ray.curate.clipframes import ClipFramesStage
     from medgen_ray.curate.motion import MotionStage
@@ -181,6 +182,9 @@ def build_curate_dataset(cfg: CurateConfig, rows: list[dict], skip: set[str]):
         ):
             ds = _map(ds, name, factory, batch_size=1, num_cpus=cpus, memory_mb=mem, pool=pool,
                       post=filt(rule) if rule else None)
+    if cfg.captions.enabled:
+        ds = _map(ds, "Caption", lambda: CaptionStage(cfg.captions, cfg.output),
+                  batch_size=cfg.captions.concurrency, num_cpus=cpus, memory_mb=mem)
     output = cfg.output
     # Its own operator with no CPU request: it is I/O, it must not wait for a CPU held by the
     # stages above (2-CPU machines), and unfused it writes each block as soon as it exists.

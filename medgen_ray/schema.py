@@ -44,7 +44,7 @@ PROBE_COLUMNS = ("width", "height", "fps", "duration", "codec", "bitrate", "rota
 # Stage names, in pipeline order; also the funnel's order in summary.json. Rows are source
 # videos up to segmentation and clips after it.
 VIDEO_STAGES = ("source", "metadata", "download", "probe", "resolution", "sample", "classify", "segment")
-CLIP_STAGES = ("cut", "clipframes", "motion", "borders", "aesthetic", "technical", "ocr")
+CLIP_STAGES = ("cut", "clipframes", "motion", "borders", "aesthetic", "technical", "ocr", "caption")
 STAGES = VIDEO_STAGES + CLIP_STAGES
 QUALITY_SCORES = [
     ("score_border_top", "float64"), ("score_border_bottom", "float64"), ("score_border_left", "float64"),
@@ -53,6 +53,7 @@ QUALITY_SCORES = [
     ("score_text_area", "float64"), ("score_motion", "float64"), ("label_camera_motion", "string"),
     ("score_aesthetic", "float64"), ("score_technical", "float64"),
 ]
+CAPTION_FIELDS = ["caption_detailed", "caption_brief", "category", "caption_source", "caption_status"]
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -75,6 +76,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("score_frame_medical", pa.float64()),
         ("score_min_similarity", pa.float64()),
         *[(n, getattr(pa, t)()) for n, t in QUALITY_SCORES],
+        *[(n, pa.string()) for n in CAPTION_FIELDS],
         (TITLE, pa.string()),
         (DESCRIPTION, pa.string()),
         (CHANNEL, pa.string()),
@@ -130,6 +132,7 @@ COLUMN_DEFAULTS: dict[str, object] = {
     "bitrate": 0,
     "rotation": 0,
     "label_camera_motion": "",
+    **{n: "" for n in CAPTION_FIELDS},
 }
 
 

@@ -93,7 +93,7 @@ def split_batch(batch: Batch) -> tuple[pa.Table, pa.Table]:
     return _table(batch, np.flatnonzero(kept), MANIFEST_SCHEMA), _table(batch, np.flatnonzero(~kept), REJECTS_SCHEMA)
 
 
-def _write_atomic(fs, path: str, table: pa.Table) -> None:
+def write_table_atomic(fs, path: str, table: pa.Table) -> None:
     tmp = path.rsplit("/", 1)[0] + "/." + path.rsplit("/", 1)[1] + ".tmp"
     with fs.open(tmp, "wb") as fh:
         pq.write_table(table, fh)
@@ -108,11 +108,11 @@ def write_batch(output: str, batch: Batch) -> dict[str, int]:
     for name, table in (("rejects", rejects), ("manifest", manifest)):
         if table.num_rows:
             fs.makedirs(f"{root}/{name}", exist_ok=True)
-            _write_atomic(fs, f"{root}/{name}/part-{part}.parquet", table)
+            write_table_atomic(fs, f"{root}/{name}/part-{part}.parquet", table)
     return {"kept": manifest.num_rows, "rejected": rejects.num_rows}
 
 
-def _parts(output: str, name: str) -> list[str]:
+def list_parts(output: str, name: str) -> list[str]:
     fs, root = _fs(output)
     folder = f"{root}/{name}"
     if not fs.exists(folder):
@@ -120,7 +120,7 @@ def _parts(output: str, name: str) -> list[str]:
     return sorted(p for p in fs.ls(folder, detail=False) if p.rsplit("/", 1)[-1].startswith("part-"))
 
 
-def _read(fs, path: str, columns: list[str]) -> pa.Table:
+def read_part(fs, path: str, columns: list[str] | None = None) -> pa.Table:
     with fs.open(path, "rb") as fh:
         return pq.read_table(fh, columns=columns)
 
@@ -128,8 +128,8 @@ def _read(fs, path: str, columns: list[str]) -> pa.Table:
 def _iter_tables(output: str, columns: list[str]) -> Iterator[tuple[str, str, pa.Table]]:
     fs, _ = _fs(output)
     for name in ("manifest", "rejects"):
-        for path in _parts(output, name):
-            yield name, path, _read(fs, path, columns)
+        for path in list_parts(output, name):
+            yield name, path, read_part(fs, path, columns)
 
 
 def source_progress(output: str) -> tuple[set[str], set[str]]:
@@ -152,14 +152,14 @@ def drop_unfinished(output: str, unfinished: set[str]) -> int:
     fs, _ = _fs(output)
     removed = 0
     for name in ("manifest", "rejects"):
-        for path in _parts(output, name):
-            t = _read(fs, path, None)  # type: ignore[arg-type]
+        for path in list_parts(output, name):
+            t = read_part(fs, path)
             keep = np.array([v not in unfinished for v in t.column(VIDEO_ID).to_pylist()], dtype=bool)
             if keep.all():
                 continue
             removed += int((~keep).sum())
             if keep.any():
-                _write_atomic(fs, path, t.filter(pa.array(keep)))
+                write_table_atomic(fs, path, t.filter(pa.array(keep)))
             else:
                 fs.rm(path)
     return removed
@@ -176,15 +176,15 @@ def build_summary(output: str, n_inputs: int | None = None,
     kept_seconds = 0.0
     rank = {"kept": 3, "errored": 2, "rejected": 1}
     fs, _ = _fs(output)
-    for path in _parts(output, "manifest"):
-        d = _read(fs, path, [VIDEO_ID, T_START, T_END]).to_pydict()
+    for path in list_parts(output, "manifest"):
+        d = read_part(fs, path, [VIDEO_ID, T_START, T_END]).to_pydict()
         for vid, a, b in zip(d[VIDEO_ID], d[T_START], d[T_END]):
             kept += 1
             candidates += 1
             kept_seconds += b - a
             video_outcome[vid] = "kept"
-    for path in _parts(output, "rejects"):
-        d = _read(fs, path, [VIDEO_ID, CLIP_ID, REJECT_STAGE, REJECT_REASON, ERROR]).to_pydict()
+    for path in list_parts(output, "rejects"):
+        d = read_part(fs, path, [VIDEO_ID, CLIP_ID, REJECT_STAGE, REJECT_REASON, ERROR]).to_pydict()
         for vid, cid, stage, reason, err in zip(d[VIDEO_ID], d[CLIP_ID], d[REJECT_STAGE], d[REJECT_REASON], d[ERROR]):
             outcome = "errored" if err else "rejected"
             reasons[_reason_key(err or reason)] += 1
