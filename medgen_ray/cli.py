@@ -41,6 +41,13 @@ def cmd_caption(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from medgen_ray.report import build_report
+
+    print(build_report(args.dataset, _config(args).curate, args.out))
+    return 0
+
+
 def cmd_train_text(args: argparse.Namespace) -> int:
     from medgen_ray.curate.training import train_text_classifier
 
@@ -104,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("dataset")
     with_config(sp)
     sp.set_defaults(fn=cmd_caption)
+
+    sp = sub.add_parser("report", help="write DATASET/report/report.html (funnel, histograms, contact sheets)")
+    sp.add_argument("dataset")
+    sp.add_argument("--out", help="folder for the page (default DATASET/report)")
+    with_config(sp)
+    sp.set_defaults(fn=cmd_report)
 
     cls = sub.add_parser("classifier", help="train relevance classifiers").add_subparsers(dest="what", required=True)
     sp = cls.add_parser("train-text", help="metadata classifier from a CSV of text,label")
