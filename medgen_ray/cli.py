@@ -48,6 +48,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    from medgen_ray.review import draw_review, score_review
+
+    if args.score:
+        print(json.dumps(score_review(args.score)))
+    else:
+        print(draw_review(args.dataset, args.stage, args.sample, args.seed))
+    return 0
+
+
 def cmd_train_text(args: argparse.Namespace) -> int:
     from medgen_ray.curate.training import train_text_classifier
 
@@ -117,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="folder for the page (default DATASET/report)")
     with_config(sp)
     sp.set_defaults(fn=cmd_report)
+
+    sp = sub.add_parser("review", help="draw clips per stage for human QA, or score filled verdicts")
+    sp.add_argument("dataset")
+    sp.add_argument("--stage", default="kept", help="kept, or a stage whose rejects to review")
+    sp.add_argument("--sample", type=int, default=200)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--score", metavar="CSV", help="score a filled review CSV instead of drawing")
+    sp.set_defaults(fn=cmd_review)
 
     cls = sub.add_parser("classifier", help="train relevance classifiers").add_subparsers(dest="what", required=True)
     sp = cls.add_parser("train-text", help="metadata classifier from a CSV of text,label")
