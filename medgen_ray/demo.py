@@ -220,5 +220,9 @@ def run_demo(app: AppConfig) -> dict[str, Any]:
     for kind, e in check["defects"].items():
         extra = f"  {e['seconds_in_kept_clips']} s left in kept clips" if "seconds_in_kept_clips" in e else ""
         print(f"[demo]   {kind:16s} {e['planted']:7d} {e['reached']:7d} {e['caught']:6d}  {e['by']:11s}{extra}")
+    from medgen_ray.report import build_report
+
+    page = build_report(cur.output, cur)
     print(f"[demo] dataset: {cur.output} (manifest/, rejects/, clips/, summary.json, self_check.json)")
+    print(f"[demo] report: {page}")
     return {"summary": summary, "check": check}
