@@ -158,8 +158,9 @@ class QualityConfig(Strict):
     max_side: int = Field(640, ge=64, description="long side of those frames")
     motion_pairs: int = Field(8, ge=1)
     motion_width: int = Field(160, ge=32)
-    border_action: Literal["reject", "flag"] = Field(
-        "reject", description="flag keeps the clip and records the bar sizes (border_*_frac) for cropping"
+    border_action: Literal["reject", "crop", "flag"] = Field(
+        "reject", description="crop: re-encode the clip without its bars (crop_box records x,y,w,h); "
+        "flag: keep it as it is, with the bar sizes in border_*_frac"
     )
     border_persistence: float = Field(0.8, gt=0, le=1, description="share of frames with the bar")
     ocr_backend: Literal["rapidocr", "easyocr"] = "rapidocr"
@@ -172,7 +173,8 @@ class QualityConfig(Strict):
     aesthetic_weights: str | None = None
     aesthetic_min: float = Field(3.0, description="paper: reject below 3.0 (LAION scale)")
     technical_metric: str = Field("sharpness", description="sharpness | pyiqa:<metric>")
-    technical_min: float = Field(0.3, description="joint rule: reject when technical < this ...")
+    technical_min: float = Field(0.3, description="joint rule: reject when technical is worse than this ...")
+    technical_lower_better: bool = Field(False, description="true for metrics where lower is better (pyiqa:piqe)")
     joint_aesthetic_max: float = Field(4.0, description="... and aesthetic < this (paper: DOVER low and LAION < 4)")
     score_only: bool = Field(False, description="compute every quality score, reject nothing (calibration)")
     pool: PoolConfig = Field(default_factory=lambda: PoolConfig(batch_size=4))

@@ -51,7 +51,7 @@ QUALITY_SCORES = [
     ("score_border_right", "float64"), ("border_top_frac", "float64"), ("border_bottom_frac", "float64"),
     ("border_left_frac", "float64"), ("border_right_frac", "float64"), ("score_ocr_words", "float64"),
     ("score_text_area", "float64"), ("score_motion", "float64"), ("label_camera_motion", "string"),
-    ("score_aesthetic", "float64"), ("score_technical", "float64"),
+    ("score_aesthetic", "float64"), ("score_technical", "float64"), ("crop_box", "string"),
 ]
 CAPTION_FIELDS = ["caption_detailed", "caption_brief", "category", "caption_source", "caption_status"]
 
@@ -132,6 +132,7 @@ COLUMN_DEFAULTS: dict[str, object] = {
     "bitrate": 0,
     "rotation": 0,
     "label_camera_motion": "",
+    "crop_box": "",
     **{n: "" for n in CAPTION_FIELDS},
 }
 

@@ -76,13 +76,44 @@ def border_scores(frames: np.ndarray) -> dict[str, float]:
     return out
 
 
+def content_box(scores: dict[str, float], width: int, height: int, persistence: float) -> tuple[int, int, int, int]:
+    """(x, y, w, h) inside the persistent bars, even-sized for H.264."""
+    def px(side: str, size: int) -> int:
+        return int(np.ceil(scores[f"border_{side}_frac"] * size)) if scores[f"score_border_{side}"] >= persistence else 0
+
+    top, bottom, left, right = px("top", height), px("bottom", height), px("left", width), px("right", width)
+    w = (width - left - right) // 2 * 2
+    h = (height - top - bottom) // 2 * 2
+    return left, top, w, h
+
+
 class BorderStage(RowStage):
+    """Scores bars; with `quality.border_action=crop` it also re-encodes the clip without them."""
+
     name = "borders"
-    adds = tuple(f"score_border_{s}" for s in SIDES) + tuple(f"border_{s}_frac" for s in SIDES)
+    adds = tuple(f"score_border_{s}" for s in SIDES) + tuple(f"border_{s}_frac" for s in SIDES) + ("crop_box",)
 
     def __init__(self, cfg):
         super().__init__(cfg)
 
+    def empty_values(self) -> Row:
+        return {"crop_box": ""}
+
     def process(self, row: Row) -> Row:
-        row.update(border_scores(np.asarray(row[QFRAMES])))
+        from medgen_ray.curate.cut import crop_clip, write_atomically
+
+        frames = np.asarray(row[QFRAMES])
+        scores = border_scores(frames)
+        row.update(scores)
+        row["crop_box"] = ""
+        q = self.cfg.quality
+        if q.border_action == "crop" and any(scores[f"score_border_{s}"] >= q.border_persistence for s in SIDES):
+            from medgen_ray.curate.decode import probe_video
+
+            info = probe_video(row["clip_uri"])
+            box = content_box(scores, info.width, info.height, q.border_persistence)
+            c = self.cfg.cut
+            write_atomically(row["clip_uri"], lambda tmp: crop_clip(row["clip_uri"], tmp, box, c.crf, c.preset))
+            row["crop_box"] = ",".join(str(v) for v in box)
+            row["width"], row["height"] = box[2], box[3]
         return row

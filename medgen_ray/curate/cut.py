@@ -96,6 +96,27 @@ def reencode_clip(src: str, dst: str, t0: float, t1: float, crf: int, preset: st
             raise DataError(f"no frames between {t0:.2f} s and {t1:.2f} s")
 
 
+def crop_clip(src: str, dst: str, box: tuple[int, int, int, int], crf: int, preset: str) -> None:
+    """Re-encode `src` keeping only box = (x, y, w, h) of every frame (w and h even)."""
+    x, y, w, h = box
+    with open_video(src) as inp, av.open(dst, "w", format="mp4") as out:
+        s_in = inp.streams.video[0]
+        s_in.thread_type = "AUTO"
+        rate = s_in.average_rate or Fraction(25)
+        s_out = out.add_stream("libx264", rate=rate)
+        s_out.width, s_out.height, s_out.pix_fmt = w, h, "yuv420p"
+        s_out.options = {"crf": str(crf), "preset": preset}
+        s_out.codec_context.time_base = 1 / Fraction(rate)
+        for index, frame in enumerate(inp.decode(s_in)):
+            rgb = frame.to_ndarray(format="rgb24")[y : y + h, x : x + w]
+            f = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            f.pts, f.time_base = index, s_out.codec_context.time_base
+            for packet in s_out.encode(f):
+                out.mux(packet)
+        for packet in s_out.encode():
+            out.mux(packet)
+
+
 def write_atomically(dst: str, make) -> int:
     """Run make(local_tmp_path), then move it to dst (rename, or upload for remote URIs)."""
     fs, path = fsspec.core.url_to_fs(dst)

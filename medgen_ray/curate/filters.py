@@ -98,11 +98,13 @@ def _aesthetic(row: dict, cfg: CurateConfig) -> str | None:
 def _technical(row: dict, cfg: CurateConfig) -> str | None:
     q = cfg.quality
     t, a = row.get("score_technical", math.nan), row.get("score_aesthetic", math.nan)
-    if q.score_only or math.isnan(t) or t >= q.technical_min:
+    worse = t > q.technical_min if q.technical_lower_better else t < q.technical_min
+    if q.score_only or math.isnan(t) or not worse:
         return None
     if not math.isnan(a) and a >= q.joint_aesthetic_max:
         return None
-    return (f"low technical quality {t:.2f} < {q.technical_min:g} ({q.technical_metric}) with aesthetic "
+    op = ">" if q.technical_lower_better else "<"
+    return (f"low technical quality {t:.2f} {op} {q.technical_min:g} ({q.technical_metric}) with aesthetic "
             f"{a:.2f} < {q.joint_aesthetic_max:g}")
 
 

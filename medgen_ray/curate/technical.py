@@ -1,9 +1,10 @@
 """Technical quality: a no-reference score per clip, mean over its sampled frames.
 
-`sharpness` (default, no weights): variance of the Laplacian of the grey frame, mapped to
+`sharpness` (default, no weights; higher is better): variance of the Laplacian of the grey frame, mapped to
 [0, 1) as v / (v + k); blur, heavy compression and low light all lower it. `pyiqa:<metric>`
 runs any pyiqa no-reference metric (for example `pyiqa:musiq`, `pyiqa:dbcnn`, `pyiqa:clipiqa`;
-weights come from pyiqa's own cache, so pre-stage them for offline clusters).
+weights come from pyiqa's own cache, so pre-stage them for offline clusters; `pyiqa:piqe`
+needs none). Set `quality.technical_lower_better` to the metric's direction (checked).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class PyiqaMetric:
 
         self.metric = pyiqa.create_metric(name, device=device, as_loss=False)
         self.device = device
+        self.lower_better = bool(self.metric.lower_better)
 
     @torch.inference_mode()
     def __call__(self, frames: np.ndarray) -> np.ndarray:
@@ -53,6 +55,10 @@ class TechnicalStage(RowStage):
         metric = self.cfg.quality.technical_metric
         if is_model_metric(metric):
             self.fn = PyiqaMetric(metric.split(":", 1)[1], self.device)
+            if self.fn.lower_better != self.cfg.quality.technical_lower_better:
+                raise ValueError(
+                    f"curate.quality.technical_lower_better must be {self.fn.lower_better} for {metric} "
+                    f"(pyiqa says lower is {'better' if self.fn.lower_better else 'worse'})")
         elif metric == "sharpness":
             self.fn = lambda frames: np.array([sharpness(f) for f in frames])
         else:

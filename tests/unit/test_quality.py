@@ -101,3 +101,38 @@ def test_quality_rules_and_score_only():
     cfg.quality.score_only = True
     out = apply_filters(apply_filters(from_rows(rows), cfg, "aesthetic"), cfg, "technical")
     assert list(out["reject_stage"]) == ["", "", "", ""]
+
+
+def test_pyiqa_metric_path_and_direction(clips):
+    from medgen_ray.curate.technical import TechnicalStage
+
+    cfg = load_config(None, ["curate.quality.technical_metric=pyiqa:piqe", "curate.quality.technical_lower_better=true",
+                             "curate.quality.technical_min=50"]).curate
+    batch = ClipFramesStage(cfg)(from_rows([{"video_id": "c", "clip_id": "c", "clip_uri": clips["clean"]}]))
+    out = TechnicalStage(cfg)(batch)
+    assert 0 < out["score_technical"][0] < 100  # PIQE: 0 best .. 100 worst
+    cfg.quality.technical_lower_better = False
+    with pytest.raises(ValueError, match="technical_lower_better must be True"):
+        TechnicalStage(cfg).setup()
+    row = {"clip_id": "x", "score_technical": 80.0, "score_aesthetic": 3.5}
+    cfg.quality.technical_lower_better = True
+    assert apply_filters(from_rows([row]), cfg, "technical")["reject_reason"][0].startswith(
+        "technical: low technical quality 80.00 > 50")
+
+
+def test_crop_action_removes_the_bars(clips, tmp_path):
+    import shutil
+
+    from medgen_ray.curate.decode import probe_video
+
+    clip = tmp_path / "lb.mp4"
+    shutil.copy(clips["letterbox"], clip)
+    cfg = load_config(None, ["curate.quality.border_action=crop"]).curate
+    batch = ClipFramesStage(cfg)(from_rows([{"video_id": "l", "clip_id": "l", "clip_uri": str(clip)}]))
+    out = apply_filters(BorderStage(cfg)(batch), cfg, "borders")
+    assert out["reject_reason"][0] == "" and out["crop_box"][0] == "0,60,640,360"
+    info = probe_video(str(clip))
+    assert (info.width, info.height) == (640, 360) and info.duration == pytest.approx(6.0, abs=0.05)
+    again = BorderStage(cfg)(ClipFramesStage(cfg)(from_rows([{"video_id": "l", "clip_id": "l",
+                                                                "clip_uri": str(clip)}])))
+    assert again["crop_box"][0] == ""  # no bars left: nothing more to crop
