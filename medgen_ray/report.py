@@ -51,7 +51,10 @@ def _rows(output: str, name: str, columns: list[str]):
 
 
 def _thumb(uri: str, width: int = 192) -> np.ndarray | None:
+    import av
+
     from medgen_ray.curate.decode import open_video
+    from medgen_ray.curate.errors import DataError
 
     try:
         with open_video(uri) as c:
@@ -62,7 +65,7 @@ def _thumb(uri: str, width: int = 192) -> np.ndarray | None:
                 if i >= target:
                     h = round(frame.height * width / frame.width) // 2 * 2
                     return frame.reformat(width=width, height=h, format="rgb24").to_ndarray()
-    except Exception:  # a thumbnail is decoration: an unreadable clip gets a grey tile instead
+    except (DataError, av.FFmpegError, OSError):  # decoration: an unreadable clip gets a grey tile
         return None
     return None
 
