@@ -148,26 +148,27 @@ def build_curate_dataset(cfg: CurateConfig, rows: list[dict], skip: set[str]):
     # starved until the model stage drains (seen on 2 CPUs): let operators share the budget.
     ray.data.DataContext.get_current().op_resource_reservation_enabled = False
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 200)))
+    task = {"num_cpus": cpus, "memory_mb": mem}
     if cfg.source.kind == "files":
-        ds = _map(ds, "Source", lambda: FileSourceStage(cfg.source), batch_size=1, post=not_done, num_cpus=cpus, memory_mb=mem)
+        ds = _map(ds, "Source", lambda: FileSourceStage(cfg.source), batch_size=1, post=not_done, **task)
     else:
-        ds = _map(ds, "YtdlpSearch", lambda: YtdlpSearchStage(cfg.source.ytdlp), batch_size=1, post=not_done, num_cpus=cpus, memory_mb=mem)
+        ds = _map(ds, "YtdlpSearch", lambda: YtdlpSearchStage(cfg.source.ytdlp), batch_size=1, post=not_done, **task)
     if cfg.metadata.enabled:
         meta_pool = cfg.metadata.pool if cfg.metadata.classifier_path else None
         # Fused task chains bundle max(batch_size) rows per task: keep task stages at one
         # video per task so work (and each sink part) streams instead of arriving in chunks.
         ds = _map(ds, "Metadata", lambda: MetadataStage(cfg), batch_size=1, pool=meta_pool,
-                  post=filt("metadata"), num_cpus=cpus, memory_mb=mem)
+                  post=filt("metadata"), **task)
     if cfg.source.kind == "ytdlp":
         ddir = cfg.source.ytdlp.download_dir or f"{cfg.output.rstrip('/')}/downloads"
-        ds = _map(ds, "Download", lambda: YtdlpDownloadStage(cfg.source.ytdlp, ddir), batch_size=1, num_cpus=cpus, memory_mb=mem)
+        ds = _map(ds, "Download", lambda: YtdlpDownloadStage(cfg.source.ytdlp, ddir), batch_size=1, **task)
     ds = _map(ds, "Probe", lambda: ProbeStage(cfg), batch_size=1,
-              post=lambda b: apply_filters(apply_filters(b, cfg, "probe"), cfg, "resolution"), num_cpus=cpus, memory_mb=mem)
-    ds = _map(ds, "Sample", lambda: SampleStage(cfg, image_size), batch_size=1, num_cpus=cpus, memory_mb=mem)
+              post=lambda b: apply_filters(apply_filters(b, cfg, "probe"), cfg, "resolution"), **task)
+    ds = _map(ds, "Sample", lambda: SampleStage(cfg, image_size), batch_size=1, **task)
     ds = _map(ds, "Classify", lambda: FrameClassifierStage(cfg), batch_size=cfg.classify.pool.batch_size,
               pool=cfg.classify.pool, num_cpus=cfg.classify.pool.num_cpus)
-    ds = _map(ds, "Segment", lambda: SegmentStage(cfg), batch_size=1, num_cpus=cpus, memory_mb=mem)
-    ds = _map(ds, "Cut", lambda: CutStage(cfg), batch_size=1, num_cpus=cpus, memory_mb=mem)
+    ds = _map(ds, "Segment", lambda: SegmentStage(cfg), batch_size=1, **task)
+    ds = _map(ds, "Cut", lambda: CutStage(cfg), batch_size=1, **task)
     if cfg.quality.enabled:
         q = cfg.quality
         tech_pool = q.pool if is_model_metric(q.technical_metric) else None
@@ -180,11 +181,10 @@ def build_curate_dataset(cfg: CurateConfig, rows: list[dict], skip: set[str]):
             ("Technical", lambda: TechnicalStage(cfg, tech_device), "technical", tech_pool),
             ("Ocr", lambda: OcrStage(cfg), "ocr", None),
         ):
-            ds = _map(ds, name, factory, batch_size=1, num_cpus=cpus, memory_mb=mem, pool=pool,
-                      post=filt(rule) if rule else None)
+            ds = _map(ds, name, factory, batch_size=1, pool=pool, post=filt(rule) if rule else None, **task)
     if cfg.captions.enabled:
         ds = _map(ds, "Caption", lambda: CaptionStage(cfg.captions, cfg.output),
-                  batch_size=cfg.captions.concurrency, num_cpus=cpus, memory_mb=mem)
+                  batch_size=cfg.captions.concurrency, **task)
     output = cfg.output
     # Its own operator with no CPU request: it is I/O, it must not wait for a CPU held by the
     # stages above (2-CPU machines), and unfused it writes each block as soon as it exists.
