@@ -165,6 +165,7 @@ class QualityConfig(Strict):
     border_persistence: float = Field(0.8, gt=0, le=1, description="share of frames with the bar")
     ocr_backend: Literal["rapidocr", "easyocr"] = "rapidocr"
     ocr_min_score: float = Field(0.5, ge=0, le=1)
+    ocr_det_side: int = Field(480, ge=64, description="text detector's input side (rapidocr limit_side_len)")
     ocr_max_words: int = Field(20, ge=0, description="paper: reject when > 20 words over the 5 frames")
     static_px: float = Field(0.05, ge=0, description="mean flow (px/frame at motion_width) below: static")
     motion_coherence: float = Field(0.5, gt=0, le=1)

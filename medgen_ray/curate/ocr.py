@@ -14,10 +14,14 @@ from medgen_ray.curate.stage import Row, RowStage
 
 
 class RapidOcrBackend:
-    def __init__(self):
+    def __init__(self, det_side: int = 480):
         from rapidocr import RapidOCR
 
-        self.engine = RapidOCR(params={"Global.log_level": "error"})
+        # Burned-in subtitles are upright: the angle classifier only costs time. Detection at a
+        # 480 px side finds them as well as the default 736 (checked on generated subtitles)
+        # and takes ~40% less time.
+        self.engine = RapidOCR(params={"Global.log_level": "error", "Global.use_cls": False,
+                                       "Det.limit_side_len": det_side})
 
     def __call__(self, rgb: np.ndarray) -> list[tuple[str, float, np.ndarray]]:
         r = self.engine(rgb)
@@ -27,7 +31,7 @@ class RapidOcrBackend:
 
 
 class EasyOcrBackend:
-    def __init__(self):
+    def __init__(self, det_side: int = 480):
         import easyocr  # optional dependency
 
         self.reader = easyocr.Reader(["en"], gpu=False)
@@ -65,7 +69,7 @@ class OcrStage(RowStage):
         backend = self.cfg.quality.ocr_backend
         if backend not in BACKENDS:
             raise KeyError(f"unknown OCR backend {backend!r}; choices: {', '.join(BACKENDS)}")
-        self.ocr = BACKENDS[backend]()
+        self.ocr = BACKENDS[backend](self.cfg.quality.ocr_det_side)
 
     def process(self, row: Row) -> Row:
         frames = np.asarray(row[QFRAMES])
