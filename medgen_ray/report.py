@@ -114,10 +114,14 @@ def _plots(folder: Path, summary: dict, scores: dict[str, list[float]], kept_sco
             continue
         fig, ax = plt.subplots(figsize=(4.5, 3))
         kept = [v for v in kept_scores.get(col, []) if v is not None and not math.isnan(v)]
-        ax.hist(vals, bins=20, color="#bbbbbb", label="all scored")
-        if kept:
-            ax.hist(kept, bins=20, color="#3b7dd8", alpha=0.8, label="kept")
         thr = _attr(cfg, SCORES[col][0])
+        # One set of bins spanning the data and the threshold, so narrow spreads stay visible.
+        lo, hi = min(min(vals), thr), max(max(vals), thr)
+        pad = max((hi - lo) * 0.05, 1e-3)
+        bins = np.linspace(lo - pad, hi + pad, 31)
+        ax.hist(vals, bins=bins, color="#bbbbbb", label="all scored")
+        if kept:
+            ax.hist(kept, bins=bins, color="#3b7dd8", alpha=0.8, label="kept")
         ax.axvline(thr, color="#c62828", linestyle="--", label=f"threshold {thr:g}")
         ax.set_title(SCORES[col][1], fontsize=9)
         ax.legend(fontsize=7)
