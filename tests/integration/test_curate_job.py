@@ -141,4 +141,4 @@ def test_ytdlp_source_on_ray(ray_cluster, one_video, frame_probe, tmp_path):
     manifest = _table(out, "manifest")
     assert summary["videos_kept"] == 1 and len(manifest) == 1
     assert manifest[0]["video_id"] == "abc123XYZ_0" and "gallbladder" in manifest[0]["transcript"]
-    assert manifest[0]["source_url"] == "https://www.youtube.com/watch?v=abc123XYZ_0"
+    assert manifest[0]["source_url"] == "https://m.youtube.com/watch?v=abc123XYZ_0"

@@ -20,7 +20,7 @@ and identify the gallbladder
 """
 
 
-def _info(tmp_path, video, vid="abc123XYZ_0", page="https://www.youtube.com/watch?v=abc123XYZ_0"):
+def _info(tmp_path, video, vid="abc123XYZ_0", page="https://m.youtube.com/watch?v=abc123XYZ_0"):
     sub = tmp_path / "sub.en.vtt"
     sub.write_text(VTT)
     info = {
@@ -82,10 +82,10 @@ def test_unreachable_request_is_a_row_error(tmp_path):
 
 
 def test_requests_and_options():
-    cfg = YtdlpConfig(queries=["knee arthroscopy"], channels=["https://www.youtube.com/@SurgeryAcademy"],
+    cfg = YtdlpConfig(queries=["knee arthroscopy"], channels=["https://m.youtube.com/@SurgeryAcademy"],
                       max_results_per_query=7)
     reqs = [r["request"] for r in build_requests(cfg)]
-    assert reqs == ["ytsearch7:knee arthroscopy", "https://www.youtube.com/@SurgeryAcademy/videos"]
+    assert reqs == ["ytsearch7:knee arthroscopy", "https://m.youtube.com/@SurgeryAcademy/videos"]
     assert parse_rate("4M") == 4 * 2**20 and parse_rate(None) is None
     with pytest.raises(ValueError, match="rate_limit"):
         parse_rate("fast")
