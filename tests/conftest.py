@@ -10,6 +10,7 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.pop("OPENAI_API_KEY", None)  # captions use the local fake server or the metadata captioner
 
 
 @pytest.fixture(scope="session")
