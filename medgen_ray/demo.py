@@ -76,19 +76,14 @@ def write_frame_training(folder: Path, n_per_class: int, seed: int) -> Path:
 
 def calibrate_tau(clip_model: str, seed: int, n: int = 24) -> dict[str, float]:
     """tau halfway between adjacent-second similarity within a scene and similarity across a cut."""
-    from medgen_ray.curate.training import load_frame
+    from medgen_ray.models.clip import square_crop
     from medgen_ray.models.registry import load_model
 
     enc = load_model(clip_model, kind="clip")
     rng = np.random.default_rng(seed)
 
     def embed(img: np.ndarray) -> np.ndarray:
-        import io
-
-        buf = io.BytesIO()
-        Image.fromarray(img).save(buf, format="PNG")
-        buf.seek(0)
-        return enc.encode_images(load_frame(buf, enc.image_size)[None])[0]  # type: ignore[arg-type]
+        return enc.encode_images(square_crop(img, enc.image_size)[None])[0]
 
     adjacent, cuts = [], []
     from medgen_ray.samples.scenes import make_scene

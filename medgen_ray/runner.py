@@ -42,7 +42,9 @@ def init_ray(cfg: RayConfig) -> None:
 
 
 def _task_fn(name: str, factory: Callable[[], Callable], post: Callable | None = None) -> Callable:
-    """A named task function that builds its stage once per worker process."""
+    """A named task function that builds its stage lazily. Ray deserialises the function for
+    each task, so the cache lives one task; task stages therefore keep setup cheap (models
+    belong in actor pools)."""
     cache: dict[str, Any] = {}
 
     def fn(batch):

@@ -7,6 +7,8 @@ vignettes (endoscopes, ultrasound fans) from counting as bars.
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
@@ -100,7 +102,7 @@ class BorderStage(RowStage):
         return {"crop_box": ""}
 
     def process(self, row: Row) -> Row:
-        from medgen_ray.curate.cut import crop_clip, write_atomically
+        from medgen_ray.curate.cut import reencode_clip, write_atomically
 
         frames = np.asarray(row[QFRAMES])
         scores = border_scores(frames)
@@ -113,7 +115,8 @@ class BorderStage(RowStage):
             info = probe_video(row["clip_uri"])
             box = content_box(scores, info.width, info.height, q.border_persistence)
             c = self.cfg.cut
-            write_atomically(row["clip_uri"], lambda tmp: crop_clip(row["clip_uri"], tmp, box, c.crf, c.preset))
+            write_atomically(row["clip_uri"], lambda tmp: reencode_clip(row["clip_uri"], tmp, 0.0, math.inf, c.crf,
+                                                                        c.preset, box))
             row["crop_box"] = ",".join(str(v) for v in box)
             row["width"], row["height"] = box[2], box[3]
         return row

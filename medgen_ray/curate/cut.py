@@ -66,13 +66,16 @@ def copy_clip(src: str, dst: str, t0: float, t1: float) -> None:
             raise DataError(f"no keyframe at {t0:.2f} s for a stream copy")
 
 
-def reencode_clip(src: str, dst: str, t0: float, t1: float, crf: int, preset: str) -> None:
+def reencode_clip(src: str, dst: str, t0: float, t1: float, crf: int, preset: str,
+                  box: tuple[int, int, int, int] | None = None) -> None:
+    """H.264 re-encode of exactly [t0, t1), optionally keeping only box = (x, y, w, h)."""
     with open_video(src) as inp, av.open(dst, "w", format="mp4") as out:
         s_in = inp.streams.video[0]
         s_in.thread_type = "AUTO"
         rate = s_in.average_rate or Fraction(25)
+        x, y, w, h = box or (0, 0, s_in.codec_context.width, s_in.codec_context.height)
         s_out = out.add_stream("libx264", rate=rate)
-        s_out.width, s_out.height, s_out.pix_fmt = s_in.codec_context.width, s_in.codec_context.height, "yuv420p"
+        s_out.width, s_out.height, s_out.pix_fmt = w, h, "yuv420p"
         s_out.options = {"crf": str(crf), "preset": preset}
         s_out.codec_context.time_base = 1 / Fraction(rate)
         tb = float(s_in.time_base)
@@ -85,7 +88,11 @@ def reencode_clip(src: str, dst: str, t0: float, t1: float, crf: int, preset: st
                 continue
             if t >= t1 - 1e-6:
                 break
-            frame = frame.reformat(format="yuv420p")
+            if box is None:
+                frame = frame.reformat(format="yuv420p")
+            else:
+                rgb = frame.to_ndarray(format="rgb24")[y : y + h, x : x + w]
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             frame.pts, frame.time_base = index, s_out.codec_context.time_base
             index += 1
             for packet in s_out.encode(frame):
@@ -94,27 +101,6 @@ def reencode_clip(src: str, dst: str, t0: float, t1: float, crf: int, preset: st
             out.mux(packet)
         if index == 0:
             raise DataError(f"no frames between {t0:.2f} s and {t1:.2f} s")
-
-
-def crop_clip(src: str, dst: str, box: tuple[int, int, int, int], crf: int, preset: str) -> None:
-    """Re-encode `src` keeping only box = (x, y, w, h) of every frame (w and h even)."""
-    x, y, w, h = box
-    with open_video(src) as inp, av.open(dst, "w", format="mp4") as out:
-        s_in = inp.streams.video[0]
-        s_in.thread_type = "AUTO"
-        rate = s_in.average_rate or Fraction(25)
-        s_out = out.add_stream("libx264", rate=rate)
-        s_out.width, s_out.height, s_out.pix_fmt = w, h, "yuv420p"
-        s_out.options = {"crf": str(crf), "preset": preset}
-        s_out.codec_context.time_base = 1 / Fraction(rate)
-        for index, frame in enumerate(inp.decode(s_in)):
-            rgb = frame.to_ndarray(format="rgb24")[y : y + h, x : x + w]
-            f = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-            f.pts, f.time_base = index, s_out.codec_context.time_base
-            for packet in s_out.encode(f):
-                out.mux(packet)
-        for packet in s_out.encode():
-            out.mux(packet)
 
 
 def write_atomically(dst: str, make) -> int:

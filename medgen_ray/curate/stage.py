@@ -64,6 +64,3 @@ class RowStage:
                     columns.append(k)
         return from_rows(out, columns)
 
-
-def empty_float() -> np.ndarray:
-    return np.zeros(0, dtype=np.float32)

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from medgen_ray.curate.metadata import metadata_text
+from medgen_ray.models.clip import square_crop
 from medgen_ray.models.probe import fit_probe, probe_accuracy
 from medgen_ray.models.registry import load_model
 
@@ -80,15 +81,9 @@ def train_text_classifier(csv_path: str, embedder: str, output: str, test_fracti
 
 
 def load_frame(path: Path, size: int) -> np.ndarray:
-    """Short side to `size`, centre crop: the same view the sample stage gives the classifier."""
+    """An image file as CLIP sees it (the same crop the aesthetic scorer uses)."""
     with Image.open(path) as im:
-        im = im.convert("RGB")
-        w, h = im.size
-        s = size / min(w, h)
-        im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BOX)
-        w, h = im.size
-        x0, y0 = (w - size) // 2, (h - size) // 2
-        return np.asarray(im.crop((x0, y0, x0 + size, y0 + size)))
+        return square_crop(np.asarray(im.convert("RGB")), size)
 
 
 def train_frame_probe(csv_path: str, clip_model: str, output: str, weights: str | None = None,

@@ -7,10 +7,11 @@ the tiny CLIP and a seeded head whose output bias sits at 5, the middle of that 
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
+
+from medgen_ray.models.clip import square_crop
 
 
 class AestheticHead(nn.Module):
@@ -28,16 +29,6 @@ class AestheticHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x).squeeze(-1)
-
-
-def square_crop(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Short side to `size` (area filter), centre crop: CLIP's view of a frame."""
-    h, w = rgb.shape[:2]
-    s = size / min(h, w)
-    nw, nh = max(size, round(w * s)), max(size, round(h * s))
-    img = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA)
-    y0, x0 = (nh - size) // 2, (nw - size) // 2
-    return img[y0 : y0 + size, x0 : x0 + size]
 
 
 class AestheticScorer:

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 
 # OpenAI CLIP normalisation, shared by every open_clip model we register.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def square_crop(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Short side to `size` (area filter), centre crop: CLIP's view of a frame of any size."""
+    h, w = rgb.shape[:2]
+    s = size / min(h, w)
+    nw, nh = max(size, round(w * s)), max(size, round(h * s))
+    img = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA)
+    y0, x0 = (nh - size) // 2, (nw - size) // 2
+    return img[y0 : y0 + size, x0 : x0 + size]
 
 
 class ClipEncoder:

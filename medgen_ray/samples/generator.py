@@ -9,7 +9,7 @@ beside the corpus records per second whether it is medical, plus every planted d
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -133,11 +133,6 @@ def write_info_json(spec: VideoSpec, video_path: Path) -> Path:
     return path
 
 
-@dataclass
-class CorpusPlan:
-    specs: list[VideoSpec] = field(default_factory=list)
-
-
 def plan_corpus(n_videos: int, seconds: float, seed: int = 0) -> list[VideoSpec]:
     """A mixed corpus: mostly medical videos with non-medical stretches and planted defects.
 
@@ -199,10 +194,3 @@ def make_corpus(out_dir: str | Path, n_videos: int = 10, seconds: float = 30.0, 
     (out / "truth.json").write_text(json.dumps(truth, indent=1))
     return truth
 
-
-def render_scene_frames(scene: str, n: int, size: tuple[int, int], seed: int) -> list[np.ndarray]:
-    """`n` frames of one scene at random times, for training the frame probe."""
-    rng = np.random.default_rng(seed)
-    h, w = size
-    sc = make_scene(scene, h, w, rng)
-    return [sc.render(float(t)) for t in rng.uniform(0, 20, size=n)]
