@@ -1,0 +1,204 @@
+"""LoRA on HunyuanVideo's transformer (peft), and its two export formats.
+
+- diffusers format: `pytorch_lora_weights.safetensors` with `transformer.<module>.lora_A/B.weight`
+  keys, loadable by `HunyuanVideoPipeline.load_lora_weights`.
+- original-key format (what ComfyUI loads): `diffusion_model.<original module>.lora_A/B.weight`.
+  The released checkpoint fuses q/k/v (and, in single blocks, the MLP input) into one linear,
+  so separate q, k, v adapters of rank r become one adapter of rank 3r on the fused weight:
+  A = [A_q; A_k; A_v], B = blockdiag(B_q, B_k, B_v). The product is exactly the fused update.
+
+Both formats fold the peft scale alpha/r into B and carry no alpha, so every loader applies
+scale 1 and gets the trained update whatever its alpha convention.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"
+COMFY_FILE = "medgen_lora_comfy.safetensors"
+ADAPTER = "default"
+PREFIX = "transformer."
+
+
+def add_lora(transformer: torch.nn.Module, rank: int, alpha: float, targets: list[str],
+             dropout: float = 0.0, adapter: str = ADAPTER) -> torch.nn.Module:
+    """Freeze the base weights and attach a LoRA adapter; returns the same module."""
+    from peft import LoraConfig
+
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n, _ in transformer.named_modules())]
+    if missing:
+        raise ValueError(f"lora.targets: no module named {missing} in the transformer")
+    transformer.requires_grad_(False)
+    cfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, init_lora_weights=True, target_modules=targets)
+    transformer.add_adapter(cfg, adapter_name=adapter)
+    return transformer
+
+
+def trainable_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
+    return [p for p in module.parameters() if p.requires_grad]
+
+
+def lora_state(transformer: torch.nn.Module, adapter: str = ADAPTER) -> dict[str, torch.Tensor]:
+    """Raw peft weights (module keys without prefix), for checkpoints."""
+    from peft.utils import get_peft_model_state_dict
+
+    return {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(transformer, adapter_name=adapter).items()}
+
+
+def load_lora_state(transformer: torch.nn.Module, state: dict[str, torch.Tensor], adapter: str = ADAPTER) -> None:
+    from peft.utils import set_peft_model_state_dict
+
+    result = set_peft_model_state_dict(transformer, state, adapter_name=adapter)
+    unexpected = getattr(result, "unexpected_keys", None) or []
+    if unexpected:
+        raise ValueError(f"LoRA checkpoint has keys the model lacks: {unexpected[:3]}")
+
+
+def scaled_state(state: dict[str, torch.Tensor], rank: int, alpha: float) -> dict[str, torch.Tensor]:
+    """Fold alpha/r into every lora_B so the update is B·A with scale 1."""
+    scale = alpha / rank
+    return {k: (v * scale if ".lora_B." in k else v).contiguous() for k, v in state.items()}
+
+
+def save_diffusers_lora(state: dict[str, torch.Tensor], rank: int, alpha: float, out_dir: str) -> str:
+    from safetensors.torch import save_file
+
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    path = Path(out_dir) / DIFFUSERS_FILE
+    tensors = {PREFIX + k: v for k, v in scaled_state(state, rank, alpha).items()}
+    save_file(tensors, str(path), metadata={"format": "pt", "medgen_rank": str(rank), "medgen_alpha": str(alpha)})
+    return str(path)
+
+
+# --- original-key (ComfyUI) format -------------------------------------------------------------
+
+def _fused_groups(cfg: dict[str, Any]) -> list[tuple[str, str, list[tuple[str, int]]]]:
+    """(diffusers block regex, original name template, [(diffusers suffix, output rows)])."""
+    inner = cfg["num_attention_heads"] * cfg["attention_head_dim"]
+    mlp = int(inner * cfg["mlp_ratio"])
+    return [
+        (r"transformer_blocks\.(\d+)\.", "double_blocks.{}.img_attn_qkv",
+         [("attn.to_q", inner), ("attn.to_k", inner), ("attn.to_v", inner)]),
+        (r"transformer_blocks\.(\d+)\.", "double_blocks.{}.txt_attn_qkv",
+         [("attn.add_q_proj", inner), ("attn.add_k_proj", inner), ("attn.add_v_proj", inner)]),
+        (r"transformer_blocks\.(\d+)\.", "double_blocks.{}.img_attn_proj", [("attn.to_out.0", inner)]),
+        (r"transformer_blocks\.(\d+)\.", "double_blocks.{}.txt_attn_proj", [("attn.to_add_out", inner)]),
+        (r"single_transformer_blocks\.(\d+)\.", "single_blocks.{}.linear1",
+         [("attn.to_q", inner), ("attn.to_k", inner), ("attn.to_v", inner), ("proj_mlp", mlp)]),
+        (r"single_transformer_blocks\.(\d+)\.", "single_blocks.{}.linear2", [("proj_out", inner)]),
+        (r"context_embedder\.token_refiner\.refiner_blocks\.(\d+)\.",
+         "txt_in.individual_token_refiner.blocks.{}.self_attn_qkv",
+         [("attn.to_q", inner), ("attn.to_k", inner), ("attn.to_v", inner)]),
+        (r"context_embedder\.token_refiner\.refiner_blocks\.(\d+)\.",
+         "txt_in.individual_token_refiner.blocks.{}.self_attn_proj", [("attn.to_out.0", inner)]),
+    ]
+
+
+def _module_names(state: dict[str, torch.Tensor]) -> set[str]:
+    return {k.split(".lora_")[0] for k in state}
+
+
+def to_original_keys(state: dict[str, torch.Tensor], transformer_cfg: dict[str, Any], rank: int,
+                     alpha: float) -> dict[str, torch.Tensor]:
+    """diffusers-named peft weights -> fused original-key LoRA (scale folded into B)."""
+    state = scaled_state(state, rank, alpha)
+    modules = _module_names(state)
+    used: set[str] = set()
+    out: dict[str, torch.Tensor] = {}
+    for block_re, orig, parts in _fused_groups(transformer_cfg):
+        blocks = sorted({m.group(1) for name in modules if (m := re.match(block_re + "(.+)$", name))
+                         and name[m.end(1) + 1:] in {p for p, _ in parts}}, key=int)
+        for idx in blocks:
+            prefix = re.sub(r"\(\\d\+\)", idx, block_re).replace("\\.", ".")
+            names = [prefix + p for p, _ in parts]
+            present = [n for n in names if n in modules]
+            if not present:
+                continue
+            r = state[present[0] + ".lora_A.weight"].shape[0]
+            in_dim = state[present[0] + ".lora_A.weight"].shape[1]
+            a_rows, b_blocks = [], []
+            for (part, rows), name in zip(parts, names):
+                if name in modules:
+                    a_rows.append(state[name + ".lora_A.weight"])
+                    b_blocks.append(state[name + ".lora_B.weight"])
+                    used.add(name)
+                else:  # an untargeted slice of the fused weight: no update there
+                    a_rows.append(torch.zeros(r, in_dim))
+                    b_blocks.append(torch.zeros(rows, r))
+            key = "diffusion_model." + orig.format(idx)
+            out[key + ".lora_A.weight"] = torch.cat(a_rows, 0).contiguous()
+            out[key + ".lora_B.weight"] = torch.block_diag(*b_blocks).contiguous()
+    left = sorted(modules - used)
+    if left:
+        raise ValueError(f"original-key export: no fused mapping for LoRA modules {left[:3]}; "
+                         "supported targets are the attention projections, proj_mlp and proj_out")
+    return out
+
+
+def from_original_keys(state: dict[str, torch.Tensor], transformer_cfg: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Inverse of `to_original_keys` for a LoRA it wrote: per-module A and B (rank 3r, exact)."""
+    out: dict[str, torch.Tensor] = {}
+    for key in sorted(k for k in state if k.endswith(".lora_A.weight")):
+        orig = key.removeprefix("diffusion_model.").removesuffix(".lora_A.weight")
+        a, b = state[key], state[key.replace(".lora_A.", ".lora_B.")]
+        for block_re, template, parts in _fused_groups(transformer_cfg):
+            m = re.fullmatch(re.escape(template).replace(r"\{\}", r"(\d+)"), orig)
+            if not m:
+                continue
+            prefix = re.sub(r"\(\\d\+\)", m.group(1), block_re).replace("\\.", ".")
+            start = 0
+            for part, rows in parts:
+                b_part = b[start:start + rows]
+                start += rows
+                if b_part.abs().sum() > 0:
+                    out[prefix + part + ".lora_A.weight"] = a
+                    out[prefix + part + ".lora_B.weight"] = b_part.contiguous()
+            break
+        else:
+            raise ValueError(f"original-key LoRA: unknown module {orig!r}")
+    return out
+
+
+def save_original_lora(state: dict[str, torch.Tensor], transformer_cfg: dict[str, Any], rank: int, alpha: float,
+                       out_dir: str) -> str:
+    from safetensors.torch import save_file
+
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    path = Path(out_dir) / COMFY_FILE
+    save_file(to_original_keys(state, transformer_cfg, rank, alpha), str(path), metadata={"format": "pt"})
+    return str(path)
+
+
+def load_lora_file(path: str, transformer_cfg: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+    """Either export format -> diffusers-keyed tensors with the `transformer.` prefix."""
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    if p.is_dir():
+        candidates = [p / DIFFUSERS_FILE, p / COMFY_FILE]
+        found = [c for c in candidates if c.is_file()]
+        if not found:
+            raise FileNotFoundError(f"LoRA folder {path!r}: has neither {DIFFUSERS_FILE} nor {COMFY_FILE}")
+        p = found[0]
+    if not p.is_file():
+        raise FileNotFoundError(f"LoRA file {path!r}: not found")
+    state = load_file(str(p))
+    if any(k.startswith("diffusion_model.") for k in state):
+        if transformer_cfg is None:
+            raise ValueError(f"{path}: original-key LoRA needs the transformer config to unfuse")
+        state = {PREFIX + k: v for k, v in from_original_keys(state, transformer_cfg).items()}
+    return state
+
+
+def merge_lora_into_pipeline(pipe, lora_path: str, adapter: str = "medgen", scale: float = 1.0):
+    """Fuse a LoRA into the pipeline's transformer weights and drop the adapter layers."""
+    state = load_lora_file(lora_path, dict(pipe.transformer.config))
+    pipe.load_lora_weights(state, adapter_name=adapter)
+    pipe.fuse_lora(components=["transformer"], lora_scale=scale, adapter_names=[adapter])
+    pipe.unload_lora_weights()
+    return pipe
