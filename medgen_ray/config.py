@@ -225,6 +225,99 @@ class CurateConfig(Strict):
     )
 
 
+class BucketConfig(Strict):
+    frames: int = Field(..., ge=1, description="4k+1 frames")
+    height: int = Field(..., ge=16)
+    width: int = Field(..., ge=16)
+
+    @model_validator(mode="after")
+    def _shape(self) -> "BucketConfig":
+        if (self.frames - 1) % 4:
+            raise ValueError(f"frames={self.frames}: HunyuanVideo's VAE needs 4k+1 frames (1, 5, 9, ..., 33, ...)")
+        for side in ("height", "width"):
+            if getattr(self, side) % 16:
+                raise ValueError(f"{side}={getattr(self, side)}: must be a multiple of 16")
+        return self
+
+
+class PrecomputeConfig(Strict):
+    """Curated clips -> VAE latents + text embeddings, as Parquet shards."""
+
+    dataset: str = Field("medgen_out", description="curated dataset folder (has manifest/)")
+    output: str = Field("medgen_latents", description="shard folder: local path or s3:// URI")
+    model: str = Field("hunyuan_video/tiny", description="registry name of the video model")
+    weights: str | None = None
+    buckets: list[BucketConfig] = Field(
+        default_factory=lambda: [BucketConfig(frames=33, height=544, width=960),
+                                 BucketConfig(frames=33, height=960, width=544),
+                                 BucketConfig(frames=33, height=720, width=720)])
+    fps: float | None = Field(24.0, gt=0, description="frame rate the clip is resampled to; None = source fps")
+    caption_field: str = "caption_detailed"
+    fallback_caption_field: str | None = "caption_brief"
+    max_sequence_length: int = Field(256, ge=8)
+    vae_tiling: bool = True
+    dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+    pool: PoolConfig = Field(default_factory=lambda: PoolConfig(num_gpus=1.0, batch_size=1))
+    resume: bool = True
+    write_batch_rows: int = Field(8, ge=1)
+
+
+class LoraConfig(Strict):
+    rank: int = Field(32, ge=1)
+    alpha: float = Field(32.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    targets: list[str] = Field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+
+
+class ValidationConfig(Strict):
+    every_steps: int = Field(0, ge=0, description="0 = only at the end")
+    prompts: list[str] = Field(default_factory=lambda: ["An endoscopic view of the stomach lining during a gastroscopy."])
+    height: int = Field(320, ge=16)
+    width: int = Field(512, ge=16)
+    num_frames: int = Field(33, ge=1)
+    steps: int = Field(30, ge=1)
+    seed: int = 0
+
+
+class TrainConfig(Strict):
+    """LoRA fine-tuning of the video transformer on precomputed shards (Ray Train)."""
+
+    data: str = Field("medgen_latents", description="shard folder written by `medgen precompute`")
+    model: str = "hunyuan_video/tiny"
+    weights: str | None = None
+    storage_path: str = Field("medgen_runs", description="checkpoints and results: local path or s3:// URI")
+    name: str = "medgen_lora"
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    strategy: Literal["ddp", "deepspeed"] = "ddp"
+    zero_stage: int = Field(2, ge=1, le=3)
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = True
+    cpus_per_worker: float = Field(1.0, gt=0)
+    max_steps: int = Field(1000, ge=1, description="optimizer steps")
+    micro_batch: int = Field(1, ge=1, description="clips per worker per forward (grouped by bucket)")
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    mixed_precision: Literal["bf16", "fp16", "no"] = "bf16"
+    gradient_checkpointing: bool = True
+    timestep_sampling: Literal["uniform", "logit_normal", "mode"] = "logit_normal"
+    shift: float = Field(7.0, gt=0, description="flow time shift, as the released model samples")
+    guidance: float = Field(1.0, ge=0, description="guidance-embedding input (x1000 inside)")
+    caption_dropout: float = Field(0.0, ge=0, le=1, description="share of steps trained with an empty prompt")
+    ema_decay: float | None = Field(None, gt=0, lt=1)
+    shuffle_buffer: int = Field(64, ge=1)
+    seed: int = 0
+    checkpoint_every: int = Field(100, ge=1)
+    keep_checkpoints: int = Field(3, ge=1)
+    max_failures: int = Field(3, ge=0, description="worker losses survived by resuming from the last checkpoint")
+    log_every: int = Field(10, ge=1)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    export_dir: str | None = Field(None, description="default <storage_path>/<name>/lora")
+    kill_rank_at_step: int | None = Field(None, ge=1, description="fault drill: SIGKILL rank 1 once at this step")
+
+
 class DemoConfig(Strict):
     workdir: str = "medgen_demo"
     videos: int = Field(10, ge=2)
@@ -237,6 +330,8 @@ class DemoConfig(Strict):
 class AppConfig(Strict):
     ray: RayConfig = Field(default_factory=RayConfig)
     curate: CurateConfig = Field(default_factory=CurateConfig)
+    precompute: PrecomputeConfig = Field(default_factory=PrecomputeConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
     demo: DemoConfig = Field(default_factory=DemoConfig)
 
 

@@ -245,6 +245,62 @@ def run_curate(app: AppConfig) -> dict[str, Any]:
     return summary
 
 
+PRECOMPUTE_INPUT = ["clip_id", "clip_uri", "width", "height", "duration", "fps"]
+
+
+def run_precompute(app: AppConfig) -> dict[str, int]:
+    """Encode every kept clip of a curated dataset into latent/text shards (resumable)."""
+    import ray
+
+    from medgen_ray.curate.sink import list_parts
+    from medgen_ray.models.registry import get_spec
+    from medgen_ray.train.precompute import PrecomputeStage, check_shards, done_clip_ids, write_shard_batch
+
+    cfg = app.precompute
+    get_spec(cfg.model, "video")
+    parts = list_parts(cfg.dataset, "manifest")
+    if not parts:
+        raise FileNotFoundError(f"precompute.dataset {cfg.dataset!r}: no manifest/part-*.parquet; run `medgen curate`")
+    skip = done_clip_ids(cfg.output) if cfg.resume else set()
+    if skip and not cfg.resume:
+        raise FileExistsError(f"precompute.output {cfg.output!r} holds shards and precompute.resume is false")
+    init_ray(app.ray)
+    ray.data.DataContext.get_current().op_resource_reservation_enabled = False
+    fs, _ = __import__("fsspec").core.url_to_fs(cfg.dataset)
+    captions = [c for c in (cfg.caption_field, cfg.fallback_caption_field) if c]
+    ds = ray.data.read_parquet(parts, filesystem=_arrow_fs(fs), columns=PRECOMPUTE_INPUT + captions)
+
+    def not_done(batch):
+        keep = np.array([c not in skip for c in batch["clip_id"]], dtype=bool)
+        return {k: v[keep] for k, v in batch.items()}
+
+    ds = ds.map_batches(not_done, batch_format="numpy", num_cpus=0.1, zero_copy_batch=False)
+    root = cfg.dataset
+    ds = _map(ds, "Precompute", lambda: PrecomputeStage(cfg, None, root), batch_size=cfg.pool.batch_size,
+              pool=cfg.pool, num_cpus=cfg.pool.num_cpus)
+    ds = _map(ds, "WriteShards", lambda: (lambda b: _counts(write_shard_batch(cfg.output, b))),
+              batch_size=cfg.write_batch_rows, num_cpus=0, memory_mb=1)
+    totals = {"shards": 0, "rejects": 0}
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for k in totals:
+            totals[k] += int(batch[k].sum())
+    result = {"encoded": totals["shards"], "rejected": totals["rejects"], "skipped_done": len(skip)}
+    if result["encoded"] or skip:
+        check = check_shards(cfg.output)
+        result["total_rows"], result["buckets"] = check.rows, check.buckets
+    print(f"precompute: {result}", file=sys.stdout)
+    return result
+
+
+def _arrow_fs(fs):
+    """pyarrow filesystem for an fsspec one (Ray Data's readers want pyarrow's)."""
+    import pyarrow.fs as pafs
+
+    if getattr(fs, "protocol", None) in ("file", ("file", "local"), "local") or "file" in (fs.protocol or ()):
+        return pafs.LocalFileSystem()
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+
+
 def print_summary(summary: dict[str, Any], out) -> None:
     print(f"inputs {summary['inputs']}: kept {summary['videos_kept']}, rejected {summary['videos_rejected']}, "
           f"errored {summary['videos_errored']} (accounted: {summary['accounted']})", file=out)

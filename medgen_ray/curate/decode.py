@@ -138,6 +138,13 @@ def _rotation(container: av.container.InputContainer, stream: av.video.stream.Vi
 def sample_frames(uri: str, fps: float, size: int, threads: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Frames at `fps` (first frame at or after each k/fps), resized (short side) and centre-cropped
     to size x size RGB. Returns (uint8 (T, size, size, 3), times (T,) in seconds)."""
+    return sample_window(uri, fps, size, size, threads=threads)
+
+
+def sample_window(uri: str, fps: float | None, width: int, height: int, limit: int | None = None,
+                  threads: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Up to `limit` frames at `fps` (None: every frame) from the start, resized to cover
+    width x height and centre-cropped. Returns (uint8 (T, height, width, 3), times (T,))."""
     frames, times = [], []
     with open_video(uri) as container:
         stream = container.streams.video[0]
@@ -146,11 +153,11 @@ def sample_frames(uri: str, fps: float, size: int, threads: int = 2) -> tuple[np
         tb = float(stream.time_base)
         start = stream.start_time or 0
         w, h = stream.codec_context.width, stream.codec_context.height
-        scale = size / min(w, h)
-        sw, sh = max(size, round(w * scale)), max(size, round(h * scale))
-        x0, y0 = (sw - size) // 2, (sh - size) // 2
+        scale = max(width / w, height / h)
+        sw, sh = max(width, round(w * scale)), max(height, round(h * scale))
+        x0, y0 = (sw - width) // 2, (sh - height) // 2
         next_t = 0.0
-        step = 1.0 / fps
+        step = 1.0 / fps if fps else 0.0
         try:
             for frame in container.decode(stream):
                 if frame.pts is None:
@@ -159,15 +166,17 @@ def sample_frames(uri: str, fps: float, size: int, threads: int = 2) -> tuple[np
                 if t + 1e-6 < next_t:
                     continue
                 rgb = frame.reformat(width=sw, height=sh, format="rgb24", interpolation="AREA").to_ndarray()
-                frames.append(rgb[y0 : y0 + size, x0 : x0 + size])
-                times.append(next_t)
+                frames.append(rgb[y0 : y0 + height, x0 : x0 + width])
+                times.append(next_t if step else t)
+                if limit is not None and len(frames) >= limit:
+                    break
                 next_t += step
-                while next_t <= t:  # a gap longer than a step: no frame shown there
+                while step and next_t <= t:  # a gap longer than a step: no frame shown there
                     next_t += step
         except av.FFmpegError as exc:
             raise ProbeError(f"decode failed at {next_t:.1f} s ({_ffmpeg_message(exc)})") from exc
     if not frames:
-        return np.zeros((0, size, size, 3), np.uint8), np.zeros(0)
+        return np.zeros((0, height, width, 3), np.uint8), np.zeros(0)
     return np.stack(frames), np.asarray(times, dtype=np.float64)
 
 

@@ -137,3 +137,24 @@ def _from_folder(path: str, device: str, dtype: torch.dtype | None = None):
 
     kwargs = {"torch_dtype": dtype} if dtype is not None else {}
     return HunyuanVideoPipeline.from_pretrained(path, **kwargs).to(device)
+
+
+def load_transformer(name: str, weights: str | None, dtype: torch.dtype = torch.float32):
+    """Only the video transformer (what training updates): tiny twin, random full size,
+    a saved pipeline folder, or the hub."""
+    from diffusers import HunyuanVideoTransformer3DModel
+
+    from medgen_ray.models.registry import get_spec, stage_weights
+
+    spec = get_spec(name, "video")
+    if weights not in (None, RANDOM):
+        local = stage_weights(weights)
+        return HunyuanVideoTransformer3DModel.from_pretrained(local, subfolder="transformer", torch_dtype=dtype)
+    if spec.tiny:
+        return build_tiny_components()["transformer"].to(dtype)
+    if weights == RANDOM:
+        return HunyuanVideoTransformer3DModel().to(dtype)
+    try:
+        return HunyuanVideoTransformer3DModel.from_pretrained(HUB_ID, subfolder="transformer", torch_dtype=dtype)
+    except OSError as exc:
+        raise WeightsUnavailable(f"model {name!r}: transformer weights for {HUB_ID!r} are unavailable ({exc})") from exc

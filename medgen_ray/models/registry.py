@@ -236,6 +236,20 @@ def _build_laion_aesthetic(weights: str | None, device: str):
     return AestheticScorer(encoder, head, "aesthetic/laion")
 
 
+# --- text-to-video ------------------------------------------------------------------------------
+
+def _build_tiny_video(weights: str | None, device: str):
+    from medgen_ray.models.hunyuan import load_tiny_pipeline
+
+    return load_tiny_pipeline(weights, device)
+
+
+def _build_video(weights: str | None, device: str):
+    from medgen_ray.models.hunyuan import load_real_pipeline
+
+    return load_real_pipeline(weights, device)
+
+
 def _weights_file(path: str) -> str:
     p = Path(path)
     return str(p / WEIGHTS_FILE) if p.is_dir() else str(p)
@@ -258,6 +272,10 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec("arctic-embed-m", "text", "Snowflake/snowflake-arctic-embed-m", False, _build_arctic,
                   "the paper's metadata embedder"),
         ModelSpec("arctic-embed-m/tiny", "text", None, True, _tiny_bert_builder("arctic-embed-m/tiny")),
+        ModelSpec("hunyuan_video", "video", "hunyuanvideo-community/HunyuanVideo", False, _build_video,
+                  "HunyuanVideoPipeline (13B transformer); weights=random: transformer + VAE only"),
+        ModelSpec("hunyuan_video/tiny", "video", None, True, _build_tiny_video,
+                  "tiny transformer/VAE/Llama/CLIP twin, byte-level tokenizers"),
     ]
 }
 
@@ -283,7 +301,9 @@ def pull_weights(name: str, dest: str) -> str:
     fs, root = fsspec.core.url_to_fs(target)
     tmp = cache_root() / "pull" / name.replace("/", "__")
     tmp.mkdir(parents=True, exist_ok=True)
-    if spec.tiny:
+    if spec.tiny and spec.kind == "video":
+        spec.build(None, "cpu").save_pretrained(str(tmp))
+    elif spec.tiny:
         model = spec.build(None, "cpu")
         module = model.head if spec.kind == "aesthetic" else model.model
         torch.save(module.state_dict(), tmp / WEIGHTS_FILE)

@@ -1,0 +1,230 @@
+"""The LoRA training loop that every Ray Train worker runs. It reads top to bottom.
+
+Data order: each worker reads its share of the shards through Ray Data, shuffled in a local
+buffer seeded by (seed, epoch, rank), and groups clips by bucket into micro-batches. Every
+optimizer step records the clip ids it used; a checkpoint keeps the ids consumed so far in the
+current epoch, so a resumed run (crash, lost worker) continues that epoch with the clips not
+yet trained on instead of starting it again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from medgen_ray.config import TrainConfig
+from medgen_ray.train.flow import flow_loss, noisy_latents, sample_sigmas, timesteps_for
+from medgen_ray.train.precompute import collate, decode_row
+
+LOOP_STATE = "loop_state.json"
+PRECISION = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": torch.float32}
+
+
+@dataclass
+class LoopState:
+    step: int = 0
+    epoch: int = 0
+    consumed: list[str] = field(default_factory=list)  # clip ids trained on in this epoch
+    history: list[dict[str, Any]] = field(default_factory=list)  # one entry per optimizer step
+    ema: dict[str, list] | None = None
+
+
+def bucket_batches(rows: Iterator[dict[str, Any]], micro_batch: int, skip: set[str]
+                   ) -> Iterator[tuple[list[str], dict[str, torch.Tensor]]]:
+    """Group rows of the same bucket into micro-batches; clips already consumed are skipped."""
+    pending: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["clip_id"] in skip:
+            continue
+        group = pending.setdefault(row["bucket"], [])
+        group.append(row)
+        if len(group) == micro_batch:
+            del pending[row["bucket"]]
+            yield [r["clip_id"] for r in group], collate([decode_row(r) for r in group])
+
+
+def flow_step_loss(model, batch: dict[str, torch.Tensor], cfg: TrainConfig, gen: torch.Generator,
+                   device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    x0 = batch["latent"].to(device, torch.float32)
+    n = x0.shape[0]
+    noise = torch.randn(x0.shape, generator=gen).to(device)
+    sigmas = sample_sigmas(n, sampling=cfg.timestep_sampling, shift=cfg.shift, generator=gen).to(device)
+    text, mask, pooled = batch["text_embeds"], batch["text_mask"], batch["pooled"]
+    if cfg.caption_dropout and float(torch.rand(1, generator=gen)) < cfg.caption_dropout:
+        # unconditional step: one zero token, as if the prompt were empty
+        text, mask, pooled = text[:, :1] * 0, mask[:, :1], pooled * 0
+    guidance = torch.full((n,), cfg.guidance * 1000.0, device=device, dtype=dtype)
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        pred = model(hidden_states=noisy_latents(x0, noise, sigmas).to(dtype), timestep=timesteps_for(sigmas),
+                     encoder_hidden_states=text.to(device, dtype), encoder_attention_mask=mask.to(device),
+                     pooled_projections=pooled.to(device, dtype), guidance=guidance, return_dict=False)[0]
+    return flow_loss(pred, x0, noise)
+
+
+def _ema_update(ema: dict[str, torch.Tensor], named: list[tuple[str, torch.nn.Parameter]], decay: float) -> None:
+    with torch.no_grad():
+        for name, p in named:
+            ema[name].mul_(decay).add_(p.detach().float().cpu(), alpha=1 - decay)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    import ray.train
+    import torch.distributed as dist
+
+    from medgen_ray.models.hunyuan import load_transformer
+    from medgen_ray.train.lora import add_lora
+    from medgen_ray.train.outputs import finish_run, log_metrics, run_dir, validate
+    from medgen_ray.train.strategy import make_strategy
+
+    cfg = TrainConfig.model_validate(config["train"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    on_gpu = cfg.use_gpu and torch.cuda.is_available()
+    device = ray.train.torch.get_device() if on_gpu else torch.device("cpu")
+    dtype = PRECISION[cfg.mixed_precision] if on_gpu else torch.float32
+
+    # 1. Model: frozen base in the compute dtype, LoRA weights in float32 (same init on every rank).
+    torch.manual_seed(cfg.seed)
+    transformer = load_transformer(cfg.model, cfg.weights, dtype)
+    if cfg.gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
+    add_lora(transformer, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets, cfg.lora.dropout)
+    transformer.to(device)
+    named = [(n, p) for n, p in transformer.named_parameters() if p.requires_grad]
+    for _, p in named:
+        p.data = p.data.float()
+    strategy = make_strategy(transformer, [p for _, p in named], cfg, world)
+
+    # 2. Resume: optimizer/LoRA from the strategy's files, counters and data position from ours.
+    state = LoopState()
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            strategy.load(folder)
+            state = LoopState(**json.loads((Path(folder) / LOOP_STATE).read_text()))
+    ema = None
+    if cfg.ema_decay:
+        ema = ({k: torch.tensor(v) for k, v in state.ema.items()} if state.ema
+               else {n: p.detach().float().cpu().clone() for n, p in named})
+
+    # 3. Steps. Noise and timesteps come from a generator seeded per (rank, step), so a resumed
+    # run draws what an uninterrupted one would have.
+    shard = ray.train.get_dataset_shard("train")
+    losses: list[float] = []
+    step_ids: list[str] = []
+    t_last = time.perf_counter()
+    while state.step < cfg.max_steps:
+        skip = set(state.consumed)
+        rows = shard.iter_rows() if cfg.shuffle_buffer <= 1 else (
+            row for b in shard.iter_batches(batch_size=1, batch_format="numpy",
+                                           local_shuffle_buffer_size=cfg.shuffle_buffer,
+                                           local_shuffle_seed=cfg.seed + 7919 * state.epoch + rank)
+            for row in _rows(b))
+        batches = bucket_batches(rows, cfg.micro_batch, skip)
+        while state.step < cfg.max_steps:
+            item = next(batches, None)
+            if not _all_have(item is not None, world, dist):
+                break  # a worker ran out: the epoch ends for everyone, keeping steps in lockstep
+            ids, batch = item
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + state.step * 1009 + rank * 17 + len(losses))
+            with strategy.sync_context():
+                loss = flow_step_loss(strategy.model, batch, cfg, gen, device, dtype)
+                stepped = strategy.micro_step(loss)
+            losses.append(float(loss.detach()))
+            step_ids += ids
+            if not stepped:
+                continue
+            state.step += 1
+            mean_loss = _mean_across(sum(losses) / len(losses), world, dist, device)
+            state.consumed += _gather_ids(step_ids, world, dist)
+            losses, step_ids = [], []
+            if ema is not None:
+                _ema_update(ema, named, cfg.ema_decay)
+            now = time.perf_counter()
+            entry = {"step": state.step, "epoch": state.epoch, "loss": mean_loss, "lr": strategy.lr(),
+                     "step_s": now - t_last}
+            t_last = now
+            state.history.append(entry)
+            if rank == 0 and state.step % cfg.log_every == 0:
+                log_metrics(entry, state.step)
+            _kill_drill(cfg, rank, world, state.step)
+            last = state.step >= cfg.max_steps
+            if state.step % cfg.checkpoint_every == 0 or last:
+                _report(strategy, state, ema, rank, entry)
+            if rank == 0 and cfg.validation.every_steps and state.step % cfg.validation.every_steps == 0 \
+                    and not last:
+                validate(cfg, transformer, state.step, run_dir(cfg))
+        if state.step < cfg.max_steps:
+            state.epoch += 1
+            state.consumed = []
+    if rank == 0:
+        finish_run(cfg, transformer, strategy.lora_state(), ema, state.history)
+    elif cfg.strategy == "deepspeed" and cfg.zero_stage == 3:
+        strategy.lora_state()  # the gather is collective: every rank takes part
+
+
+def _rows(batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    n = len(batch["clip_id"])
+    for i in range(n):
+        yield {k: v[i] for k, v in batch.items()}
+
+
+def _all_have(have: bool, world: int, dist) -> bool:
+    if world == 1:
+        return have
+    flag = torch.tensor([1 if have else 0])
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+def _mean_across(value: float, world: int, dist, device) -> float:
+    if world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item() / world)
+
+
+def _gather_ids(ids: list[str], world: int, dist) -> list[str]:
+    if world == 1:
+        return list(ids)
+    out: list[list[str]] = [[] for _ in range(world)]
+    dist.all_gather_object(out, list(ids))
+    return [i for part in out for i in part]
+
+
+def _report(strategy, state: LoopState, ema, rank: int, metrics: dict[str, Any]) -> None:
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as folder:
+        strategy.save(folder, rank)
+        if rank == 0:
+            saved = asdict(state)
+            saved["ema"] = {k: v.tolist() for k, v in ema.items()} if ema is not None else None
+            (Path(folder) / LOOP_STATE).write_text(json.dumps(saved))
+        has_files = any(Path(folder).iterdir())
+        ckpt = ray.train.Checkpoint.from_directory(folder) if has_files else None
+        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"step-{state.step:08d}")
+
+
+def _kill_drill(cfg: TrainConfig, rank: int, world: int, step: int) -> None:
+    """Fault drill: SIGKILL one worker once, at the configured step (marker file makes it once)."""
+    if cfg.kill_rank_at_step != step or rank != min(1, world - 1):
+        return
+    import fsspec
+
+    marker = f"{cfg.storage_path.rstrip('/')}/{cfg.name}/.kill_drill_done"
+    fs, path = fsspec.core.url_to_fs(marker)
+    if fs.exists(path):
+        return
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    fs.pipe(path, b"killed")
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,156 @@
+"""What a training run leaves behind, beside its checkpoints: exported LoRA (both formats),
+the loss curve (CSV + PNG), validation videos, and metrics in MLflow or W&B when installed.
+
+Layout under <storage_path>/<name>/ (local or s3://):
+  lora/pytorch_lora_weights.safetensors   diffusers format
+  lora/medgen_lora_comfy.safetensors      original keys (ComfyUI)
+  loss.csv, loss.png
+  validation/step-XXXXXXXX/<i>.mp4
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import numpy as np
+import torch
+
+from medgen_ray.config import TrainConfig
+
+
+def run_dir(cfg: TrainConfig) -> str:
+    return f"{cfg.storage_path.rstrip('/')}/{cfg.name}"
+
+
+def export_dir(cfg: TrainConfig) -> str:
+    return cfg.export_dir or f"{run_dir(cfg)}/lora"
+
+
+def log_metrics(metrics: dict[str, Any], step: int) -> None:
+    """Send metrics to MLflow (MLFLOW_TRACKING_URI set) or W&B (WANDB_PROJECT set) if installed."""
+    numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        try:
+            import mlflow
+        except ImportError:
+            mlflow = None
+        if mlflow is not None:
+            mlflow.log_metrics(numbers, step=step)
+    if os.environ.get("WANDB_PROJECT"):
+        try:
+            import wandb
+        except ImportError:
+            wandb = None
+        if wandb is not None:
+            if wandb.run is None:
+                wandb.init(project=os.environ["WANDB_PROJECT"])
+            wandb.log(numbers, step=step)
+
+
+def write_mp4(frames: np.ndarray, path: str, fps: int = 8) -> None:
+    """uint8 (T, H, W, 3) -> H.264 mp4 at any fsspec path."""
+    import av
+
+    t, h, w, _ = frames.shape
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w - w % 2, h - h % 2, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, fps)
+        for i in range(t):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i, : h - h % 2, : w - w % 2]), "rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    with fsspec.open(path, "wb") as fh:
+        fh.write(buf.getvalue())
+
+
+def validate(cfg: TrainConfig, transformer: torch.nn.Module, step: int, out: str) -> list[str]:
+    """Generate the fixed validation prompts with the transformer as it is now."""
+    from medgen_ray.models.hunyuan import prompt_template_for
+    from medgen_ray.models.registry import load_model
+
+    v = cfg.validation
+    pipe = load_model(cfg.model, cfg.weights, "cpu", kind="video")
+    device = next(transformer.parameters()).device
+    old = pipe.transformer
+    pipe.transformer = transformer
+    del old
+    pipe.to(device)
+    paths = []
+    was_training = transformer.training
+    transformer.eval()
+    for i, prompt in enumerate(v.prompts):
+        with torch.no_grad():
+            video = pipe(prompt=prompt, height=v.height, width=v.width, num_frames=v.num_frames,
+                         num_inference_steps=v.steps, prompt_template=prompt_template_for(pipe),
+                         generator=torch.Generator().manual_seed(v.seed + i), output_type="np").frames[0]
+        path = f"{out}/validation/step-{step:08d}/{i}.mp4"
+        write_mp4((np.clip(video, 0, 1) * 255).astype(np.uint8), path)
+        paths.append(path)
+    transformer.train(was_training)
+    return paths
+
+
+def write_loss_curve(history: list[dict[str, Any]], out: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=["step", "epoch", "loss", "lr", "step_s"])
+    writer.writeheader()
+    writer.writerows({k: h[k] for k in writer.fieldnames} for h in history)
+    with fsspec.open(f"{out}/loss.csv", "w") as fh:
+        fh.write(text.getvalue())
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = [h["step"] for h in history]
+    ax.plot(steps, [h["loss"] for h in history], lw=1, label="loss")
+    if len(history) >= 10:
+        k = max(5, len(history) // 20)
+        smooth = np.convolve([h["loss"] for h in history], np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1:], smooth, lw=2, label=f"mean of {k}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("flow-matching loss")
+    ax.legend()
+    fig.tight_layout()
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    plt.close(fig)
+    with fsspec.open(f"{out}/loss.png", "wb") as fh:
+        fh.write(png.getvalue())
+
+
+def finish_run(cfg: TrainConfig, transformer: torch.nn.Module, lora: dict[str, torch.Tensor],
+               ema: dict[str, torch.Tensor] | None, history: list[dict[str, Any]]) -> dict[str, str]:
+    """Export the LoRA (EMA weights when kept), the loss curve and the final validation videos."""
+    from medgen_ray.train.lora import save_diffusers_lora, save_original_lora
+
+    if ema is not None:
+        lora = {_peft_key(k): v for k, v in ema.items()}
+    out = run_dir(cfg)
+    tcfg = dict(transformer.config)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_diffusers_lora(lora, cfg.lora.rank, cfg.lora.alpha, tmp)
+        save_original_lora(lora, tcfg, cfg.lora.rank, cfg.lora.alpha, tmp)
+        fs, dest = fsspec.core.url_to_fs(export_dir(cfg))
+        fs.makedirs(dest, exist_ok=True)
+        for f in Path(tmp).iterdir():
+            fs.put(str(f), f"{dest.rstrip('/')}/{f.name}")
+    write_loss_curve(history, out)
+    videos = validate(cfg, transformer, history[-1]["step"] if history else 0, out) if cfg.validation.prompts else []
+    return {"lora": export_dir(cfg), "loss": f"{out}/loss.png", "videos": ",".join(videos)}
+
+
+def _peft_key(name: str) -> str:
+    """transformer.named_parameters() name -> peft state-dict key (adapter name dropped)."""
+    return name.replace(".default.weight", ".weight").replace(".default.bias", ".bias")

@@ -1,0 +1,268 @@
+"""Curated clips -> VAE latents and text embeddings, the training set's shards.
+
+One row in, one row out: `shards/part-*.parquet` for encoded clips, `rejects/part-*.parquet`
+for clips that fit no bucket or failed to decode (with the reason). Tensors are stored as raw
+little-endian bytes with their shape and dtype beside them, so a shard is plain Parquet that
+any reader can open and the training loop rebuilds tensors without copying through Python.
+
+Latents are the VAE posterior mean times the scaling factor (deterministic, so a rerun gives
+identical shards). Text embeddings are trimmed to the prompt's real tokens: at batch 1 the
+transformer then sees no padding, and batches pad per step (see `collate`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from medgen_ray.config import BucketConfig, PrecomputeConfig
+from medgen_ray.curate.batch import mark_reject
+from medgen_ray.curate.decode import open_video, sample_window
+from medgen_ray.curate.errors import DataError
+from medgen_ray.curate.stage import Row, RowStage
+from medgen_ray.schema import CLIP_ID, CLIP_URI
+
+SHARDS, REJECTS = "shards", "rejects"
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+_NP = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
+
+SHARD_SCHEMA = pa.schema([
+    (CLIP_ID, pa.string()),
+    ("bucket", pa.string()),
+    ("caption", pa.string()),
+    ("latent", pa.binary()),
+    ("latent_shape", pa.list_(pa.int32())),
+    ("text_embeds", pa.binary()),
+    ("text_shape", pa.list_(pa.int32())),
+    ("pooled", pa.binary()),
+    ("pooled_shape", pa.list_(pa.int32())),
+    ("dtype", pa.string()),
+])
+SHARD_REJECTS_SCHEMA = pa.schema([(CLIP_ID, pa.string()), ("reject_stage", pa.string()),
+                                  ("reject_reason", pa.string()), ("error", pa.string())])
+
+
+def bucket_key(b: BucketConfig) -> str:
+    return f"{b.frames}x{b.height}x{b.width}"
+
+
+def choose_bucket(buckets: list[BucketConfig], width: int, height: int, n_frames: float) -> BucketConfig | None:
+    """The bucket nearest the clip's aspect ratio (log scale) among those it has frames for;
+    among equals, the longest. None when the clip is shorter than every bucket."""
+    fits = [b for b in buckets if b.frames <= n_frames + 1e-6]
+    if not fits or width <= 0 or height <= 0:
+        return None
+    aspect = np.log(width / height)
+    return min(fits, key=lambda b: (round(abs(np.log(b.width / b.height) - aspect), 6), -b.frames))
+
+
+def tensor_bytes(t: torch.Tensor) -> tuple[bytes, list[int]]:
+    t = t.detach().cpu().contiguous()
+    raw = t.view(torch.int16) if t.dtype == torch.bfloat16 else t
+    return raw.numpy().tobytes(), list(t.shape)
+
+
+def bytes_tensor(raw: bytes, shape: list[int], dtype: str) -> torch.Tensor:
+    if dtype == "bfloat16":
+        return torch.frombuffer(bytearray(raw), dtype=torch.int16).view(torch.bfloat16).reshape(shape)
+    return torch.from_numpy(np.frombuffer(raw, dtype=dtype).copy()).reshape(shape)
+
+
+def caption_of(row: Row, cfg: PrecomputeConfig) -> str:
+    for field in (cfg.caption_field, cfg.fallback_caption_field):
+        if field and isinstance(row.get(field), str) and row[field].strip():
+            return row[field].strip()
+    raise DataError(f"no caption in {cfg.caption_field!r}" +
+                    (f" or {cfg.fallback_caption_field!r}" if cfg.fallback_caption_field else ""))
+
+
+class PrecomputeStage(RowStage):
+    """Model stage (actor pool): decodes a clip into its bucket, encodes latents and the caption."""
+
+    name = "precompute"
+    drops = ()
+
+    def __init__(self, cfg: PrecomputeConfig, device: str | None = None, dataset_root: str = ""):
+        super().__init__(cfg)
+        self.device = device
+        self.root = dataset_root.rstrip("/")
+        self.dtype = DTYPES[cfg.dtype]
+        self.pipe: Any = None
+
+    def setup(self) -> None:
+        from medgen_ray.models.hunyuan import prompt_template_for
+        from medgen_ray.models.registry import load_model
+
+        if self.device is None:  # decided where the stage runs, never on the driver
+            self.device = "cuda" if self.cfg.pool.num_gpus > 0 and torch.cuda.is_available() else "cpu"
+        if self.device == "cpu" and self.dtype == torch.float16:
+            self.dtype = torch.float32  # half-precision convolutions are not implemented on CPU
+        pipe = load_model(self.cfg.model, self.cfg.weights, "cpu", kind="video")
+        self.template = prompt_template_for(pipe)
+        if self.cfg.vae_tiling:
+            pipe.vae.enable_tiling()
+        for name in ("vae", "text_encoder", "text_encoder_2"):
+            getattr(pipe, name).to(self.device, self.dtype).eval()
+        self.pipe = pipe
+        self.vae_dtype = self.dtype
+
+    def _uri(self, row: Row) -> str:
+        uri = str(row[CLIP_URI])
+        if "://" in uri or uri.startswith("/") or not self.root:
+            return uri
+        return f"{self.root}/{uri}"
+
+    def process(self, row: Row) -> Row:
+        cfg = self.cfg
+        uri = self._uri(row)
+        width, height = int(row.get("width") or 0), int(row.get("height") or 0)
+        duration, fps = float(row.get("duration") or 0.0), float(row.get("fps") or 0.0)
+        if not (width and height and duration):
+            with open_video(uri) as c:
+                s = c.streams.video[0]
+                width, height = s.codec_context.width, s.codec_context.height
+                fps = float(s.average_rate or 0)
+                duration = float(s.duration * s.time_base) if s.duration else float(c.duration or 0) / 1e6
+        rate = cfg.fps or fps
+        bucket = choose_bucket(cfg.buckets, width, height, duration * rate)
+        if bucket is None:
+            shortest = min(b.frames for b in cfg.buckets)
+            mark_reject(row, self.name, f"too short: {duration * rate:.0f} frames at {rate:g} fps, "
+                                        f"the shortest bucket needs {shortest}")
+            return row
+        caption = caption_of(row, cfg)
+        frames, _ = sample_window(uri, cfg.fps, bucket.width, bucket.height, limit=bucket.frames)
+        if len(frames) < bucket.frames:
+            raise DataError(f"decoded {len(frames)} frames, bucket {bucket_key(bucket)} needs {bucket.frames}")
+        latent, embeds, pooled = self.encode(frames, caption)
+        row.update({"bucket": bucket_key(bucket), "caption": caption, "dtype": _NP[self.dtype]})
+        for col, t in (("latent", latent), ("text_embeds", embeds), ("pooled", pooled)):
+            row[col], shape = tensor_bytes(t)
+            row[{"latent": "latent_shape", "text_embeds": "text_shape", "pooled": "pooled_shape"}[col]] = shape
+        return row
+
+    @torch.no_grad()
+    def encode(self, frames: np.ndarray, caption: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        pipe = self.pipe
+        video = torch.from_numpy(frames).permute(3, 0, 1, 2).unsqueeze(0)  # (1, C, F, H, W)
+        video = (video.to(self.device, torch.float32) / 127.5 - 1.0).to(self.vae_dtype)
+        dist = pipe.vae.encode(video).latent_dist
+        latent = (dist.mode() * pipe.vae.config.scaling_factor)[0].to(self.dtype)
+        embeds, pooled, mask = pipe.encode_prompt(prompt=caption, prompt_template=self.template,
+                                                  max_sequence_length=self.cfg.max_sequence_length,
+                                                  device=self.device)
+        n = int(mask[0].sum())
+        return latent, embeds[0, :n].to(self.dtype), pooled[0].to(self.dtype)
+
+
+@dataclass
+class ShardCheck:
+    files: int
+    rows: int
+    buckets: dict[str, int]
+
+
+REQUIRED = ["clip_id", "bucket", "latent", "latent_shape", "text_embeds", "text_shape", "pooled", "pooled_shape",
+            "dtype"]
+
+
+def check_shards(data: str) -> ShardCheck:
+    """Validate a shard folder before any training starts; errors name the folder or file."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    fs, root = fsspec.core.url_to_fs(data)
+    folder = f"{root.rstrip('/')}/{SHARDS}"
+    if not fs.exists(root):
+        raise FileNotFoundError(f"train.data {data!r}: not found")
+    if not fs.exists(folder):
+        raise FileNotFoundError(f"train.data {data!r}: no {SHARDS}/ folder; run `medgen precompute` first")
+    parts = sorted(p for p in fs.ls(folder, detail=False) if p.endswith(".parquet"))
+    if not parts:
+        raise FileNotFoundError(f"train.data {data!r}: {SHARDS}/ holds no .parquet shards")
+    rows, buckets = 0, {}
+    for path in parts:
+        try:
+            with fs.open(path, "rb") as fh:
+                meta = pq.ParquetFile(fh)
+                names = meta.schema_arrow.names
+                n = meta.metadata.num_rows
+                missing = [c for c in REQUIRED if c not in names]
+                if missing:
+                    raise ValueError(f"shard {path}: missing columns {missing}")
+                for b in meta.read(columns=["bucket"]).column("bucket").to_pylist():
+                    buckets[b] = buckets.get(b, 0) + 1
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ValueError(f"shard {path}: not a readable Parquet file ({exc})") from exc
+        rows += n
+    if rows == 0:
+        raise ValueError(f"train.data {data!r}: shards hold no rows")
+    return ShardCheck(len(parts), rows, buckets)
+
+
+def decode_row(row: dict[str, Any]) -> dict[str, torch.Tensor]:
+    dtype = row["dtype"]
+    return {
+        "latent": bytes_tensor(row["latent"], list(row["latent_shape"]), dtype),
+        "text_embeds": bytes_tensor(row["text_embeds"], list(row["text_shape"]), dtype),
+        "pooled": bytes_tensor(row["pooled"], list(row["pooled_shape"]), dtype),
+    }
+
+
+def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack clips of one bucket; pad text to the longest prompt (the mask marks real tokens;
+    at batch 1 it is all true, which `attention.unpadded` can exploit)."""
+    lat = torch.stack([it["latent"] for it in items])
+    pooled = torch.stack([it["pooled"] for it in items])
+    n = max(it["text_embeds"].shape[0] for it in items)
+    dim = items[0]["text_embeds"].shape[1]
+    text = torch.zeros(len(items), n, dim, dtype=items[0]["text_embeds"].dtype)
+    mask = torch.zeros(len(items), n, dtype=torch.bool)
+    for i, it in enumerate(items):
+        k = it["text_embeds"].shape[0]
+        text[i, :k], mask[i, :k] = it["text_embeds"], True
+    return {"latent": lat, "text_embeds": text, "text_mask": mask, "pooled": pooled}
+
+
+def write_shard_batch(output: str, batch: dict[str, np.ndarray]) -> dict[str, int]:
+    """Write one batch's encoded rows and rejects as parts; returns row counts."""
+    import uuid
+
+    import fsspec
+
+    from medgen_ray.curate.batch import is_active
+    from medgen_ray.curate.sink import _table, write_table_atomic
+
+    fs, root = fsspec.core.url_to_fs(output)
+    active = is_active(batch)
+    part = uuid.uuid4().hex[:16]
+    counts = {}
+    for name, rows, schema in ((REJECTS, np.flatnonzero(~active), SHARD_REJECTS_SCHEMA),
+                               (SHARDS, np.flatnonzero(active), SHARD_SCHEMA)):
+        counts[name] = len(rows)
+        if len(rows):
+            fs.makedirs(f"{root.rstrip('/')}/{name}", exist_ok=True)
+            write_table_atomic(fs, f"{root.rstrip('/')}/{name}/part-{part}.parquet", _table(batch, rows, schema))
+    return counts
+
+
+def done_clip_ids(output: str) -> set[str]:
+    """Clip ids already written (encoded or rejected): a resumed run skips them."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    fs, root = fsspec.core.url_to_fs(output)
+    done: set[str] = set()
+    for name in (SHARDS, REJECTS):
+        folder = f"{root.rstrip('/')}/{name}"
+        if not fs.exists(folder):
+            continue
+        for path in fs.ls(folder, detail=False):
+            if path.endswith(".parquet") and path.rsplit("/", 1)[-1].startswith("part-"):
+                with fs.open(path, "rb") as fh:
+                    done.update(pq.read_table(fh, columns=[CLIP_ID]).column(CLIP_ID).to_pylist())
+    return done
