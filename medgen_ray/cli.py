@@ -1,4 +1,4 @@
-"""`medgen` command line: demo, curate, classifier training, weights, sample videos."""
+"""`medgen` command line: demo, curate, precompute, train, lora, classifier training, weights, samples."""
 
 from __future__ import annotations
 
@@ -31,6 +31,53 @@ def cmd_curate(args: argparse.Namespace) -> int:
 
     summary = run_curate(_config(args))
     return 0 if summary["accounted"] else 1
+
+
+def cmd_precompute(args: argparse.Namespace) -> int:
+    from medgen_ray.runner import run_precompute
+
+    run_precompute(_config(args))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from medgen_ray.train.launch import run_train
+
+    run_train(_config(args))
+    return 0
+
+
+def cmd_lora_merge(args: argparse.Namespace) -> int:
+    from medgen_ray.models.registry import load_model
+    from medgen_ray.train.lora import merge_lora_into_pipeline
+
+    pipe = load_model(args.model, args.weights, "cpu", kind="video")
+    merge_lora_into_pipeline(pipe, args.lora, scale=args.scale).save_pretrained(args.out)
+    print(f"merged {args.lora} into {args.model} -> {args.out}")
+    return 0
+
+
+def cmd_lora_export(args: argparse.Namespace) -> int:
+    """Write both export formats from a training checkpoint (or convert one format to the other)."""
+    import torch
+
+    from medgen_ray.models.hunyuan import load_transformer
+    from medgen_ray.train.lora import load_lora_file, save_diffusers_lora, save_original_lora
+    from medgen_ray.train.strategy import STATE_FILE
+
+    cfg = dict(load_transformer(args.model, args.weights).config)
+    src = Path(args.source)
+    if (src / STATE_FILE).is_file():
+        saved = torch.load(src / STATE_FILE, map_location="cpu", weights_only=False)
+        state, rank = saved["lora"], saved["rank"]
+        alpha = args.alpha if args.alpha is not None else float(saved["alpha"])
+    else:  # an exported file: its scale is already folded in
+        state = {k.removeprefix("transformer."): v for k, v in load_lora_file(str(src), cfg).items()}
+        rank = next(v.shape[0] for k, v in state.items() if ".lora_A." in k)
+        alpha = float(rank)
+    print(save_diffusers_lora(state, rank, alpha, args.out))
+    print(save_original_lora(state, cfg, rank, alpha, args.out))
+    return 0
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
@@ -116,6 +163,29 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("curate", help="run the curation job")
     with_config(sp)
     sp.set_defaults(fn=cmd_curate)
+
+    sp = sub.add_parser("precompute", help="encode curated clips into latent + text-embedding shards")
+    with_config(sp)
+    sp.set_defaults(fn=cmd_precompute)
+    sp = sub.add_parser("train", help="LoRA fine-tuning on Ray Train from precomputed shards")
+    with_config(sp)
+    sp.set_defaults(fn=cmd_train)
+
+    lo = sub.add_parser("lora", help="LoRA files").add_subparsers(dest="what", required=True)
+    sp = lo.add_parser("merge", help="fuse a LoRA into the base weights and save the pipeline")
+    sp.add_argument("lora", help="LoRA file or folder (either export format)")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--model", default="hunyuan_video")
+    sp.add_argument("--weights", help="base pipeline folder (default: the model's hub id)")
+    sp.add_argument("--scale", type=float, default=1.0)
+    sp.set_defaults(fn=cmd_lora_merge)
+    sp = lo.add_parser("export", help="diffusers + ComfyUI files from a checkpoint folder or another export")
+    sp.add_argument("source", help="checkpoint folder (optim_state.pt) or LoRA file/folder")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--model", default="hunyuan_video")
+    sp.add_argument("--weights")
+    sp.add_argument("--alpha", type=float, help="override the LoRA alpha stored in the checkpoint")
+    sp.set_defaults(fn=cmd_lora_export)
 
     sp = sub.add_parser("caption", help="caption the clips of DATASET whose captions are pending")
     sp.add_argument("dataset")

@@ -268,7 +268,7 @@ def run_precompute(app: AppConfig) -> dict[str, int]:
     ray.data.DataContext.get_current().op_resource_reservation_enabled = False
     fs, _ = __import__("fsspec").core.url_to_fs(cfg.dataset)
     captions = [c for c in (cfg.caption_field, cfg.fallback_caption_field) if c]
-    ds = ray.data.read_parquet(parts, filesystem=_arrow_fs(fs), columns=PRECOMPUTE_INPUT + captions)
+    ds = ray.data.read_parquet(parts, filesystem=_arrow_fs(fs)).select_columns(PRECOMPUTE_INPUT + captions)
 
     def not_done(batch):
         keep = np.array([c not in skip for c in batch["clip_id"]], dtype=bool)

@@ -33,7 +33,7 @@ class LoopState:
     step: int = 0
     epoch: int = 0
     consumed: list[str] = field(default_factory=list)  # clip ids trained on in this epoch
-    history: list[dict[str, Any]] = field(default_factory=list)  # one entry per optimizer step
+    history: list[dict[str, Any]] = field(default_factory=list)  # per optimizer step: loss, lr, clip ids
     ema: dict[str, list] | None = None
 
 
@@ -144,21 +144,24 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 continue
             state.step += 1
             mean_loss = _mean_across(sum(losses) / len(losses), world, dist, device)
-            state.consumed += _gather_ids(step_ids, world, dist)
+            used = _gather_ids(step_ids, world, dist)
+            state.consumed += used
             losses, step_ids = [], []
             if ema is not None:
                 _ema_update(ema, named, cfg.ema_decay)
             now = time.perf_counter()
             entry = {"step": state.step, "epoch": state.epoch, "loss": mean_loss, "lr": strategy.lr(),
-                     "step_s": now - t_last}
+                     "step_s": now - t_last, "clips": used}
             t_last = now
             state.history.append(entry)
             if rank == 0 and state.step % cfg.log_every == 0:
                 log_metrics(entry, state.step)
+                print(f"step {state.step}/{cfg.max_steps} epoch {state.epoch} loss {mean_loss:.4f} "
+                      f"lr {entry['lr']:.2e} {entry['step_s']:.2f} s/step", flush=True)
             _kill_drill(cfg, rank, world, state.step)
             last = state.step >= cfg.max_steps
             if state.step % cfg.checkpoint_every == 0 or last:
-                _report(strategy, state, ema, rank, entry)
+                _report(strategy, state, ema, rank, {k: v for k, v in entry.items() if k != "clips"})
             if rank == 0 and cfg.validation.every_steps and state.step % cfg.validation.every_steps == 0 \
                     and not last:
                 validate(cfg, transformer, state.step, run_dir(cfg))

@@ -84,7 +84,12 @@ class PrecomputeStage(RowStage):
     """Model stage (actor pool): decodes a clip into its bucket, encodes latents and the caption."""
 
     name = "precompute"
-    drops = ()
+    adds = ("bucket", "caption", "latent", "latent_shape", "text_embeds", "text_shape", "pooled", "pooled_shape",
+            "dtype")
+
+    def empty_values(self) -> Row:
+        return {"bucket": "", "caption": "", "latent": b"", "latent_shape": [], "text_embeds": b"",
+                "text_shape": [], "pooled": b"", "pooled_shape": [], "dtype": ""}
 
     def __init__(self, cfg: PrecomputeConfig, device: str | None = None, dataset_root: str = ""):
         super().__init__(cfg)
@@ -133,7 +138,7 @@ class PrecomputeStage(RowStage):
             shortest = min(b.frames for b in cfg.buckets)
             mark_reject(row, self.name, f"too short: {duration * rate:.0f} frames at {rate:g} fps, "
                                         f"the shortest bucket needs {shortest}")
-            return row
+            return {**self.empty_values(), **row}
         caption = caption_of(row, cfg)
         frames, _ = sample_window(uri, cfg.fps, bucket.width, bucket.height, limit=bucket.frames)
         if len(frames) < bucket.frames:

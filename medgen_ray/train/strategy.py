@@ -77,7 +77,8 @@ class DdpStrategy:
 
     def save(self, folder: str, rank: int) -> None:
         if rank == 0:
-            torch.save({"lora": self.lora_state(), "optimizer": self.optimizer.state_dict(),
+            torch.save({"lora": self.lora_state(), "rank": self.cfg.lora.rank, "alpha": self.cfg.lora.alpha,
+                        "optimizer": self.optimizer.state_dict(),
                         "scheduler": self.scheduler.state_dict()}, Path(folder) / STATE_FILE)
 
     def load(self, folder: str) -> None:

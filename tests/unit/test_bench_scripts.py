@@ -16,3 +16,27 @@ def _load(name: str):
 def test_clip_stage_benchmark_runs_on_cpu():
     out = _load("gpu_bench_clip").bench("clip/tiny", "cpu", frames=64, per_video=16, batch=32, repeats=1)
     assert out["frames"] == 64 and out["bare_frames_per_s"] > 0 and out["stage_frames_per_s"] > 0
+
+
+def test_train_benchmark_bare_loop_runs(tmp_path):
+    """The bare side of jobs/bench_train.py on a hand-made shard (the Ray side is test_train's run_train)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+
+    from medgen_ray.config import load_config
+    from medgen_ray.train.precompute import SHARD_SCHEMA, tensor_bytes
+
+    (tmp_path / "shards").mkdir()
+    rows = []
+    for i in range(2):
+        lat, ls = tensor_bytes(torch.randn(4, 3, 4, 6))
+        txt, ts = tensor_bytes(torch.randn(7, 32))
+        pooled, ps = tensor_bytes(torch.randn(16))
+        rows.append({"clip_id": f"c{i}", "bucket": "9x32x48", "caption": "x", "latent": lat, "latent_shape": ls,
+                     "text_embeds": txt, "text_shape": ts, "pooled": pooled, "pooled_shape": ps, "dtype": "float32"})
+    pq.write_table(pa.Table.from_pylist(rows, schema=SHARD_SCHEMA), tmp_path / "shards" / "part-0.parquet")
+    mod = _load("bench_train")
+    cfg = load_config(None, mod.train_overrides(tmp_path, tmp_path / "runs", 3)).train
+    out = mod.bare_loop(tmp_path, cfg)
+    assert out["median_step_s"] > 0 and out["wall_s"] > 0

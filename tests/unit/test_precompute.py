@@ -1,0 +1,78 @@
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from medgen_ray.config import BucketConfig, ConfigError, load_config
+from medgen_ray.train.precompute import (bytes_tensor, caption_of, check_shards, choose_bucket, collate,
+                                         tensor_bytes)
+
+B = [BucketConfig(frames=33, height=544, width=960), BucketConfig(frames=33, height=960, width=544),
+     BucketConfig(frames=33, height=720, width=720), BucketConfig(frames=17, height=544, width=960)]
+
+
+def test_bucket_by_aspect_then_length():
+    assert choose_bucket(B, 1280, 720, 100).height == 544 and choose_bucket(B, 1280, 720, 100).frames == 33
+    assert choose_bucket(B, 720, 1280, 100).width == 544
+    assert choose_bucket(B, 640, 640, 100).width == 720
+    assert choose_bucket(B, 1280, 720, 20).frames == 17  # too short for 33: the shorter landscape bucket
+    assert choose_bucket(B, 1280, 720, 10) is None
+
+
+def test_bucket_frames_must_be_4k_plus_1_and_sides_multiple_of_16():
+    with pytest.raises(ConfigError, match="4k\\+1"):
+        load_config(None, ["precompute.buckets=[{frames: 32, height: 64, width: 64}]"])
+    with pytest.raises(ConfigError, match="width=100"):
+        load_config(None, ["precompute.buckets=[{frames: 33, height: 64, width: 100}]"])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_tensor_bytes_round_trip(dtype):
+    t = torch.randn(2, 3, 4).to(dtype)
+    raw, shape = tensor_bytes(t)
+    name = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}[dtype]
+    assert torch.equal(bytes_tensor(raw, shape, name), t)
+
+
+def test_collate_pads_text_and_masks():
+    items = [{"latent": torch.zeros(4, 3, 2, 2), "text_embeds": torch.ones(n, 8), "pooled": torch.zeros(5)}
+             for n in (3, 5)]
+    out = collate(items)
+    assert out["text_embeds"].shape == (2, 5, 8) and out["latent"].shape == (2, 4, 3, 2, 2)
+    assert out["text_mask"].sum(1).tolist() == [3, 5]
+    assert out["text_embeds"][0, 3:].abs().sum() == 0
+    assert collate(items[:1])["text_mask"].all()  # batch 1: nothing padded
+
+
+def test_caption_fallback_and_missing():
+    cfg = load_config().precompute
+    assert caption_of({"caption_detailed": "", "caption_brief": "endoscopy"}, cfg) == "endoscopy"
+    with pytest.raises(Exception, match="caption_detailed"):
+        caption_of({"caption_detailed": None}, cfg)
+
+
+def test_bad_shard_paths_fail_with_clear_messages(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        check_shards(str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="medgen precompute"):
+        check_shards(str(tmp_path / "empty"))
+    (tmp_path / "bad" / "shards").mkdir(parents=True)
+    (tmp_path / "bad" / "shards" / "part-1.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(ValueError, match="part-1.parquet"):
+        check_shards(str(tmp_path / "bad"))
+    (tmp_path / "cols" / "shards").mkdir(parents=True)
+    pq.write_table(pa.table({"clip_id": ["a"], "bucket": ["9x32x32"]}), tmp_path / "cols" / "shards" / "part-2.parquet")
+    with pytest.raises(ValueError, match="part-2.parquet: missing columns"):
+        check_shards(str(tmp_path / "cols"))
+
+
+def test_train_refuses_bad_data_before_starting_ray(tmp_path, monkeypatch):
+    """No worker (and no GPU) is touched when the data is bad: init_ray must not be reached."""
+    import medgen_ray.runner as runner
+    from medgen_ray.train.launch import run_train
+
+    monkeypatch.setattr(runner, "init_ray", lambda *_: pytest.fail("Ray started before the data was checked"))
+    app = load_config(None, [f"train.data={tmp_path / 'missing'}"])
+    with pytest.raises(FileNotFoundError, match="train.data"):
+        run_train(app)
