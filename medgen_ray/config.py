@@ -302,6 +302,8 @@ class TrainConfig(Strict):
     max_grad_norm: float | None = Field(1.0, gt=0)
     mixed_precision: Literal["bf16", "fp16", "no"] = "bf16"
     gradient_checkpointing: bool = True
+    unpadded_attention: bool = Field(True, description="at micro_batch 1, attention without the text mask "
+                                                       "(exact: shards hold trimmed prompts; takes flash kernels)")
     timestep_sampling: Literal["uniform", "logit_normal", "mode"] = "logit_normal"
     shift: float = Field(7.0, gt=0, description="flow time shift, as the released model samples")
     guidance: float = Field(1.0, ge=0, description="guidance-embedding input (x1000 inside)")

@@ -158,3 +158,35 @@ def load_transformer(name: str, weights: str | None, dtype: torch.dtype = torch.
         return HunyuanVideoTransformer3DModel.from_pretrained(HUB_ID, subfolder="transformer", torch_dtype=dtype)
     except OSError as exc:
         raise WeightsUnavailable(f"model {name!r}: transformer weights for {HUB_ID!r} are unavailable ({exc})") from exc
+
+
+def generate_video(pipe, prompt: str, *, height: int, width: int, num_frames: int, steps: int,
+                   guidance: float = 6.0, seed: int = 0, negative_prompt: str | None = None,
+                   true_cfg_scale: float = 1.0, max_sequence_length: int = 256, callback=None,
+                   output_type: str = "np"):
+    """One video, with the prompt trimmed to its real tokens so attention needs no mask
+    (the transformer may carry `set_unpadded_attention`). Returns frames (F, H, W, 3) in [0, 1]."""
+    from medgen_ray.models.attention import trim_text
+
+    device = pipe._execution_device
+    template = prompt_template_for(pipe)
+
+    def encode(text: str):
+        embeds, pooled, mask = pipe.encode_prompt(prompt=text, prompt_template=template, device=device,
+                                                  max_sequence_length=max_sequence_length)
+        embeds, mask = trim_text(embeds, mask)
+        return embeds, pooled, mask
+
+    embeds, pooled, mask = encode(prompt)
+    kwargs = {}
+    if negative_prompt is not None and true_cfg_scale > 1:
+        n_embeds, n_pooled, n_mask = encode(negative_prompt)
+        kwargs = {"negative_prompt_embeds": n_embeds, "negative_pooled_prompt_embeds": n_pooled,
+                  "negative_prompt_attention_mask": n_mask, "true_cfg_scale": true_cfg_scale}
+    if callback is not None:
+        kwargs["callback_on_step_end"] = callback
+    out = pipe(prompt_embeds=embeds, pooled_prompt_embeds=pooled, prompt_attention_mask=mask, height=height,
+               width=width, num_frames=num_frames, num_inference_steps=steps, guidance_scale=guidance,
+               generator=torch.Generator().manual_seed(seed), output_type=output_type, prompt_template=template,
+               **kwargs)
+    return out.frames[0]

@@ -79,6 +79,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import torch.distributed as dist
 
+    from medgen_ray.models.attention import set_unpadded_attention
     from medgen_ray.models.hunyuan import load_transformer
     from medgen_ray.train.lora import add_lora
     from medgen_ray.train.outputs import finish_run, log_metrics, run_dir, validate
@@ -97,6 +98,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if cfg.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     add_lora(transformer, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets, cfg.lora.dropout)
+    if cfg.unpadded_attention and cfg.micro_batch == 1:
+        set_unpadded_attention(transformer)  # collate() pads nothing at batch 1
     transformer.to(device)
     named = [(n, p) for n, p in transformer.named_parameters() if p.requires_grad]
     for _, p in named:

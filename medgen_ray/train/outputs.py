@@ -75,7 +75,7 @@ def write_mp4(frames: np.ndarray, path: str, fps: int = 8) -> None:
 
 def validate(cfg: TrainConfig, transformer: torch.nn.Module, step: int, out: str) -> list[str]:
     """Generate the fixed validation prompts with the transformer as it is now."""
-    from medgen_ray.models.hunyuan import prompt_template_for
+    from medgen_ray.models.hunyuan import generate_video
     from medgen_ray.models.registry import load_model
 
     v = cfg.validation
@@ -90,9 +90,8 @@ def validate(cfg: TrainConfig, transformer: torch.nn.Module, step: int, out: str
     transformer.eval()
     for i, prompt in enumerate(v.prompts):
         with torch.no_grad():
-            video = pipe(prompt=prompt, height=v.height, width=v.width, num_frames=v.num_frames,
-                         num_inference_steps=v.steps, prompt_template=prompt_template_for(pipe),
-                         generator=torch.Generator().manual_seed(v.seed + i), output_type="np").frames[0]
+            video = generate_video(pipe, prompt, height=v.height, width=v.width, num_frames=v.num_frames,
+                                   steps=v.steps, seed=v.seed + i)
         path = f"{out}/validation/step-{step:08d}/{i}.mp4"
         write_mp4((np.clip(video, 0, 1) * 255).astype(np.uint8), path)
         paths.append(path)

@@ -40,3 +40,13 @@ def test_train_benchmark_bare_loop_runs(tmp_path):
     cfg = load_config(None, mod.train_overrides(tmp_path, tmp_path / "runs", 3)).train
     out = mod.bare_loop(tmp_path, cfg)
     assert out["median_step_s"] > 0 and out["wall_s"] > 0
+
+
+def test_gpu_lora_benchmark_runs_on_tiny_twin():
+    out = _load("gpu_bench_lora").main(["--tiny", "--height", "32", "--width", "48", "--frames", "5",
+                                        "--text-len", "32", "--real-tokens", "9", "--rank", "4", "--steps", "2",
+                                        "--warmup", "1"])
+    plain, ours = out["results"]
+    assert plain["text_tokens"] == 32 and ours["text_tokens"] == 9
+    assert plain["video_tokens"] == ours["video_tokens"] == 2 * 4 * 6
+    assert out["speedup"] > 0 and ours["forward_tflop"] < plain["forward_tflop"]
