@@ -327,6 +327,7 @@ class DemoConfig(Strict):
     seed: int = 0
     train_frames_per_class: int = Field(120, ge=10)
     train_texts_per_class: int = Field(60, ge=10)
+    train_lora: bool = Field(True, description="precompute latents of the kept clips and train a LoRA on them")
 
 
 class AppConfig(Strict):
