@@ -310,6 +310,8 @@ class TrainConfig(Strict):
     caption_dropout: float = Field(0.0, ge=0, le=1, description="share of steps trained with an empty prompt")
     ema_decay: float | None = Field(None, gt=0, lt=1)
     shuffle_buffer: int = Field(64, ge=1)
+    cache_mb_per_worker: int = Field(2048, ge=0, description="keep a worker's rows in memory after one pass when "
+                                                            "they fit (small sets, many epochs); 0 = always stream")
     seed: int = 0
     checkpoint_every: int = Field(100, ge=1)
     keep_checkpoints: int = Field(3, ge=1)
