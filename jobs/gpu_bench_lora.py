@@ -99,7 +99,8 @@ def run_variant(name: str, args, device, dtype) -> dict:
     from medgen_ray.train.lora import add_lora
 
     torch.manual_seed(0)
-    model = load_transformer("hunyuan_video/tiny" if args.tiny else "hunyuan_video", "random", dtype).to(device)
+    model = load_transformer("hunyuan_video/tiny" if args.tiny else "hunyuan_video", "random", dtype,
+                             device=str(device)).to(device)
     model.enable_gradient_checkpointing()
     add_lora(model, args.rank, args.rank, ["to_q", "to_k", "to_v", "to_out.0"])
     params = [p for p in model.parameters() if p.requires_grad]

@@ -1,4 +1,4 @@
-"""`medgen` command line: demo, curate, precompute, train, lora, classifier training, weights, samples."""
+"""`medgen` command line: demo, curate, precompute, train, lora, serve, generate, classifiers, weights, samples."""
 
 from __future__ import annotations
 
@@ -77,6 +77,29 @@ def cmd_lora_export(args: argparse.Namespace) -> int:
         alpha = float(rank)
     print(save_diffusers_lora(state, rank, alpha, args.out))
     print(save_original_lora(state, cfg, rank, alpha, args.out))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from medgen_ray.serve.launch import run_serve
+
+    run_serve(_config(args))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from medgen_ray.serve.client import ServiceError, generate
+
+    request = {"prompt": args.prompt, "seed": args.seed, "adapter": args.adapter}
+    for key in ("negative_prompt", "height", "width", "num_frames", "steps", "guidance"):
+        if getattr(args, key) is not None:
+            request[key] = getattr(args, key)
+    try:
+        job = generate(args.url, request, args.out, token=args.token)
+    except ServiceError as exc:
+        print(f"medgen: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{job['id']} -> {args.out}")
     return 0
 
 
@@ -170,6 +193,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("train", help="LoRA fine-tuning on Ray Train from precomputed shards")
     with_config(sp)
     sp.set_defaults(fn=cmd_train)
+
+    sp = sub.add_parser("serve", help="run the generation service (Ray Serve) until Ctrl-C")
+    with_config(sp)
+    sp.set_defaults(fn=cmd_serve)
+    sp = sub.add_parser("generate", help="generate a video through a running service")
+    sp.add_argument("prompt")
+    sp.add_argument("--url", default="http://127.0.0.1:8000")
+    sp.add_argument("--out", default="video.mp4")
+    sp.add_argument("--token", help="bearer token (default: MEDGEN_SERVE_TOKEN)")
+    sp.add_argument("--negative-prompt", dest="negative_prompt")
+    sp.add_argument("--height", type=int)
+    sp.add_argument("--width", type=int)
+    sp.add_argument("--num-frames", dest="num_frames", type=int)
+    sp.add_argument("--steps", type=int)
+    sp.add_argument("--guidance", type=float)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--adapter", default="base")
+    sp.set_defaults(fn=cmd_generate)
 
     lo = sub.add_parser("lora", help="LoRA files").add_subparsers(dest="what", required=True)
     sp = lo.add_parser("merge", help="fuse a LoRA into the base weights and save the pipeline")

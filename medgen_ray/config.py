@@ -322,6 +322,59 @@ class TrainConfig(Strict):
     kill_rank_at_step: int | None = Field(None, ge=1, description="fault drill: SIGKILL rank 1 once at this step")
 
 
+
+class ServeLimits(Strict):
+    """Bounds on every request number; requests outside them get 422 naming the field."""
+
+    max_height: int = Field(1280, ge=16)
+    max_width: int = Field(1280, ge=16)
+    max_frames: int = Field(129, ge=1)
+    max_steps: int = Field(100, ge=1)
+    max_guidance: float = Field(20.0, gt=0)
+    max_prompt_chars: int = Field(2000, ge=1)
+    sync_max_steps: int = Field(50, ge=1, description="the synchronous endpoint takes only short jobs")
+
+
+class GeneratorPoolConfig(Strict):
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    num_gpus: float = Field(1.0, ge=0)
+    num_cpus: float = Field(1.0, gt=0)
+    threads: int | None = Field(None, ge=1, description="torch CPU threads in a replica (CPU serving)")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "GeneratorPoolConfig":
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) < min_replicas ({self.min_replicas})")
+        return self
+
+
+class ServeConfig(Strict):
+    """The generation service (Ray Serve): `medgen serve` or `serve deploy`."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    model: str = "hunyuan_video/tiny"
+    weights: str | None = None
+    adapters: dict[str, str] = Field(default_factory=dict, description="name -> LoRA file or folder (either format)")
+    store: str = Field("medgen_videos", description="job records and finished mp4s: local path or s3:// URI")
+    token: str | None = Field(None, description="bearer token; default from MEDGEN_SERVE_TOKEN")
+    max_queue: int = Field(16, ge=1, description="jobs queued or running per ingress replica; then 503")
+    retry_after_s: int = Field(10, ge=1)
+    sync_timeout_s: float = Field(600.0, gt=0)
+    generator: GeneratorPoolConfig = Field(default_factory=GeneratorPoolConfig)
+    limits: ServeLimits = Field(default_factory=ServeLimits)
+    default_height: int = 544
+    default_width: int = 960
+    default_frames: int = 33
+    default_steps: int = 30
+    default_guidance: float = 6.0
+    fps: int = Field(24, ge=1, description="frame rate of the written mp4")
+    vae_tiling: bool = True
+    compile: bool = Field(False, description="torch.compile the transformer blocks at start-up")
+    dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+
+
 class DemoConfig(Strict):
     workdir: str = "medgen_demo"
     videos: int = Field(10, ge=2)
@@ -337,6 +390,7 @@ class AppConfig(Strict):
     curate: CurateConfig = Field(default_factory=CurateConfig)
     precompute: PrecomputeConfig = Field(default_factory=PrecomputeConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
     demo: DemoConfig = Field(default_factory=DemoConfig)
 
 

@@ -56,6 +56,12 @@ def log_metrics(metrics: dict[str, Any], step: int) -> None:
 
 def write_mp4(frames: np.ndarray, path: str, fps: int = 8) -> None:
     """uint8 (T, H, W, 3) -> H.264 mp4 at any fsspec path."""
+    with fsspec.open(path, "wb") as fh:
+        fh.write(mp4_bytes(frames, fps))
+
+
+def mp4_bytes(frames: np.ndarray, fps: int = 8) -> bytes:
+    """uint8 (T, H, W, 3) -> H.264 mp4 bytes (odd sides cropped by one pixel: yuv420p)."""
     import av
 
     t, h, w, _ = frames.shape
@@ -69,8 +75,7 @@ def write_mp4(frames: np.ndarray, path: str, fps: int = 8) -> None:
             frame.pts = i
             out.mux(stream.encode(frame))
         out.mux(stream.encode())
-    with fsspec.open(path, "wb") as fh:
-        fh.write(buf.getvalue())
+    return buf.getvalue()
 
 
 def validate(cfg: TrainConfig, transformer: torch.nn.Module, step: int, out: str) -> list[str]:

@@ -50,3 +50,10 @@ def test_gpu_lora_benchmark_runs_on_tiny_twin():
     assert plain["text_tokens"] == 32 and ours["text_tokens"] == 9
     assert plain["video_tokens"] == ours["video_tokens"] == 2 * 4 * 6
     assert out["speedup"] > 0 and ours["forward_tflop"] < plain["forward_tflop"]
+
+
+def test_gpu_generate_benchmark_runs_on_tiny_twin():
+    out = _load("gpu_bench_generate").main(["--tiny", "--height", "32", "--width", "48", "--frames", "9",
+                                            "--text-len", "32", "--real-tokens", "9", "--steps", "2"])
+    plain, ours = out["results"]
+    assert plain["text_tokens"] == 32 and ours["text_tokens"] == 9 and out["ratio"] > 0

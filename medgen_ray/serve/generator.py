@@ -1,0 +1,116 @@
+"""The generator a Serve replica holds: one pipeline, LoRA adapters loaded once by name.
+
+Plain class (no Ray import), so tests and GPU scripts use it directly. Adapters are switched
+per request with peft's `set_adapters` / `disable_lora`: the base weights are loaded once.
+A replica runs one job at a time (the deployment's max_ongoing_requests is 1), so switching
+adapters between jobs is safe.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from medgen_ray.config import ServeConfig
+from medgen_ray.serve.store import JobStore
+
+BASE = "base"
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def encode_mp4(frames: np.ndarray, fps: int) -> bytes:
+    """float frames (F, H, W, 3) in [0, 1] -> H.264 mp4 bytes."""
+    from medgen_ray.train.outputs import mp4_bytes
+
+    return mp4_bytes((np.clip(frames, 0, 1) * 255).astype(np.uint8), fps)
+
+
+class VideoGenerator:
+    def __init__(self, cfg: ServeConfig):
+        self.cfg = cfg
+        self.pipe: Any = None
+        self.adapters: list[str] = []
+
+    def setup(self) -> None:
+        from medgen_ray.models.attention import set_unpadded_attention
+        from medgen_ray.models.registry import load_model
+        from medgen_ray.train.lora import load_lora_file
+
+        cfg = self.cfg
+        if cfg.generator.threads:
+            torch.set_num_threads(cfg.generator.threads)
+        device = "cuda" if cfg.generator.num_gpus > 0 and torch.cuda.is_available() else "cpu"
+        dtype = DTYPES[cfg.dtype] if device == "cuda" else torch.float32
+        pipe = load_model(cfg.model, cfg.weights, "cpu", kind="video")
+        for name, path in cfg.adapters.items():
+            if name == BASE:
+                raise ValueError(f"serve.adapters: {BASE!r} is reserved for the model without adapters")
+            pipe.load_lora_weights(load_lora_file(path, dict(pipe.transformer.config)), adapter_name=name)
+        self.adapters = list(cfg.adapters)
+        set_unpadded_attention(pipe.transformer)  # generate_video hands over trimmed prompts
+        if cfg.vae_tiling:
+            pipe.vae.enable_tiling()
+        pipe.to(device, dtype)
+        if cfg.compile:
+            for block in list(pipe.transformer.transformer_blocks) + list(pipe.transformer.single_transformer_blocks):
+                block.compile()
+        self.pipe = pipe
+
+    def use_adapter(self, name: str) -> None:
+        if name == BASE:
+            if self.adapters:
+                self.pipe.disable_lora()
+            return
+        if name not in self.adapters:
+            raise ValueError(f"adapter {name!r}: not loaded; choices: {', '.join([BASE, *self.adapters])}")
+        self.pipe.enable_lora()
+        self.pipe.set_adapters([name], adapter_weights=[1.0])
+
+    def generate(self, request: dict[str, Any], on_step=None) -> np.ndarray:
+        from medgen_ray.models.hunyuan import generate_video
+
+        self.use_adapter(request.get("adapter") or BASE)
+        callback = None
+        if on_step is not None:
+            def callback(pipe, i, t, kwargs):
+                on_step(i + 1)
+                return {}
+        with torch.no_grad():
+            return generate_video(
+                self.pipe, request["prompt"], height=request["height"], width=request["width"],
+                num_frames=request["num_frames"], steps=request["steps"], guidance=request["guidance"],
+                seed=request["seed"], negative_prompt=request.get("negative_prompt") or None,
+                true_cfg_scale=request.get("true_cfg_scale", 1.0), callback=callback)
+
+    def run_job(self, job_id: str, store: JobStore) -> dict[str, Any]:
+        """Generate a stored job and store its video. Idempotent: a finished job is left alone
+        (a re-dispatch after an ingress restart costs nothing)."""
+        record = store.get(job_id)
+        if record is None:
+            raise KeyError(f"job {job_id!r}: not found in the store")
+        if record["status"] == "done" and store.read_video(job_id) is not None:
+            return record
+        request = record["request"]
+        total = int(request["steps"])
+        store.update(job_id, status="running", started=time.time(),
+                     progress={"steps_done": 0, "steps_total": total})
+        last = [0.0]
+
+        def on_step(done: int) -> None:
+            now = time.monotonic()
+            if done == total or now - last[0] >= 0.5:  # progress writes at most twice a second
+                last[0] = now
+                store.update(job_id, progress={"steps_done": done, "steps_total": total})
+
+        t0 = time.perf_counter()
+        try:
+            frames = self.generate(request, on_step)
+        except ValueError as exc:
+            return store.update(job_id, status="failed", error=str(exc))
+        store.put_video(job_id, encode_mp4(frames, self.cfg.fps))
+        return store.update(job_id, status="done", finished=time.time(), seconds=time.perf_counter() - t0,
+                            progress={"steps_done": total, "steps_total": total})
