@@ -11,9 +11,11 @@ Deploy with `medgen serve --config jobs/configs/serve.yaml` or `serve deploy` of
 config whose import_path is `medgen_ray.serve.app:app_builder` (args: the `serve` section).
 Job records and videos live in `serve.store`, so a restarted replica loses none of them; an
 ingress that starts re-dispatches jobs still queued (the generator skips finished ones).
+
+No `from __future__ import annotations` here: FastAPI must see real types on the route
+methods that Serve's class ingress wraps, or it reads the body as query parameters.
 """
 
-from __future__ import annotations
 
 import asyncio
 import hmac
@@ -60,6 +62,11 @@ class GeneratorDeployment:
 
     def adapters(self) -> list[str]:
         return self.generator.adapters
+
+
+class _Unprocessable(HTTPException):
+    def __init__(self, errors: list[dict[str, Any]]):
+        super().__init__(422, errors)
 
 
 def _view(record: dict[str, Any]) -> dict[str, Any]:
@@ -189,11 +196,6 @@ class Ingress:
         from medgen_ray.serve.page import PAGE
 
         return HTMLResponse(PAGE.replace("{{AUTH}}", "true" if self.token else "false"))
-
-
-class _Unprocessable(HTTPException):
-    def __init__(self, errors: list[dict[str, Any]]):
-        super().__init__(422, errors)
 
 
 def build_app(cfg: ServeConfig):

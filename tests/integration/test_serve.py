@@ -94,9 +94,9 @@ def call(url, path, body=None, token=TOKEN, timeout=120):
         req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read(), dict(r.headers)
+            return r.status, r.read(), r.headers
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read(), dict(exc.headers)
+        return exc.code, exc.read(), exc.headers
 
 
 def frames_of(mp4: bytes) -> np.ndarray:
@@ -218,13 +218,13 @@ def test_progress_is_reported_while_running(service):
 
 
 def _kill_replicas(deployment: str) -> int:
+    """SIGKILL-like end of a deployment's replica actors (Serve restarts them)."""
     import ray
-    from ray.util.state import list_actors
 
     killed = 0
-    for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000):
-        if actor.class_name.startswith("ServeReplica:medgen:" + deployment):
-            ray.kill(ray.get_actor(actor.name, namespace="serve"), no_restart=True)
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if f"SERVE_REPLICA::medgen#{deployment}#" in actor["name"]:
+            ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
             killed += 1
     return killed
 
