@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import math
 from pathlib import Path
 from typing import Any
@@ -223,7 +224,41 @@ def run_demo(app: AppConfig) -> dict[str, Any]:
     result = {"summary": summary, "check": check}
     if d.train_lora:
         result["train"] = train_demo_lora(app, work)
+        result["serve"] = serve_demo(app, work, result["train"]["lora"])
     return result
+
+
+def serve_demo(app: AppConfig, work: Path, lora: str) -> dict[str, Any]:
+    """Serve the base model and the new LoRA on 127.0.0.1 and generate one prompt with each."""
+    import socket
+
+    from ray import serve
+
+    from medgen_ray.serve.client import generate
+    from medgen_ray.serve.launch import start_serve
+
+    cfg = app.serve
+    cfg.adapters = {**cfg.adapters, "medgen": lora}
+    if cfg.store == "medgen_videos":
+        cfg.store = str(work / "videos")
+    if cfg.port == 0:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            cfg.port = sock.getsockname()[1]
+    url = start_serve(app)
+    out = {}
+    try:
+        prompt = app.train.validation.prompts[0]
+        for adapter in ("base", "medgen"):
+            path = str(work / f"generated_{adapter}.mp4")
+            job = generate(url, {"prompt": prompt, "adapter": adapter, "seed": 0}, path, poll_s=0.2,
+                           log=open(os.devnull, "w"))
+            out[adapter] = {"job": job["id"], "path": path, "seconds": job.get("seconds")}
+            print(f"[demo] served ({adapter}): job {job['id']} -> {path} ({job.get('seconds', 0):.1f} s)")
+        print(f"[demo] service was at {url}/ (web page, API docs at /docs); `medgen serve` runs it until Ctrl-C")
+    finally:
+        serve.shutdown()
+    return out
 
 
 def train_demo_lora(app: AppConfig, work: Path) -> dict[str, Any]:
