@@ -1,4 +1,4 @@
-"""`medgen` command line: demo, curate, precompute, train, lora, serve, generate, classifiers, weights, samples."""
+"""`medgen` command line: demo, curate, precompute, train, lora, serve, generate, evaluate, classifiers, weights, samples."""
 
 from __future__ import annotations
 
@@ -101,6 +101,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return 1
     print(f"{job['id']} -> {args.out}")
     return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from medgen_ray.runner import run_evaluate
+
+    app = _config(args)
+    if args.videos:
+        app.evaluate.videos = args.videos
+    if args.prompts:
+        app.evaluate.prompts = args.prompts
+    if args.out:
+        app.evaluate.output = args.out
+    result = run_evaluate(app)
+    return 0 if result["videos"] else 1
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
@@ -211,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--adapter", default="base")
     sp.set_defaults(fn=cmd_generate)
+
+    sp = sub.add_parser("evaluate", help="Med-VBench: generate from prompts (or take a folder of mp4s) and score")
+    sp.add_argument("--videos", help="score this folder of mp4s (prompt from <name>.txt or the file name)")
+    sp.add_argument("--prompts", help="prompt file, one per line")
+    sp.add_argument("--out", help="output folder (evaluate.output)")
+    with_config(sp)
+    sp.set_defaults(fn=cmd_evaluate)
 
     lo = sub.add_parser("lora", help="LoRA files").add_subparsers(dest="what", required=True)
     sp = lo.add_parser("merge", help="fuse a LoRA into the base weights and save the pipeline")

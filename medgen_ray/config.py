@@ -375,6 +375,59 @@ class ServeConfig(Strict):
     dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
 
 
+
+DIMENSIONS = ("subject_consistency", "background_consistency", "motion_smoothness", "imaging_quality",
+              "dynamic_degree", "text_alignment", "aesthetic", "warping_auto")
+
+
+class EvalModelConfig(Strict):
+    name: str = Field(..., min_length=1, description="row label in the report")
+    adapter: str = Field("base", description="adapter of the generator (serve.adapters), or base")
+
+
+class EvaluateConfig(Strict):
+    """Med-VBench: generate from a prompt file with each model/adapter, then score."""
+
+    prompts: str | None = Field(None, description="text file, one prompt per line")
+    max_prompts: int | None = Field(None, ge=1)
+    videos: str | None = Field(None, description="score this folder of mp4s instead of generating")
+    output: str = "medgen_eval"
+    models: list[EvalModelConfig] = Field(default_factory=lambda: [EvalModelConfig(name="HunyuanVideo"),
+                                                                   EvalModelConfig(name="MedGen", adapter="medgen")])
+    url: str | None = Field(None, description="generate through this running service; "
+                                              "default: offline generator actors built from the serve section")
+    token: str | None = Field(None, description="bearer token for url; default MEDGEN_SERVE_TOKEN on the driver")
+    seed: int = 0
+    dimensions: list[str] = Field(default_factory=lambda: list(DIMENSIONS))
+    dino_model: str = "dino/vit-b-16"
+    dino_weights: str | None = None
+    clip_model: str = "clip/vit-b-32"
+    clip_weights: str | None = None
+    iqa_model: str = "musiq/spaq"
+    flow_model: str = "raft/large"
+    flow_weights: str | None = None
+    aesthetic_model: str = "aesthetic/laion"
+    max_frames: int = Field(129, ge=2, description="frames read per video")
+    flow_side: int = Field(256, ge=32, description="short side frames are resized to for optical flow")
+    ratings: list[str] = Field(default_factory=list, description="raters' CSV files: video_id,rater,rating")
+    reference_csv: str | None = Field(None, description="published rows to show beside ours (Table 2 format)")
+    pool: PoolConfig = Field(default_factory=lambda: PoolConfig(num_gpus=1.0, batch_size=1))
+    generator_pool: PoolConfig = Field(default_factory=lambda: PoolConfig(num_gpus=1.0, batch_size=1))
+    resume: bool = True
+
+    @model_validator(mode="after")
+    def _dims(self) -> "EvaluateConfig":
+        bad = [d for d in self.dimensions if d not in DIMENSIONS]
+        if bad:
+            raise ValueError(f"unknown dimensions {bad}; choices: {', '.join(DIMENSIONS)}")
+        if self.videos is None and self.prompts is None:
+            pass  # checked when the job starts (a config may set only one of them later)
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"models: names must be unique, got {names}")
+        return self
+
+
 class DemoConfig(Strict):
     workdir: str = "medgen_demo"
     videos: int = Field(10, ge=2)
@@ -391,6 +444,7 @@ class AppConfig(Strict):
     precompute: PrecomputeConfig = Field(default_factory=PrecomputeConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     demo: DemoConfig = Field(default_factory=DemoConfig)
 
 

@@ -292,6 +292,74 @@ def run_precompute(app: AppConfig) -> dict[str, int]:
     return result
 
 
+def run_evaluate(app: AppConfig) -> dict[str, Any]:
+    """Med-VBench: generate (unless scoring a folder), score every video, aggregate, report."""
+    import ray
+
+    from medgen_ray.evaluate.job import (GenerateStage, RemoteGenerateStage, aggregate, folder_rows,
+                                         generation_rows, read_per_video, write_scores)
+    from medgen_ray.evaluate.report import build_eval_report
+    from medgen_ray.evaluate.score import VideoScoreStage
+
+    cfg = app.evaluate
+    if cfg.videos:
+        rows = folder_rows(cfg.videos)
+    elif cfg.prompts:
+        rows = generation_rows(cfg)
+    else:
+        raise ValueError("evaluate: give evaluate.prompts (a prompt file) or evaluate.videos (a folder of mp4s)")
+    if not cfg.videos and not cfg.url:
+        unknown = [m.adapter for m in cfg.models if m.adapter != "base" and m.adapter not in app.serve.adapters]
+        if unknown:
+            raise ValueError(f"evaluate.models: adapters {unknown} are not in serve.adapters "
+                             f"({sorted(app.serve.adapters)})")
+    if cfg.ratings:
+        from medgen_ray.evaluate.job import ratings_by_model
+
+        ratings_by_model(cfg.ratings)  # a bad ratings file fails now, not after hours of scoring
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(cfg.output)
+    done = set()
+    if cfg.resume:
+        prev = read_per_video(cfg.output)
+        if len(prev):
+            done = set(prev["video_id"])
+    elif fs.exists(f"{root.rstrip('/')}/per_video"):
+        raise FileExistsError(f"evaluate.output {cfg.output!r} holds scores and evaluate.resume is false")
+    todo = [r for r in rows if r["video_id"] not in done]
+    init_ray(app.ray)
+    ray.data.DataContext.get_current().op_resource_reservation_enabled = False
+    if todo:
+        # one pipeline: a generation failure reaches the sink as that video's error
+        ds = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo), 200)))
+        if not cfg.videos and cfg.url:
+            token = cfg.token or os.environ.get("MEDGEN_SERVE_TOKEN")
+            ds = _map(ds, "GenerateRemote", lambda: RemoteGenerateStage(cfg, token), batch_size=1,
+                      num_cpus=0.1, memory_mb=64)
+        elif not cfg.videos:
+            ds = _map(ds, "Generate", lambda: GenerateStage(app), batch_size=1, pool=cfg.generator_pool,
+                      num_cpus=cfg.generator_pool.num_cpus)
+        ds = _map(ds, "Score", lambda: VideoScoreStage(cfg), batch_size=1, pool=cfg.pool, num_cpus=cfg.pool.num_cpus)
+        ds = _map(ds, "WriteScores", lambda: (lambda b: write_scores(cfg.output, b)), batch_size=16,
+                  num_cpus=0, memory_mb=64)
+        for _ in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            pass
+    df = read_per_video(cfg.output)
+    per_model = aggregate(df, cfg)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with fs.open(f"{root.rstrip('/')}/per_model.parquet", "wb") as fh:
+        pq.write_table(pa.Table.from_pylist(per_model), fh)
+    page = build_eval_report(cfg.output, per_model, df, cfg)
+    for r in per_model:
+        print("evaluate: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                                       for k, v in r.items() if v is not None), file=sys.stdout)
+    print(f"evaluate: report {page}", file=sys.stdout)
+    return {"per_model": per_model, "videos": int(len(df)), "report": page}
+
+
 def _arrow_fs(fs):
     """pyarrow filesystem for an fsspec one (Ray Data's readers want pyarrow's)."""
     import pyarrow.fs as pafs

@@ -1,0 +1,134 @@
+"""Med-VBench report: the table (ours and any published reference rows), bar and radar charts
+per dimension, and thumbnails of the generated videos; HTML and markdown."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+from typing import Any
+
+import fsspec
+import numpy as np
+
+from medgen_ray.config import EvaluateConfig
+
+COLUMNS = ["total", "imaging_quality", "subject_consistency", "background_consistency", "motion_smoothness",
+           "warping_error", "dynamic_degree", "text_alignment", "aesthetic", "warping_auto"]
+RADAR = ["imaging_quality", "subject_consistency", "background_consistency", "motion_smoothness",
+         "dynamic_degree", "text_alignment"]
+
+
+def load_reference(path: str) -> list[dict[str, Any]]:
+    with fsspec.open(path, "r") as fh:
+        rows = list(csv.DictReader(fh))
+    out = []
+    for r in rows:
+        item: dict[str, Any] = {"model": f"{r['model']} (published)"}
+        for c in COLUMNS:
+            if r.get(c) not in (None, ""):
+                item[c] = float(r[c])
+        out.append(item)
+    return out
+
+
+def _fmt(v: Any) -> str:
+    return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.2f}"
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def charts(rows: list[dict[str, Any]]) -> dict[str, bytes]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dims = [d for d in COLUMNS if any(r.get(d) is not None for r in rows) and d != "warping_auto"]
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(dims)), 3.8))
+    width = 0.8 / max(1, len(rows))
+    for i, r in enumerate(rows):
+        ax.bar(np.arange(len(dims)) + i * width, [r.get(d) or 0 for d in dims], width, label=r["model"])
+    ax.set_xticks(np.arange(len(dims)) + 0.4 - width / 2, [d.replace("_", "\n") for d in dims], fontsize=7)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = {"bars.png": _png(fig)}
+    radar = [d for d in RADAR if any(r.get(d) is not None for r in rows)]
+    if len(radar) >= 3:
+        ang = np.linspace(0, 2 * np.pi, len(radar), endpoint=False).tolist()
+        fig = plt.figure(figsize=(5, 5))
+        ax = fig.add_subplot(polar=True)
+        for r in rows:
+            vals = [r.get(d) or 0 for d in radar]
+            ax.plot(ang + ang[:1], vals + vals[:1], label=r["model"])
+        ax.set_xticks(ang, [d.replace("_", "\n") for d in radar], fontsize=7)
+        ax.legend(fontsize=6, loc="lower right")
+        out["radar.png"] = _png(fig)
+    return out
+
+
+def thumbnails(df, per_model: int = 6) -> dict[str, bytes]:
+    from PIL import Image
+
+    from medgen_ray.evaluate.score import read_frames
+
+    out = {}
+    for model, g in df.groupby("model", sort=False):
+        for _, r in g.head(per_model).iterrows():
+            try:
+                frame = read_frames(str(r["video_uri"]), 2)[0]
+            except Exception:  # a broken video has its error row already; no thumbnail
+                continue
+            buf = io.BytesIO()
+            img = Image.fromarray(frame)
+            img.thumbnail((200, 200))
+            img.save(buf, format="JPEG", quality=85)
+            out[f"thumbs/{str(r['video_id']).replace('/', '__')}.jpg"] = buf.getvalue()
+    return out
+
+
+def build_eval_report(output: str, rows: list[dict[str, Any]], df, cfg: EvaluateConfig) -> str:
+    ref = load_reference(cfg.reference_csv) if cfg.reference_csv else []
+    table = rows + ref
+    files = {**charts(table), **thumbnails(df)}
+    fs, root = fsspec.core.url_to_fs(output)
+    root = root.rstrip("/")
+    for name, data in files.items():
+        fs.makedirs(f"{root}/{name.rsplit('/', 1)[0]}" if "/" in name else root, exist_ok=True)
+        with fs.open(f"{root}/{name}", "wb") as fh:
+            fh.write(data)
+    cols = ["model", "videos", *[c for c in COLUMNS if any(r.get(c) is not None for r in table)]]
+    md = ["# Med-VBench", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in table:
+        md.append("| " + " | ".join(str(r.get(c, "")) if c in ("model", "videos") else _fmt(r.get(c))
+                                    for c in cols) + " |")
+    md += ["", "Per cent except aesthetic (LAION 1-10) and warping_auto (mean squared error x100 after "
+           "flow warping; lower is better). warping_error is the raters' share of distorted videos; "
+           "total = (IQ + SC + BC + MS + (100 - WE)) / 6, only with ratings.", "",
+           "![bars](bars.png)", "![radar](radar.png)" if "radar.png" in files else ""]
+    with fs.open(f"{root}/report.md", "w") as fh:
+        fh.write("\n".join(md) + "\n")
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(
+        f"<td>{html.escape(str(r.get(c, '')) if c in ('model', 'videos') else _fmt(r.get(c)))}</td>" for c in cols)
+        + "</tr>" for r in table)
+    thumbs = "".join(f'<figure><img src="{n}" alt=""><figcaption>{html.escape(n[7:-4].replace("__", "/"))}'
+                     f"</figcaption></figure>" for n in files if n.startswith("thumbs/"))
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Med-VBench</title><style>
+body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child{{text-align:left}}
+figure{{display:inline-block;margin:4px;font-size:11px}}</style></head><body>
+<h1>Med-VBench</h1><table><tr>{head}</tr>{body}</table>
+<p>{html.escape(md[-4])}</p><img src="bars.png" alt="bars">{'<img src="radar.png" alt="radar">' if 'radar.png' in files else ''}
+<h2>Generated videos</h2><div id="thumbs" data-count="{len([n for n in files if n.startswith('thumbs/')])}">{thumbs}</div>
+</body></html>"""
+    with fs.open(f"{root}/report.html", "w") as fh:
+        fh.write(page)
+    return f"{output.rstrip('/')}/report.html"

@@ -1,0 +1,108 @@
+"""Med-VBench dimensions with known answers, on generated videos (weight-free flow, tiny models)."""
+
+import numpy as np
+import pytest
+
+from medgen_ray.config import load_config
+from medgen_ray.evaluate import metrics
+from medgen_ray.evaluate.score import VideoScoreStage, read_frames
+from medgen_ray.train.outputs import write_mp4
+
+TINY = ["evaluate.dino_model=dino/tiny", "evaluate.clip_model=clip/tiny", "evaluate.iqa_model=musiq/tiny",
+        "evaluate.flow_model=farneback", "evaluate.aesthetic_model=aesthetic/tiny", "evaluate.pool.num_gpus=0"]
+
+
+def _texture(h=96, w=128, seed=0):
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (h // 8, w // 8, 3)).astype(np.uint8)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+@pytest.fixture(scope="module")
+def stage():
+    s = VideoScoreStage(load_config(None, TINY).evaluate, device="cpu")
+    s.setup()
+    return s
+
+
+def _score(stage, frames, tmp_path, name, prompt="an endoscopy"):
+    path = tmp_path / f"{name}.mp4"
+    write_mp4(frames, str(path), fps=8)
+    row = {"video_id": name, "model": "m", "prompt": prompt, "video_uri": str(path)}
+    return stage.process(dict(row))
+
+
+def _moving(n=17, step=3):
+    base = _texture(96, 128 + step * n)
+    return np.stack([base[:, i * step: i * step + 128] for i in range(n)])
+
+
+def test_static_video_is_fully_consistent_and_not_dynamic(stage, tmp_path):
+    frames = np.repeat(_texture()[None], 17, axis=0)
+    row = _score(stage, frames, tmp_path, "static")
+    assert row["score_subject_consistency"] == pytest.approx(100.0, abs=1e-4)
+    assert row["score_background_consistency"] == pytest.approx(100.0, abs=1e-4)
+    assert row["score_motion_smoothness"] == pytest.approx(100.0, abs=1e-6)
+    assert row["score_dynamic_degree"] == 0.0
+    assert row["score_warping_auto"] < 1e-3
+    assert all(row[f"time_{d}"] >= 0 for d in stage.cfg.dimensions)
+
+
+def test_shuffled_frames_score_lower(stage, tmp_path):
+    frames = _moving(17, step=4)
+    order = np.random.default_rng(1).permutation(17)
+    ordered = _score(stage, frames, tmp_path, "ordered")
+    shuffled = _score(stage, frames[order], tmp_path, "shuffled")
+    assert shuffled["score_motion_smoothness"] < ordered["score_motion_smoothness"] - 1
+    assert shuffled["score_subject_consistency"] < ordered["score_subject_consistency"]
+    assert shuffled["score_background_consistency"] < ordered["score_background_consistency"]
+
+
+def test_fast_motion_is_dynamic(stage, tmp_path):
+    row = _score(stage, _moving(17, step=8), tmp_path, "fast")
+    assert row["score_dynamic_degree"] == 100.0
+
+
+def test_warping_error_zero_with_exact_flow():
+    """Frames made by shifting an image by a known flow: warping with that flow rebuilds them."""
+    d = 3
+    frames = _moving(6, step=d)  # frame t+1 = frame t moved left by d px: f_{t+1}(x) = f_t(x + d)
+    h, w = frames.shape[1:3]
+    fwd = np.zeros((h, w, 2), np.float32)
+    fwd[..., 0] = -d  # pixel x of frame t is at x - d in frame t+1
+    bwd = -fwd
+    err = metrics.warping_error_auto(frames, [(fwd, bwd)] * 5)
+    wrong = metrics.warping_error_auto(frames, [(np.zeros_like(fwd), np.zeros_like(bwd))] * 5)
+    assert err < 1e-4 and wrong > 100 * max(err, 1e-6)
+
+
+def test_occlusion_check_flags_inconsistent_flow():
+    f = np.zeros((8, 8, 2), np.float32)
+    f[..., 0] = 2
+    assert metrics.occlusion_mask(f, -f)[:, :6].all()
+    assert not metrics.occlusion_mask(f, f)[:, :6].any()  # backward does not undo forward
+    assert not metrics.occlusion_mask(f, -f)[:, 7].any()  # target outside the frame
+
+
+def test_dynamic_rule_thresholds():
+    assert metrics.is_dynamic([7.0] * 4 + [0.0] * 12, 256, 256, 17)
+    assert not metrics.is_dynamic([7.0] * 3 + [0.0] * 13, 256, 256, 17)
+    assert not metrics.is_dynamic([5.0] * 16, 256, 256, 17)
+    assert metrics.is_dynamic([5.0] * 16, 128, 128, 17)  # threshold scales with the short side
+
+
+def test_unreadable_video_is_an_error_row(stage, tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"nope")
+    from medgen_ray.curate.batch import from_rows
+
+    out = stage(from_rows([{"video_id": "b", "model": "m", "prompt": "x", "video_uri": str(bad)}]))
+    assert out["error"][0].startswith("score:") and np.isnan(out["score_motion_smoothness"][0])
+
+
+def test_read_frames_needs_two(tmp_path):
+    write_mp4(_texture()[None], str(tmp_path / "one.mp4"))
+    with pytest.raises(Exception, match="at least 2"):
+        read_frames(str(tmp_path / "one.mp4"), 10)
