@@ -255,6 +255,7 @@ def serve_demo(app: AppConfig, work: Path, lora: str) -> dict[str, Any]:
                            log=open(os.devnull, "w"))
             out[adapter] = {"job": job["id"], "path": path, "seconds": job.get("seconds")}
             print(f"[demo] served ({adapter}): job {job['id']} -> {path} ({job.get('seconds', 0):.1f} s)")
+        out["evaluate"] = evaluate_demo(app, work, url)
         print(f"[demo] service was at {url}/ (web page, API docs at /docs); `medgen serve` runs it until Ctrl-C")
     finally:
         serve.shutdown()
@@ -287,3 +288,30 @@ def train_demo_lora(app: AppConfig, work: Path) -> dict[str, Any]:
     print(f"[demo] LoRA files: {result['lora']} (diffusers + ComfyUI); loss curve and validation videos in "
           f"{result['run_dir']}")
     return {**result, "loss_first": first, "loss_last": last}
+
+
+DEMO_PROMPTS = [
+    "An endoscopic view of pink gastric mucosa with a metal instrument moving across the frame.",
+    "A grey ultrasound fan of the liver with speckled tissue and a bright boundary.",
+    "An anatomy diagram of the heart with labelled chambers on a plain background.",
+    "A laparoscopic view of the gallbladder being lifted with a grasper.",
+]
+
+
+def evaluate_demo(app: AppConfig, work: Path, url: str) -> dict[str, Any]:
+    """Med-VBench of base vs the new LoRA on a few prompts, generated through the service."""
+    from medgen_ray.runner import run_evaluate
+
+    ev = app.evaluate
+    prompts = work / "eval_prompts.txt"
+    prompts.write_text("\n".join(DEMO_PROMPTS) + "\n")
+    ev.prompts, ev.url = str(prompts), url
+    if ev.output == "medgen_eval":
+        ev.output = str(work / "eval")
+    result = run_evaluate(app)
+    for r in result["per_model"]:
+        print(f"[demo] Med-VBench {r['model']:18s} SC {r['subject_consistency']:.2f} BC "
+              f"{r['background_consistency']:.2f} MS {r['motion_smoothness']:.2f} IQ(piqe) {r['imaging_quality']:.2f} "
+              f"dynamic {r['dynamic_degree']:.0f} text {r['text_alignment']:.2f}")
+    print(f"[demo] Med-VBench report: {result['report']} (tiny models: plumbing, not quality)")
+    return result

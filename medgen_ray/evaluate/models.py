@@ -118,6 +118,30 @@ def farneback_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return cv2.calcOpticalFlowFarneback(ga, gb, None, 0.5, 4, 15, 3, 5, 1.2, 0)
 
 
+def raft_flow_fn(model: torch.nn.Module, device: str) -> FlowFn:
+    """A torchvision RAFT as a flow function. RAFT needs sides >= 128 divisible by 8: smaller
+    frames are upscaled and the flow scaled back."""
+    model = model.to(device).eval()
+
+    @torch.inference_mode()
+    def raft(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        h, w = a.shape[:2]
+        s = max(1.0, 128.0 / min(h, w))
+        th, tw = int(np.ceil(h * s / 8) * 8), int(np.ceil(w * s / 8) * 8)
+
+        def prep(x):
+            t = torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].float().div(127.5).sub(1.0)
+            return torch.nn.functional.interpolate(t, size=(th, tw), mode="bilinear", align_corners=False).to(device)
+
+        flow = model(prep(a), prep(b), num_flow_updates=20)[-1]
+        flow = torch.nn.functional.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)[0]
+        flow[0] *= w / tw
+        flow[1] *= h / th
+        return flow.permute(1, 2, 0).float().cpu().numpy()
+
+    return raft
+
+
 def load_flow(name: str, weights: str | None = None, device: str = "cpu") -> FlowFn:
     if name == "farneback":
         return farneback_flow
@@ -133,21 +157,7 @@ def load_flow(name: str, weights: str | None = None, device: str = "cpu") -> Flo
         except (OSError, RuntimeError) as exc:
             raise WeightsUnavailable(f"raft/large: weights unavailable ({exc}); pass evaluate.flow_weights "
                                      "or use farneback") from exc
-        model = model.to(device).eval()
-
-        @torch.inference_mode()
-        def raft(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-            h, w = a.shape[:2]
-            ph, pw = (8 - h % 8) % 8, (8 - w % 8) % 8  # RAFT needs sides divisible by 8
-
-            def prep(x):
-                t = torch.from_numpy(x).permute(2, 0, 1)[None].float().div(127.5).sub(1.0)
-                return torch.nn.functional.pad(t, (0, pw, 0, ph), mode="replicate").to(device)
-
-            flow = model(prep(a), prep(b), num_flow_updates=20)[-1][0, :, :h, :w]
-            return flow.permute(1, 2, 0).float().cpu().numpy()
-
-        return raft
+        return raft_flow_fn(model, device)
     raise KeyError(f"unknown flow model {name!r}; choices: raft/large, farneback")
 
 

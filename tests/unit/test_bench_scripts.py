@@ -57,3 +57,12 @@ def test_gpu_generate_benchmark_runs_on_tiny_twin():
                                             "--text-len", "32", "--real-tokens", "9", "--steps", "2"])
     plain, ours = out["results"]
     assert plain["text_tokens"] == 32 and ours["text_tokens"] == 9 and out["ratio"] > 0
+
+
+def test_evaluate_benchmark_tiny_and_real_architectures():
+    bench = _load("bench_evaluate")
+    tiny = bench.main(["--videos", "1", "--frames", "4", "--size", "64"])
+    real = bench.main(["--videos", "1", "--frames", "3", "--size", "64", "--real"])
+    for out in (tiny, real):
+        assert set(out["videos_per_min"]) >= {"subject_consistency", "imaging_quality", "dynamic_degree"}
+        assert all(v > 0 for v in out["videos_per_min"].values())
