@@ -55,7 +55,39 @@ def frame_probe(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
+def s3():
+    """An S3-compatible server (moto's server mode) on 127.0.0.1 with bucket `medgen-test`.
+    The AWS_* variables are set before Ray starts (ray_cluster depends on this fixture), so
+    Ray's workers reach the same server through fsspec/s3fs."""
+    import os
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import fsspec
+
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    fs.mkdir("medgen-test")
+    yield {"endpoint": env["AWS_ENDPOINT_URL"], "bucket": "medgen-test"}
+    server.stop()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3):
     """An embedded Ray on 127.0.0.1 shared by the integration tests; yields its GCS address."""
     import ray
 

@@ -18,6 +18,18 @@ def _storage(path: str) -> str:
     return path if "://" in path else str(Path(path).absolute())
 
 
+def storage_for(path: str) -> tuple[str, Any]:
+    """(storage_path, storage_filesystem) for RunConfig: remote URIs go through fsspec, so
+    credentials and endpoints (AWS_ENDPOINT_URL, ...) work as for every other path we read."""
+    if "://" not in path or path.startswith("file://"):
+        return _storage(path.removeprefix("file://")), None
+    import fsspec
+    import pyarrow.fs as pafs
+
+    fs, root = fsspec.core.url_to_fs(path)
+    return root, pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+
+
 def run_train(app: AppConfig) -> dict[str, Any]:
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -34,7 +46,9 @@ def run_train(app: AppConfig) -> dict[str, Any]:
     check = check_shards(cfg.data)  # bad paths and shards fail here, before any worker starts
     if cfg.micro_batch > 1 and max(check.buckets.values()) < cfg.micro_batch:
         raise ValueError(f"train.micro_batch={cfg.micro_batch}: no bucket has that many clips ({check.buckets})")
-    cfg = cfg.model_copy(update={"storage_path": _storage(cfg.storage_path)})
+    if "://" not in cfg.storage_path:
+        cfg = cfg.model_copy(update={"storage_path": _storage(cfg.storage_path)})
+    storage_path, storage_fs = storage_for(cfg.storage_path)
     init_ray(app.ray)
     import fsspec
 
@@ -48,7 +62,7 @@ def run_train(app: AppConfig) -> dict[str, Any]:
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker={"CPU": cfg.cpus_per_worker,
                                                            **({"GPU": 1} if cfg.use_gpu else {})}),
-        run_config=RunConfig(name=cfg.name, storage_path=cfg.storage_path,
+        run_config=RunConfig(name=cfg.name, storage_path=storage_path, storage_filesystem=storage_fs,
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
                              failure_config=FailureConfig(max_failures=cfg.max_failures)),
         datasets={"train": ds},

@@ -175,10 +175,13 @@ def save_original_lora(state: dict[str, torch.Tensor], transformer_cfg: dict[str
 
 
 def load_lora_file(path: str, transformer_cfg: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
-    """Either export format -> diffusers-keyed tensors with the `transformer.` prefix."""
+    """Either export format (a file, or a folder holding one; local or remote) -> diffusers-keyed
+    tensors with the `transformer.` prefix."""
     from safetensors.torch import load_file
 
-    p = Path(path)
+    if "://" in path and not path.startswith("file://"):
+        path = _fetch(path)
+    p = Path(path.removeprefix("file://"))
     if p.is_dir():
         candidates = [p / DIFFUSERS_FILE, p / COMFY_FILE]
         found = [c for c in candidates if c.is_file()]
@@ -193,6 +196,26 @@ def load_lora_file(path: str, transformer_cfg: dict[str, Any] | None = None) -> 
             raise ValueError(f"{path}: original-key LoRA needs the transformer config to unfuse")
         state = {PREFIX + k: v for k, v in from_original_keys(state, transformer_cfg).items()}
     return state
+
+
+def _fetch(uri: str) -> str:
+    """A remote LoRA file or folder copied to a fresh temporary folder (small files; never
+    cached, so a retrained adapter at the same URI is picked up)."""
+    import tempfile
+
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    if not fs.exists(path):
+        raise FileNotFoundError(f"LoRA {uri!r}: not found")
+    dest = Path(tempfile.mkdtemp(prefix="medgen_lora_"))
+    if fs.isdir(path):
+        for name in (DIFFUSERS_FILE, COMFY_FILE):
+            if fs.exists(f"{path.rstrip('/')}/{name}"):
+                fs.get(f"{path.rstrip('/')}/{name}", str(dest / name))
+        return str(dest)
+    fs.get(path, str(dest / Path(path).name))
+    return str(dest / Path(path).name)
 
 
 def merge_lora_into_pipeline(pipe, lora_path: str, adapter: str = "medgen", scale: float = 1.0):
