@@ -48,10 +48,12 @@ def _task_fn(name: str, factory: Callable[[], Callable], post: Callable | None =
     cache: dict[str, Any] = {}
 
     def fn(batch):
+        from medgen_ray.observability import timed_stage
+
         stage = cache.get("s")
         if stage is None:
             stage = cache["s"] = factory()
-        out = stage(batch)
+        out = timed_stage(name, stage, batch)
         return post(out) if post is not None else out
 
     fn.__name__ = fn.__qualname__ = name
@@ -66,7 +68,9 @@ def _actor_cls(name: str, factory: Callable[[], Callable], post: Callable | None
             setup()
 
     def __call__(self, batch):
-        out = self.stage(batch)
+        from medgen_ray.observability import timed_stage
+
+        out = timed_stage(name, self.stage, batch)
         return post(out) if post is not None else out
 
     return type(name, (), {"__init__": __init__, "__call__": __call__})

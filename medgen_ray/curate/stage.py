@@ -15,6 +15,7 @@ import numpy as np
 
 from medgen_ray.curate.errors import DataError
 from medgen_ray.curate.batch import Batch, ensure_status, from_rows, mark_error, row_active, to_rows
+from medgen_ray.observability import log_row_error
 
 
 Row = dict[str, Any]
@@ -54,6 +55,7 @@ class RowStage:
                 result = self.process(row)
             except DATA_ERRORS as exc:
                 mark_error(row, self.name, str(exc) or type(exc).__name__)
+                log_row_error(self.name, row, row["error"])
                 result = {**self.empty_values(), **row}
             out.extend(result if isinstance(result, list) else [result])
         columns = [c for c in batch if c not in self.drops]

@@ -21,6 +21,7 @@ import asyncio
 import hmac
 import logging
 import os
+import time
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -111,17 +112,26 @@ class Ingress:
         return task
 
     async def _run(self, job_id: str) -> dict[str, Any]:
+        from medgen_ray.observability import serve_job_finished, serve_queue
+
+        t0 = time.perf_counter()
+        serve_queue(len(self.inflight))
+        result: dict[str, Any] = {}
         try:
             for attempt in (1, 2):  # one retry: a generator replica may die mid-job
                 try:
-                    return await self.generator.run.remote(job_id)
+                    result = await self.generator.run.remote(job_id)
+                    return result
                 except Exception as exc:  # Ray surfaces replica deaths as several error types
                     log.warning("job %s attempt %d failed: %s", job_id, attempt, exc)
                     if attempt == 2:
-                        return self.store.update(job_id, status="failed", error=f"generator: {exc}"[:2000])
+                        result = self.store.update(job_id, status="failed", error=f"generator: {exc}"[:2000])
+                        return result
         finally:
             self.inflight.pop(job_id, None)
-        return {}
+            serve_queue(len(self.inflight))
+            serve_job_finished(result.get("status", "failed"), time.perf_counter() - t0)
+        return result
 
     async def _submit(self, body: VideoRequest) -> dict[str, Any]:
         errors = limit_errors(body, self.cfg, self.adapter_names)

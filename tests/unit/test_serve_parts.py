@@ -12,7 +12,7 @@ def test_serve_deploy_config_builds_the_application(monkeypatch):
     root = Path(__file__).resolve().parents[2]
     monkeypatch.chdir(root)
     monkeypatch.setenv("MEDGEN_SERVE_TOKEN", "t")
-    cfg = yaml.safe_load((root / "jobs/configs/serve_deploy.yaml").read_text())
+    cfg = yaml.safe_load((root / "cluster/serve_deploy.yaml").read_text())
     app_cfg = cfg["applications"][0]
     module, name = app_cfg["import_path"].split(":")
     builder = getattr(__import__(module, fromlist=[name]), name)
