@@ -75,7 +75,11 @@ class JobStore:
 
     def list(self, limit: int = 50, status: str | None = None) -> list[dict[str, Any]]:
         records = []
-        for path in self.fs.ls(f"{self.root}/jobs", detail=False):
+        try:
+            paths = self.fs.ls(f"{self.root}/jobs", detail=False)
+        except FileNotFoundError:  # object stores have no empty folders: no job yet
+            paths = []
+        for path in paths:
             if not path.endswith(".json"):
                 continue
             record = self.get(path.rsplit("/", 1)[-1].removesuffix(".json"))
