@@ -111,3 +111,22 @@ TINY_MODELS = [
 
 def tiny_overrides(output: Path, uris: list[str]) -> list[str]:
     return [f"curate.output={output}", f"curate.source.uris=[{','.join(uris)}]", "ray.num_cpus=2", *TINY_MODELS]
+
+
+def scrape_metrics(pattern: str, timeout: float = 40.0) -> list[str]:
+    """Lines of the local Ray node's Prometheus endpoint matching `pattern` (regex), waiting for
+    the next export (Ray exports every few seconds)."""
+    import re
+    import time
+    import urllib.request
+
+    import ray
+
+    port = ray.nodes()[0]["MetricsExportPort"]
+    deadline = time.monotonic() + timeout
+    while True:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        lines = [line for line in text.splitlines() if not line.startswith("#") and re.search(pattern, line)]
+        if lines or time.monotonic() > deadline:
+            return lines
+        time.sleep(2)

@@ -282,3 +282,14 @@ def test_page_in_headless_chromium(service, tmp_path):
     assert state["playable"] == "yes", state
     job = json.loads(call(url, f"/v1/videos/{state['job']}")[1])
     assert job["request"]["adapter"] == "medgen" and job["request"]["seed"] == 5
+
+
+def test_service_metrics_exported(service):
+    from tests.conftest import scrape_metrics
+
+    code, body, _ = call(service["url"], "/v1/videos/sync", {"prompt": "metrics"})
+    assert code == 200
+    done = scrape_metrics(r'^ray_medgen_serve_jobs_total\{.*outcome="done"')
+    assert done and sum(float(line.rsplit(" ", 1)[1]) for line in done) >= 1
+    assert scrape_metrics(r"^ray_medgen_serve_queue_depth")
+    assert scrape_metrics(r"^ray_medgen_serve_job_seconds_count")

@@ -138,3 +138,14 @@ def test_killed_worker_resumes_from_checkpoint_and_continues_epoch(shards):
     ckpt3 = json.loads((run / "step-00000003" / "loop_state.json").read_text())
     assert ckpt3["epoch"] == 0 and len(ckpt3["consumed"]) == 6
     assert by_epoch[0][:6] == ckpt3["consumed"]
+
+
+def test_stage_metrics_exported(shards):
+    """The precompute run above counted its rows per stage and outcome on the Prometheus port."""
+    from tests.conftest import scrape_metrics
+
+    kept = scrape_metrics(r'^ray_medgen_stage_rows_total\{.*outcome="kept".*stage="Precompute"')
+    rejected = scrape_metrics(r'^ray_medgen_stage_rows_total\{.*outcome="rejected".*stage="Precompute"')
+    assert kept and rejected, "no per-stage row counters exported"
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in rejected) >= 1  # the too-short clip
+    assert scrape_metrics(r'^ray_medgen_stage_batch_seconds_count\{.*stage="Precompute"')
