@@ -211,7 +211,8 @@ def _image_size(name: str, get_spec) -> int:
 
 def run_curate(app: AppConfig) -> dict[str, Any]:
     """Run the curation job end to end; returns the summary (also written to summary.json)."""
-    from medgen_ray.curate.sink import build_summary, drop_unfinished, source_progress, write_summary
+    from medgen_ray.curate.sink import (build_summary, drop_duplicates, drop_unfinished, source_progress,
+                                        write_summary)
     from medgen_ray.curate.sources import list_file_sources
     from medgen_ray.curate.ytdlp import build_requests
     from medgen_ray.schema import VIDEO_STAGES
@@ -240,10 +241,14 @@ def run_curate(app: AppConfig) -> dict[str, Any]:
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for k in totals:
             totals[k] += int(batch[k].sum())
+    duplicates = drop_duplicates(cfg.output)
+    if duplicates:
+        log.warning("removed %d rows written twice (tasks re-executed after a lost node)", duplicates)
     files = cfg.source.kind == "files"
     stages = tuple(s for s in VIDEO_STAGES if not (files and s == "download"))
     summary = build_summary(cfg.output, n_inputs=len(rows) if files else None, stages=stages)
-    summary["this_run"] = {"rows_written": totals, "skipped_finished_sources": len(finished)}
+    summary["this_run"] = {"rows_written": totals, "skipped_finished_sources": len(finished),
+                           "duplicate_rows_removed": duplicates}
     write_summary(cfg.output, summary)
     print_summary(summary, sys.stdout)
     return summary

@@ -165,6 +165,32 @@ def drop_unfinished(output: str, unfinished: set[str]) -> int:
     return removed
 
 
+def drop_duplicates(output: str) -> int:
+    """Keep one row per (video_id, clip_id) across all parts. A write task re-executed after a
+    node loss (Ray rebuilds lost blocks from lineage) writes its rows again into a new part;
+    this pass removes the repeats, one part file at a time. Returns rows removed."""
+    fs, _ = _fs(output)
+    seen: set[tuple[str, str]] = set()
+    removed = 0
+    for name in ("manifest", "rejects"):
+        for path in list_parts(output, name):
+            t = read_part(fs, path)
+            keys = list(zip(t.column(VIDEO_ID).to_pylist(), t.column(CLIP_ID).to_pylist()))
+            keep = np.ones(len(keys), dtype=bool)
+            for i, k in enumerate(keys):
+                if k in seen:
+                    keep[i] = False
+                seen.add(k)
+            if keep.all():
+                continue
+            removed += int((~keep).sum())
+            if keep.any():
+                write_table_atomic(fs, path, t.filter(pa.array(keep)))
+            else:
+                fs.rm(path)
+    return removed
+
+
 def build_summary(output: str, n_inputs: int | None = None,
                   stages: tuple[str, ...] = VIDEO_STAGES) -> dict[str, Any]:
     """Funnel and outcome counts, streamed part by part from disk (nothing held but counters)."""

@@ -1,7 +1,7 @@
 import pyarrow.parquet as pq
 
 from medgen_ray.curate.batch import from_rows
-from medgen_ray.curate.sink import build_summary, drop_unfinished, source_progress, write_batch
+from medgen_ray.curate.sink import build_summary, drop_duplicates, drop_unfinished, source_progress, write_batch
 
 
 def _clip(vid, k, n, reject=""):
@@ -43,3 +43,18 @@ def test_drop_unfinished_rewrites_only_their_rows(tmp_path):
 def test_summary_flags_lost_inputs(tmp_path):
     write_batch(str(tmp_path), from_rows([_clip("a", 0, 1)]))
     assert not build_summary(str(tmp_path), n_inputs=2)["accounted"]
+
+
+def test_rows_written_twice_are_removed(tmp_path):
+    """A write task re-run after a node loss writes the same rows into a new part."""
+    out = str(tmp_path)
+    rows = [_clip("a", 0, 2), _clip("a", 10, 2), _video("b", "probe", error="probe: empty file")]
+    write_batch(out, from_rows(rows))
+    write_batch(out, from_rows(rows[1:] + [_clip("c", 0, 1)]))
+    assert drop_duplicates(out) == 2
+    ids = sorted(pq.read_table(str(tmp_path / "manifest")).column("clip_id").to_pylist())
+    assert ids == ["a_0", "a_10", "c_0"]
+    assert len(pq.read_table(str(tmp_path / "rejects"))) == 1
+    assert drop_duplicates(out) == 0
+    s = build_summary(out, n_inputs=3)
+    assert s["accounted"] and s["clips_kept"] == 3
