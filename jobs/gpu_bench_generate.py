@@ -17,7 +17,6 @@ Usage: python jobs/gpu_bench_generate.py [--steps 3] [--warmup 1] [--real-tokens
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import sys
 import time
@@ -29,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def run_variant(name: str, args, device, dtype) -> dict:
     import torch
 
+    from medgen_ray.benchmarking import free_memory, peak_gib
     from medgen_ray.models.attention import set_unpadded_attention
     from medgen_ray.models.hunyuan import load_transformer
 
@@ -73,23 +73,19 @@ def run_variant(name: str, args, device, dtype) -> dict:
             times.append(time.perf_counter() - t0)
     out = {"variant": name, "step_s": sorted(times)[len(times) // 2], "text_tokens": int(mask.shape[1]),
            "video_tokens": latents.shape[2] * (latents.shape[3] // cfg["patch_size"]) * (latents.shape[4] // cfg["patch_size"]),
-           "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None}
+           "peak_gib": peak_gib(device)}
     del model, latents, text
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    free_memory(device)
     return out
 
 
 def main(argv: list[str] | None = None) -> dict:
     import torch
 
+    from medgen_ray.benchmarking import add_shape_args
+
     ap = argparse.ArgumentParser()
-    ap.add_argument("--height", type=int, default=720)
-    ap.add_argument("--width", type=int, default=1280)
-    ap.add_argument("--frames", type=int, default=129)
-    ap.add_argument("--text-len", type=int, default=256)
-    ap.add_argument("--real-tokens", type=int, default=60)
+    add_shape_args(ap, 720, 1280, 129)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--compile", action="store_true")

@@ -21,7 +21,6 @@ Usage: python jobs/gpu_bench_lora.py [--steps 5] [--warmup 2] [--real-tokens 60]
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import sys
 import time
@@ -94,6 +93,7 @@ def forward_flops(model, inputs: dict, dtype, device, trimmed: bool) -> float:
 def run_variant(name: str, args, device, dtype) -> dict:
     import torch
 
+    from medgen_ray.benchmarking import free_memory, peak_gib
     from medgen_ray.models.attention import set_unpadded_attention
     from medgen_ray.models.hunyuan import load_transformer
     from medgen_ray.train.lora import add_lora
@@ -136,25 +136,21 @@ def run_variant(name: str, args, device, dtype) -> dict:
     out = {
         "variant": name, "step_s": step_s, "tokens_per_s": (video_tokens + text_tokens) / step_s,
         "video_tokens": video_tokens, "text_tokens": text_tokens,
-        "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
+        "peak_gib": peak_gib(device),
         "tflops": 3 * flops / step_s / 1e12, "forward_tflop": flops / 1e12,
     }
     del model, optimizer, inputs
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    free_memory(device)
     return out
 
 
 def main(argv: list[str] | None = None) -> dict:
     import torch
 
+    from medgen_ray.benchmarking import add_shape_args
+
     ap = argparse.ArgumentParser()
-    ap.add_argument("--height", type=int, default=544)
-    ap.add_argument("--width", type=int, default=960)
-    ap.add_argument("--frames", type=int, default=33)
-    ap.add_argument("--text-len", type=int, default=256, help="padded prompt length (the pipeline's default)")
-    ap.add_argument("--real-tokens", type=int, default=60, help="real prompt tokens (a MedVideoCap caption)")
+    add_shape_args(ap, 544, 960, 33)
     ap.add_argument("--rank", type=int, default=32)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)

@@ -194,23 +194,16 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--config", help="YAML config file")
         sp.add_argument("overrides", nargs="*", help="a.b.c=value overrides")
 
-    sp = sub.add_parser("demo", help="generate videos, train probes, curate on local Ray, self-check")
-    with_config(sp)
-    sp.set_defaults(fn=cmd_demo)
-    sp = sub.add_parser("curate", help="run the curation job")
-    with_config(sp)
-    sp.set_defaults(fn=cmd_curate)
-
-    sp = sub.add_parser("precompute", help="encode curated clips into latent + text-embedding shards")
-    with_config(sp)
-    sp.set_defaults(fn=cmd_precompute)
-    sp = sub.add_parser("train", help="LoRA fine-tuning on Ray Train from precomputed shards")
-    with_config(sp)
-    sp.set_defaults(fn=cmd_train)
-
-    sp = sub.add_parser("serve", help="run the generation service (Ray Serve) until Ctrl-C")
-    with_config(sp)
-    sp.set_defaults(fn=cmd_serve)
+    for name, text, fn in (
+        ("demo", "generate videos, train probes, curate on local Ray, train and serve a LoRA, evaluate", cmd_demo),
+        ("curate", "run the curation job", cmd_curate),
+        ("precompute", "encode curated clips into latent + text-embedding shards", cmd_precompute),
+        ("train", "LoRA fine-tuning on Ray Train from precomputed shards", cmd_train),
+        ("serve", "run the generation service (Ray Serve) until Ctrl-C", cmd_serve),
+    ):
+        sp = sub.add_parser(name, help=text)
+        with_config(sp)
+        sp.set_defaults(fn=fn)
     sp = sub.add_parser("generate", help="generate a video through a running service")
     sp.add_argument("prompt")
     sp.add_argument("--url", default="http://127.0.0.1:8000")

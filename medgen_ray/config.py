@@ -26,6 +26,12 @@ class ConfigError(ValueError):
         super().__init__("invalid config:\n" + "\n".join(f"  {p}" for p in problems))
 
 
+def _ordered(cfg: Any, low: str, high: str) -> Any:
+    if getattr(cfg, high) < getattr(cfg, low):
+        raise ValueError(f"{high} ({getattr(cfg, high)}) < {low} ({getattr(cfg, low)})")
+    return cfg
+
+
 class RayConfig(Strict):
     address: str | None = Field(None, description="None starts an embedded local Ray bound to 127.0.0.1")
     num_cpus: int | None = Field(None, ge=1)
@@ -43,9 +49,7 @@ class PoolConfig(Strict):
 
     @model_validator(mode="after")
     def _bounds(self) -> "PoolConfig":
-        if self.max_actors < self.min_actors:
-            raise ValueError(f"max_actors ({self.max_actors}) < min_actors ({self.min_actors})")
-        return self
+        return _ordered(self, "min_actors", "max_actors")
 
 
 class YtdlpConfig(Strict):
@@ -344,9 +348,7 @@ class GeneratorPoolConfig(Strict):
 
     @model_validator(mode="after")
     def _bounds(self) -> "GeneratorPoolConfig":
-        if self.max_replicas < self.min_replicas:
-            raise ValueError(f"max_replicas ({self.max_replicas}) < min_replicas ({self.min_replicas})")
-        return self
+        return _ordered(self, "min_replicas", "max_replicas")
 
 
 class ServeConfig(Strict):

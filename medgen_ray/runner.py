@@ -32,6 +32,7 @@ def init_ray(cfg: RayConfig) -> None:
         return
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray.init(
+        address="local",  # never attach to another `ray start` cluster found on this machine
         num_cpus=cfg.num_cpus,
         include_dashboard=cfg.include_dashboard,
         _node_ip_address="127.0.0.1",

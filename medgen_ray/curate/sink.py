@@ -145,16 +145,16 @@ def source_progress(output: str) -> tuple[set[str], set[str]]:
     return finished, set(clips) - finished
 
 
-def drop_unfinished(output: str, unfinished: set[str]) -> int:
-    """Remove rows of unfinished sources from the parts, one file at a time. Returns rows removed."""
-    if not unfinished:
-        return 0
+def _filter_parts(output: str, keep_row) -> int:
+    """Rewrite every part without the rows `keep_row(video_id, clip_id)` refuses, one file at a
+    time (a part left empty is deleted). Returns rows removed."""
     fs, _ = _fs(output)
     removed = 0
     for name in ("manifest", "rejects"):
         for path in list_parts(output, name):
             t = read_part(fs, path)
-            keep = np.array([v not in unfinished for v in t.column(VIDEO_ID).to_pylist()], dtype=bool)
+            keep = np.array([keep_row(v, c) for v, c in zip(t.column(VIDEO_ID).to_pylist(),
+                                                             t.column(CLIP_ID).to_pylist())], dtype=bool)
             if keep.all():
                 continue
             removed += int((~keep).sum())
@@ -163,32 +163,28 @@ def drop_unfinished(output: str, unfinished: set[str]) -> int:
             else:
                 fs.rm(path)
     return removed
+
+
+def drop_unfinished(output: str, unfinished: set[str]) -> int:
+    """Remove rows of unfinished sources from the parts. Returns rows removed."""
+    if not unfinished:
+        return 0
+    return _filter_parts(output, lambda vid, _: vid not in unfinished)
 
 
 def drop_duplicates(output: str) -> int:
     """Keep one row per (video_id, clip_id) across all parts. A write task re-executed after a
     node loss (Ray rebuilds lost blocks from lineage) writes its rows again into a new part;
-    this pass removes the repeats, one part file at a time. Returns rows removed."""
-    fs, _ = _fs(output)
+    this pass removes the repeats. Returns rows removed."""
     seen: set[tuple[str, str]] = set()
-    removed = 0
-    for name in ("manifest", "rejects"):
-        for path in list_parts(output, name):
-            t = read_part(fs, path)
-            keys = list(zip(t.column(VIDEO_ID).to_pylist(), t.column(CLIP_ID).to_pylist()))
-            keep = np.ones(len(keys), dtype=bool)
-            for i, k in enumerate(keys):
-                if k in seen:
-                    keep[i] = False
-                seen.add(k)
-            if keep.all():
-                continue
-            removed += int((~keep).sum())
-            if keep.any():
-                write_table_atomic(fs, path, t.filter(pa.array(keep)))
-            else:
-                fs.rm(path)
-    return removed
+
+    def first(vid: str, cid: str) -> bool:
+        if (vid, cid) in seen:
+            return False
+        seen.add((vid, cid))
+        return True
+
+    return _filter_parts(output, first)
 
 
 def build_summary(output: str, n_inputs: int | None = None,

@@ -15,7 +15,10 @@ class ServiceError(RuntimeError):
     pass
 
 
-def _call(url: str, token: str | None, data: dict[str, Any] | None = None) -> tuple[int, bytes, dict]:
+def call_api(url: str, token: str | None, data: dict[str, Any] | None = None,
+             timeout: float = 60) -> tuple[int, bytes, Any]:
+    """GET (data None) or POST JSON; returns (status, body, headers) for errors too; headers
+    are case-insensitive."""
     req = urllib.request.Request(url, data=json.dumps(data).encode() if data is not None else None,
                                  method="POST" if data is not None else "GET")
     if data is not None:
@@ -23,10 +26,10 @@ def _call(url: str, token: str | None, data: dict[str, Any] | None = None) -> tu
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, r.read(), dict(r.headers)
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read(), r.headers
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read(), dict(exc.headers)
+        return exc.code, exc.read(), exc.headers
 
 
 def _detail(body: bytes) -> str:
@@ -45,10 +48,10 @@ def generate(base_url: str, request: dict[str, Any], out: str, token: str | None
     token = token or os.environ.get("MEDGEN_SERVE_TOKEN")
     deadline = time.monotonic() + timeout_s
     while True:
-        code, body, headers = _call(f"{base}/v1/videos", token, request)
+        code, body, headers = call_api(f"{base}/v1/videos", token, request)
         if code != 503:
             break
-        wait = float(headers.get("Retry-After") or headers.get("retry-after") or 5)
+        wait = float(headers.get("Retry-After") or 5)
         print(f"queue full, retrying in {wait:g} s", file=log)
         if time.monotonic() + wait > deadline:
             raise ServiceError("queue stayed full until the timeout")
@@ -61,7 +64,7 @@ def generate(base_url: str, request: dict[str, Any], out: str, token: str | None
         if time.monotonic() > deadline:
             raise ServiceError(f"job {job['id']} not finished after {timeout_s:g} s")
         time.sleep(poll_s)
-        code, body, _ = _call(f"{base}/v1/videos/{job['id']}", token)
+        code, body, _ = call_api(f"{base}/v1/videos/{job['id']}", token)
         if code != 200:
             raise ServiceError(f"status failed ({code}): {_detail(body)}")
         job = json.loads(body)
@@ -72,7 +75,7 @@ def generate(base_url: str, request: dict[str, Any], out: str, token: str | None
             last = now
     if job["status"] != "done":
         raise ServiceError(f"job {job['id']} failed: {job.get('error')}")
-    code, body, _ = _call(f"{base}/v1/videos/{job['id']}/content", token)
+    code, body, _ = call_api(f"{base}/v1/videos/{job['id']}/content", token)
     if code != 200:
         raise ServiceError(f"download failed ({code}): {_detail(body)}")
     with open(out, "wb") as fh:

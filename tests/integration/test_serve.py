@@ -86,17 +86,9 @@ def _wait_healthy(url, timeout=120):
 
 
 def call(url, path, body=None, token=TOKEN, timeout=120):
-    req = urllib.request.Request(url + path, data=json.dumps(body).encode() if body is not None else None,
-                                 method="POST" if body is not None else "GET")
-    if body is not None:
-        req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read(), r.headers
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read(), exc.headers
+    from medgen_ray.serve.client import call_api
+
+    return call_api(url + path, token, body, timeout=timeout)
 
 
 def frames_of(mp4: bytes) -> np.ndarray:

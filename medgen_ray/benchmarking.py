@@ -1,0 +1,30 @@
+"""Small pieces the GPU benchmark scripts share (they run without Ray on a bare GPU machine)."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+
+
+def add_shape_args(ap: argparse.ArgumentParser, height: int, width: int, frames: int) -> None:
+    """Video shape and prompt-length flags, with the padded vs real prompt lengths compared."""
+    ap.add_argument("--height", type=int, default=height)
+    ap.add_argument("--width", type=int, default=width)
+    ap.add_argument("--frames", type=int, default=frames)
+    ap.add_argument("--text-len", type=int, default=256, help="padded prompt length (the pipeline's default)")
+    ap.add_argument("--real-tokens", type=int, default=60, help="real prompt tokens (a MedVideoCap caption)")
+
+
+def free_memory(device) -> None:
+    """Drop what a finished variant left on the accelerator before the next one is measured."""
+    import torch
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def peak_gib(device) -> float | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
