@@ -117,6 +117,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0 if result["videos"] else 1
 
 
+def cmd_dataset_view(args: argparse.Namespace) -> int:
+    from medgen_ray.curate.view import build_view, print_view
+
+    summary = build_view(args.dataset, args.out, _config(args).curate,
+                         [d for d in (args.disable or "").split(",") if d])
+    print_view(summary, sys.stdout)
+    return 0
+
+
 def cmd_caption(args: argparse.Namespace) -> int:
     from medgen_ray.curate.captions import fill_pending_captions
 
@@ -225,6 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="output folder (evaluate.output)")
     with_config(sp)
     sp.set_defaults(fn=cmd_evaluate)
+
+    ds = sub.add_parser("dataset", help="datasets").add_subparsers(dest="what", required=True)
+    sp = ds.add_parser("view", help="derive a dataset from a scored one: other thresholds, stages disabled")
+    sp.add_argument("dataset")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--disable", help="comma-separated clip filters: motion,borders,aesthetic,technical,ocr")
+    with_config(sp)
+    sp.set_defaults(fn=cmd_dataset_view)
 
     lo = sub.add_parser("lora", help="LoRA files").add_subparsers(dest="what", required=True)
     sp = lo.add_parser("merge", help="fuse a LoRA into the base weights and save the pipeline")

@@ -193,8 +193,10 @@ def ratings_by_model(paths: list[str]) -> dict[str, float]:
 
 
 def aggregate(df, cfg: EvaluateConfig) -> list[dict[str, Any]]:
-    """Means per model; the paper's Total when raters' warping error is there."""
+    """Means per model with 95% bootstrap intervals over prompts (`<dim>_lo`, `<dim>_hi`);
+    the paper's Total when raters' warping error is there."""
     from medgen_ray.evaluate.metrics import total_score
+    from medgen_ray.evaluate.stats import bootstrap_ci
 
     we = ratings_by_model(cfg.ratings) if cfg.ratings else {}
     rows = []
@@ -203,7 +205,10 @@ def aggregate(df, cfg: EvaluateConfig) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"model": model, "videos": int(len(g)), "errors": int(len(g) - len(ok))}
         for d in cfg.dimensions:
             col = f"score_{d}"
-            row[d] = float(ok[col].mean()) if col in ok and len(ok) else None
+            if col in ok and len(ok):
+                row[d], row[f"{d}_lo"], row[f"{d}_hi"] = bootstrap_ci(ok[col].to_numpy(dtype=float), seed=cfg.seed)
+            else:
+                row[d] = row[f"{d}_lo"] = row[f"{d}_hi"] = None
         row["warping_error"] = we.get(model)
         if row["warping_error"] is not None and all(row.get(d) is not None for d in PAPER_DIMS):
             row["total"] = total_score(row["imaging_quality"], row["subject_consistency"],

@@ -32,8 +32,13 @@ def load_reference(path: str) -> list[dict[str, Any]]:
     return out
 
 
-def _fmt(v: Any) -> str:
-    return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.2f}"
+def _fmt(v: Any, row: dict[str, Any] | None = None, col: str = "") -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "—"
+    lo, hi = (row or {}).get(f"{col}_lo"), (row or {}).get(f"{col}_hi")
+    if lo is not None and hi is not None and not np.isnan(lo) and hi > lo:
+        return f"{v:.2f} ± {(hi - lo) / 2:.2f}"
+    return f"{v:.2f}"
 
 
 def _png(fig) -> bytes:
@@ -107,17 +112,18 @@ def build_eval_report(output: str, rows: list[dict[str, Any]], df, cfg: Evaluate
     cols = ["model", "videos", *[c for c in COLUMNS if any(r.get(c) is not None for r in table)]]
     md = ["# Med-VBench", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in table:
-        md.append("| " + " | ".join(str(r.get(c, "")) if c in ("model", "videos") else _fmt(r.get(c))
+        md.append("| " + " | ".join(str(r.get(c, "")) if c in ("model", "videos") else _fmt(r.get(c), r, c)
                                     for c in cols) + " |")
     md += ["", "Per cent except aesthetic (LAION 1-10) and warping_auto (mean squared error x100 after "
-           "flow warping; lower is better). warping_error is the raters' share of distorted videos; "
+           "flow warping; lower is better); ± is half the 95% bootstrap interval over prompts. "
+           "warping_error is the raters' share of distorted videos; "
            "total = (IQ + SC + BC + MS + (100 - WE)) / 6, only with ratings.", "",
            "![bars](bars.png)", "![radar](radar.png)" if "radar.png" in files else ""]
     with fs.open(f"{root}/report.md", "w") as fh:
         fh.write("\n".join(md) + "\n")
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     body = "".join("<tr>" + "".join(
-        f"<td>{html.escape(str(r.get(c, '')) if c in ('model', 'videos') else _fmt(r.get(c)))}</td>" for c in cols)
+        f"<td>{html.escape(str(r.get(c, '')) if c in ('model', 'videos') else _fmt(r.get(c), r, c))}</td>" for c in cols)
         + "</tr>" for r in table)
     thumbs = "".join(f'<figure><img src="{n}" alt=""><figcaption>{html.escape(n[7:-4].replace("__", "/"))}'
                      f"</figcaption></figure>" for n in files if n.startswith("thumbs/"))
