@@ -162,7 +162,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if state.step % cfg.checkpoint_every == 0 or last:
                 _report(strategy, state, ema, rank, {k: v for k, v in entry.items() if k != "clips"})
             if rank == 0 and cfg.validation.every_steps and state.step % cfg.validation.every_steps == 0 \
-                    and not last:
+                    and not last and not (cfg.strategy == "deepspeed" and cfg.zero_stage == 3):
                 validate(cfg, transformer, state.step, run_dir(cfg))
         if state.step < cfg.max_steps:
             state.epoch += 1

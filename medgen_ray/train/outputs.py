@@ -151,7 +151,10 @@ def finish_run(cfg: TrainConfig, transformer: torch.nn.Module, lora: dict[str, t
         for f in Path(tmp).iterdir():
             fs.put(str(f), f"{dest.rstrip('/')}/{f.name}")
     write_loss_curve(history, out)
-    videos = validate(cfg, transformer, history[-1]["step"] if history else 0, out) if cfg.validation.prompts else []
+    # ZeRO-3 partitions the weights across ranks: rank 0 alone cannot run the model
+    sharded = cfg.strategy == "deepspeed" and cfg.zero_stage == 3
+    videos = validate(cfg, transformer, history[-1]["step"] if history else 0, out) \
+        if cfg.validation.prompts and not sharded else []
     return {"lora": export_dir(cfg), "loss": f"{out}/loss.png", "videos": ",".join(videos)}
 
 
