@@ -306,8 +306,8 @@ def run_evaluate(app: AppConfig) -> dict[str, Any]:
     """Med-VBench: generate (unless scoring a folder), score every video, aggregate, report."""
     import ray
 
-    from medgen_ray.evaluate.job import (GenerateStage, RemoteGenerateStage, aggregate, folder_rows,
-                                         generation_rows, read_per_video, write_scores)
+    from medgen_ray.evaluate.job import (GenerateStage, RemoteGenerateStage, aggregate, aggregate_by_category,
+                                         folder_rows, generation_rows, read_per_video, write_scores)
     from medgen_ray.evaluate.report import build_eval_report
     from medgen_ray.evaluate.score import VideoScoreStage
 
@@ -362,12 +362,16 @@ def run_evaluate(app: AppConfig) -> dict[str, Any]:
 
     with fs.open(f"{root.rstrip('/')}/per_model.parquet", "wb") as fh:
         pq.write_table(pa.Table.from_pylist(per_model), fh)
-    page = build_eval_report(cfg.output, per_model, df, cfg)
+    per_category = aggregate_by_category(df, cfg)
+    if per_category:
+        with fs.open(f"{root.rstrip('/')}/per_category.parquet", "wb") as fh:
+            pq.write_table(pa.Table.from_pylist(per_category), fh)
+    page = build_eval_report(cfg.output, per_model, df, cfg, per_category)
     for r in per_model:
         print("evaluate: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                                        for k, v in r.items() if v is not None), file=sys.stdout)
     print(f"evaluate: report {page}", file=sys.stdout)
-    return {"per_model": per_model, "videos": int(len(df)), "report": page}
+    return {"per_model": per_model, "per_category": per_category, "videos": int(len(df)), "report": page}
 
 
 def _arrow_fs(fs):

@@ -28,23 +28,26 @@ from medgen_ray.curate.stage import Row, RowStage
 PAPER_DIMS = ("imaging_quality", "subject_consistency", "background_consistency", "motion_smoothness")
 
 
-def read_prompts(path: str, limit: int | None) -> list[str]:
+def read_prompts(path: str, limit: int | None) -> list[tuple[str, str]]:
+    """(category, prompt) per non-empty line; a line `category<TAB>prompt` names its category
+    (used for per-category scores), a plain line has category ''."""
     fs, p = fsspec.core.url_to_fs(path)
     if not fs.exists(p):
         raise FileNotFoundError(f"evaluate.prompts {path!r}: not found")
     with fs.open(p, "r") as fh:
-        prompts = [line.strip() for line in fh if line.strip()]
-    if not prompts:
+        lines = [line.strip() for line in fh if line.strip()]
+    if not lines:
         raise ValueError(f"evaluate.prompts {path!r}: no prompts (one per line)")
-    return prompts[:limit] if limit else prompts
+    pairs = [tuple(x.strip() for x in line.split("\t", 1)) if "\t" in line else ("", line) for line in lines]
+    return pairs[:limit] if limit else pairs
 
 
 def generation_rows(cfg: EvaluateConfig) -> list[dict[str, Any]]:
     prompts = read_prompts(cfg.prompts, cfg.max_prompts) if cfg.prompts else []
     out = cfg.output.rstrip("/")
     return [{"video_id": f"{m.name}/{i:04d}", "model": m.name, "adapter": m.adapter, "prompt_index": i,
-             "prompt": p, "seed": cfg.seed + i, "video_uri": f"{out}/videos/{m.name}/{i:04d}.mp4"}
-            for m in cfg.models for i, p in enumerate(prompts)]
+             "prompt": p, "category": c, "seed": cfg.seed + i, "video_uri": f"{out}/videos/{m.name}/{i:04d}.mp4"}
+            for m in cfg.models for i, (c, p) in enumerate(prompts)]
 
 
 def folder_rows(folder: str) -> list[dict[str, Any]]:
@@ -146,8 +149,8 @@ def write_scores(output: str, batch: dict[str, np.ndarray]) -> dict[str, np.ndar
     """One Parquet part of per-video rows; returns the row count."""
     from medgen_ray.curate.sink import write_table_atomic
 
-    keep = [k for k in batch if k in ("video_id", "model", "adapter", "prompt", "prompt_index", "video_uri",
-                                      "error", "reject_reason") or k.startswith(("score_", "time_"))]
+    keep = [k for k in batch if k in ("video_id", "model", "adapter", "prompt", "prompt_index", "category",
+                                      "video_uri", "error", "reject_reason") or k.startswith(("score_", "time_"))]
     n = len(batch["video_id"])
     cols = {k: [_py(batch[k][i]) for i in range(n)] for k in keep}
     fs, root = fsspec.core.url_to_fs(output)
@@ -190,6 +193,22 @@ def ratings_by_model(paths: list[str]) -> dict[str, float]:
                 model = r["video_id"].split("/")[0]
                 per_model.setdefault(model, []).append((r["video_id"], r["rating"]))
     return {m: warping_error_from_ratings(v) for m, v in per_model.items()}
+
+
+def aggregate_by_category(df, cfg: EvaluateConfig) -> list[dict[str, Any]]:
+    """Per (model, prompt category) means with bootstrap intervals: stratified results."""
+    from medgen_ray.evaluate.stats import bootstrap_ci
+
+    if "category" not in df or not (df["category"].fillna("") != "").any():
+        return []
+    rows = []
+    ok = df[df["error"].fillna("") == ""] if "error" in df else df
+    for (model, category), g in ok.groupby(["model", "category"], sort=True):
+        row: dict[str, Any] = {"model": model, "category": category, "videos": int(len(g))}
+        for d in cfg.dimensions:
+            row[d], row[f"{d}_lo"], row[f"{d}_hi"] = bootstrap_ci(g[f"score_{d}"].to_numpy(dtype=float), seed=cfg.seed)
+        rows.append(row)
+    return rows
 
 
 def aggregate(df, cfg: EvaluateConfig) -> list[dict[str, Any]]:

@@ -99,7 +99,8 @@ def thumbnails(df, per_model: int = 6) -> dict[str, bytes]:
     return out
 
 
-def build_eval_report(output: str, rows: list[dict[str, Any]], df, cfg: EvaluateConfig) -> str:
+def build_eval_report(output: str, rows: list[dict[str, Any]], df, cfg: EvaluateConfig,
+                      per_category: list[dict[str, Any]] | None = None) -> str:
     ref = load_reference(cfg.reference_csv) if cfg.reference_csv else []
     table = rows + ref
     files = {**charts(table), **thumbnails(df)}
@@ -114,11 +115,25 @@ def build_eval_report(output: str, rows: list[dict[str, Any]], df, cfg: Evaluate
     for r in table:
         md.append("| " + " | ".join(str(r.get(c, "")) if c in ("model", "videos") else _fmt(r.get(c), r, c)
                                     for c in cols) + " |")
-    md += ["", "Per cent except aesthetic (LAION 1-10) and warping_auto (mean squared error x100 after "
-           "flow warping; lower is better); ± is half the 95% bootstrap interval over prompts. "
-           "warping_error is the raters' share of distorted videos; "
-           "total = (IQ + SC + BC + MS + (100 - WE)) / 6, only with ratings.", "",
+    note = ("Per cent except aesthetic (LAION 1-10) and warping_auto (mean squared error x100 after "
+            "flow warping; lower is better); ± is half the 95% bootstrap interval over prompts. "
+            "warping_error is the raters' share of distorted videos; "
+            "total = (IQ + SC + BC + MS + (100 - WE)) / 6, only with ratings.")
+    md += ["", note, "",
            "![bars](bars.png)", "![radar](radar.png)" if "radar.png" in files else ""]
+    strata = ""
+    if per_category:
+        dims = [d for d in COLUMNS if any(r.get(d) is not None for r in per_category)]
+        md += ["", "## By prompt category", "", "| model | category | videos | " + " | ".join(dims) + " |",
+               "|" + "---|" * (3 + len(dims))]
+        for r in per_category:
+            md.append(f"| {r['model']} | {r['category']} | {r['videos']} | "
+                      + " | ".join(_fmt(r.get(d), r, d) for d in dims) + " |")
+        head2 = "".join(f"<th>{html.escape(c)}</th>" for c in ["model", "category", "videos", *dims])
+        body2 = "".join("<tr>" + "".join(f"<td>{html.escape(str(r[c]))}</td>" for c in ("model", "category", "videos"))
+                        + "".join(f"<td>{html.escape(_fmt(r.get(d), r, d))}</td>" for d in dims) + "</tr>"
+                        for r in per_category)
+        strata = f'<h2>By prompt category</h2><table id="strata"><tr>{head2}</tr>{body2}</table>'
     with fs.open(f"{root}/report.md", "w") as fh:
         fh.write("\n".join(md) + "\n")
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
@@ -132,8 +147,8 @@ body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto}} table{
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child{{text-align:left}}
 figure{{display:inline-block;margin:4px;font-size:11px}}</style></head><body>
 <h1>Med-VBench</h1><table><tr>{head}</tr>{body}</table>
-<p>{html.escape(md[-4])}</p><img src="bars.png" alt="bars">{'<img src="radar.png" alt="radar">' if 'radar.png' in files else ''}
-<h2>Generated videos</h2><div id="thumbs" data-count="{len([n for n in files if n.startswith('thumbs/')])}">{thumbs}</div>
+<p>{html.escape(note)}</p><img src="bars.png" alt="bars">{'<img src="radar.png" alt="radar">' if 'radar.png' in files else ''}
+{strata}<h2>Generated videos</h2><div id="thumbs" data-count="{len([n for n in files if n.startswith('thumbs/')])}">{thumbs}</div>
 </body></html>"""
     with fs.open(f"{root}/report.html", "w") as fh:
         fh.write(page)

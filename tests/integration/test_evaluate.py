@@ -28,7 +28,8 @@ def test_prompts_through_serve_to_report(tmp_path, ray_cluster, monkeypatch):
 
     adapters = _make_adapters(tmp_path / "adapters")
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("\n".join(PROMPTS) + "\n\n")
+    prompts.write_text("\n".join(f"{'imaging' if i % 2 else 'endoscopy'}\t{p}" for i, p in enumerate(PROMPTS))
+                       + "\n\n")
     port = _free_port()
     serve_args = [f"serve.port={port}", f"serve.store={tmp_path / 'store'}", f"serve.token={TOKEN}",
                   f"serve.adapters={json.dumps(adapters)}", "serve.generator.num_cpus=0.5",
@@ -77,6 +78,11 @@ def test_prompts_through_serve_to_report(tmp_path, ray_cluster, monkeypatch):
     if ref.exists():
         assert "MedGen (published)" in page and "70.93" in page
     assert (out / "report.md").read_text().startswith("# Med-VBench")
+    strata = {(r["model"], r["category"]): r for r in result["per_category"]}
+    assert set(strata) == {(m, c) for m in ("HunyuanVideo", "MedGen") for c in ("endoscopy", "imaging")}
+    assert all(r["videos"] == 2 for r in strata.values()) and 'id="strata"' in page
+    for r in rows.values():
+        assert r["subject_consistency_lo"] <= r["subject_consistency"] <= r["subject_consistency_hi"]
     assert len(pq.read_table(str(out / "per_model.parquet"))) == 2
     # a rerun scores nothing again
     again = run_evaluate(app)
