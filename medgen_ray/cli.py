@@ -126,6 +126,13 @@ def cmd_dataset_view(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from medgen_ray.experiments import run_experiment
+
+    run_experiment(_config(args))
+    return 0
+
+
 def cmd_caption(args: argparse.Namespace) -> int:
     from medgen_ray.curate.captions import fill_pending_captions
 
@@ -242,6 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--disable", help="comma-separated clip filters: motion,borders,aesthetic,technical,ocr")
     with_config(sp)
     sp.set_defaults(fn=cmd_dataset_view)
+
+    ex = sub.add_parser("experiment", help="experiments").add_subparsers(dest="what", required=True)
+    sp = ex.add_parser("run", help="arms (data views / training settings) -> one LoRA each -> Med-VBench side by side")
+    with_config(sp)
+    sp.set_defaults(fn=cmd_experiment)
 
     lo = sub.add_parser("lora", help="LoRA files").add_subparsers(dest="what", required=True)
     sp = lo.add_parser("merge", help="fuse a LoRA into the base weights and save the pipeline")

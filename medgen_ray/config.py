@@ -430,6 +430,39 @@ class EvaluateConfig(Strict):
         return self
 
 
+
+class MixConfig(Strict):
+    dataset: str = Field(..., description="a second curated dataset (e.g. general, non-medical clips)")
+    share: float = Field(..., ge=0, lt=1, description="share of the arm's training clips taken from it")
+
+
+class ArmConfig(Strict):
+    """One arm of an experiment: a dataset view, then its own LoRA, evaluated beside the others."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
+    disable: list[str] = Field(default_factory=list, description="clip filters off in this arm's view")
+    categories: list[str] = Field(default_factory=list, description="keep only clips of these categories")
+    mix: MixConfig | None = None
+    overrides: list[str] = Field(default_factory=list, description="a.b=c for this arm (curate.quality.*, "
+                                                                   "precompute.*, train.*)")
+
+
+class ExperimentConfig(Strict):
+    name: str = "experiment"
+    dataset: str = Field("medgen_out", description="scored dataset (curate with quality.score_only=true to loosen)")
+    output: str = "medgen_experiments"
+    arms: list[ArmConfig] = Field(default_factory=list)
+    include_base: bool = Field(True, description="evaluate the base model beside the arms")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _names(self) -> "ExperimentConfig":
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"arms: names must be unique, got {names}")
+        return self
+
+
 class DemoConfig(Strict):
     workdir: str = "medgen_demo"
     videos: int = Field(10, ge=2)
@@ -447,6 +480,7 @@ class AppConfig(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
     demo: DemoConfig = Field(default_factory=DemoConfig)
 
 
@@ -475,6 +509,17 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     if problems:
         raise ConfigError(problems)
     return parsed
+
+
+def with_overrides(app: AppConfig, overrides: list[str]) -> AppConfig:
+    """A copy of a validated config with `a.b=c` overrides applied and validated again."""
+    tree = app.model_dump()
+    for key, value in parse_overrides(overrides):
+        _set_path(tree, key, value)
+    try:
+        return AppConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError([f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]) from exc
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> AppConfig:

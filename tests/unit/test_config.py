@@ -59,7 +59,7 @@ def test_shipped_configs_validate():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    configs = list((root / "jobs" / "configs").glob("*.yaml")) + [root / "medgen_ray" / "configs" / "demo.yaml"]
+    configs = list((root / "jobs" / "configs").rglob("*.yaml")) + [root / "medgen_ray" / "configs" / "demo.yaml"]
     assert len(configs) >= 3
     for path in configs:
         load_config(path)

@@ -1,0 +1,130 @@
+"""One-command experiments: arms that differ in their data view or training settings, each
+trained into its own LoRA, all evaluated with Med-VBench side by side.
+
+For each arm: a dataset view of the scored dataset (clip filters disabled or re-thresholded,
+optionally only some categories, optionally a share of clips from a second dataset mixed in)
+-> latent shards -> a LoRA (`train.*` overrides, e.g. the rank) -> then one Med-VBench run
+with every arm's LoRA as an adapter of the offline generators (and the base model). Writes
+<output>/<name>/experiment.json and experiment.md: per arm the view's clip count, the final
+training loss and the Med-VBench scores with their bootstrap intervals.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+
+from medgen_ray.config import AppConfig, ArmConfig, EvalModelConfig, with_overrides
+
+
+def _view(app: AppConfig, arm: ArmConfig, base: str, out: str) -> dict[str, Any]:
+    from medgen_ray.curate.sink import list_parts, read_part, write_table_atomic
+    from medgen_ray.curate.view import build_view
+
+    summary = build_view(base, out, app.curate, arm.disable)
+    fs, root = fsspec.core.url_to_fs(out)
+    parts = list_parts(out, "manifest")
+    if arm.categories:  # cross-domain hold-out: train on these categories only
+        kept = 0
+        for path in parts:
+            t = read_part(fs, path)
+            mask = np.array([c in arm.categories for c in t.column("category").to_pylist()], dtype=bool)
+            kept += int(mask.sum())
+            if mask.any():
+                write_table_atomic(fs, path, t.filter(pa.array(mask)))
+            else:
+                fs.rm(path)
+        summary["clips_kept"] = kept
+    if arm.mix is not None and arm.mix.share > 0:
+        summary["mixed_in"] = _mix(arm, summary["clips_kept"], out, app.experiment.seed)
+    return summary
+
+
+def _mix(arm: ArmConfig, n_own: int, out: str, seed: int) -> int:
+    """Add clips of the second dataset so they make `share` of the arm's clips."""
+    from medgen_ray.curate.sink import list_parts, read_part, write_table_atomic
+
+    mix = arm.mix
+    want = int(round(mix.share * n_own / (1 - mix.share)))
+    mfs, _ = fsspec.core.url_to_fs(mix.dataset)
+    tables = [read_part(mfs, p) for p in list_parts(mix.dataset, "manifest")]
+    if not tables:
+        raise FileNotFoundError(f"experiment arm {arm.name}: mix.dataset {mix.dataset!r} has no manifest")
+    other = pa.concat_tables(tables, promote_options="permissive")
+    take = np.random.default_rng(seed).permutation(other.num_rows)[:want]
+    fs, root = fsspec.core.url_to_fs(out)
+    if len(take):
+        write_table_atomic(fs, f"{root}/manifest/part-mix.parquet", other.take(pa.array(take)))
+    return int(len(take))
+
+
+def run_experiment(app: AppConfig) -> dict[str, Any]:
+    from medgen_ray.runner import run_evaluate, run_precompute
+    from medgen_ray.train.launch import run_train
+    from medgen_ray.train.outputs import export_dir
+
+    exp = app.experiment
+    if len(exp.arms) < 1:
+        raise ValueError("experiment.arms: give at least one arm")
+    if not exp.include_base and len(exp.arms) < 2:
+        raise ValueError("experiment.arms: nothing to compare (one arm and include_base false)")
+    root = f"{exp.output.rstrip('/')}/{exp.name}"
+    arms: dict[str, dict[str, Any]] = {}
+    adapters: dict[str, str] = {}
+    for arm in exp.arms:
+        cfg = with_overrides(app, arm.overrides)
+        view = f"{root}/arms/{arm.name}/view"
+        fs, vroot = fsspec.core.url_to_fs(view)
+        summary = json.loads(fs.cat(f"{vroot}/view.json")) if fs.exists(f"{vroot}/view.json") else \
+            _view(cfg, arm, exp.dataset, view)
+        print(f"experiment {exp.name} arm {arm.name}: {summary['clips_kept']} clips in its view", file=sys.stdout)
+        cfg.precompute.dataset, cfg.precompute.output = view, f"{root}/arms/{arm.name}/latents"
+        run_precompute(cfg)
+        cfg.train.data, cfg.train.storage_path, cfg.train.name = cfg.precompute.output, f"{root}/runs", arm.name
+        result = run_train(cfg)
+        adapters[arm.name] = export_dir(cfg.train)
+        arms[arm.name] = {"clips": summary["clips_kept"], "mixed_in": summary.get("mixed_in", 0),
+                          "disabled": arm.disable, "categories": arm.categories, "overrides": arm.overrides,
+                          "final_loss": result["final_loss"], "lora": adapters[arm.name],
+                          "rank": cfg.train.lora.rank}
+    ev = app.model_copy(deep=True)
+    ev.serve.adapters = {**ev.serve.adapters, **adapters}
+    ev.evaluate.models = ([EvalModelConfig(name="base", adapter="base")] if exp.include_base else []) + \
+        [EvalModelConfig(name=a, adapter=a) for a in adapters]
+    ev.evaluate.output = f"{root}/eval"
+    ev.evaluate.url = None
+    scores = run_evaluate(ev)
+    by_model = {r["model"]: r for r in scores["per_model"]}
+    for name, info in arms.items():
+        info["medvbench"] = by_model.get(name)
+    result = {"name": exp.name, "arms": arms, "base": by_model.get("base"), "report": scores["report"],
+              "per_category": scores["per_category"]}
+    _write_summary(root, result, ev.evaluate.dimensions)
+    return result
+
+
+def _write_summary(root: str, result: dict[str, Any], dims: list[str]) -> None:
+    fs, path = fsspec.core.url_to_fs(root)
+    with fs.open(f"{path}/experiment.json", "w") as fh:
+        fh.write(json.dumps(result, indent=1, default=str))
+    head = ["arm", "clips", "rank", "final loss", *dims]
+    lines = [f"# Experiment {result['name']}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = ([("base", {"clips": "", "rank": "", "final_loss": None, "medvbench": result["base"]})]
+            if result["base"] else []) + list(result["arms"].items())
+    for name, info in rows:
+        mv = info.get("medvbench") or {}
+        cells = [name, str(info["clips"]), str(info["rank"]),
+                 "" if info["final_loss"] is None else f"{info['final_loss']:.4f}"]
+        for d in dims:
+            v, lo, hi = mv.get(d), mv.get(f"{d}_lo"), mv.get(f"{d}_hi")
+            cells.append("—" if v is None else f"{v:.2f} [{lo:.2f}, {hi:.2f}]")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Med-VBench report: {result['report']}"]
+    with fs.open(f"{path}/experiment.md", "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    print("\n".join(lines), file=sys.stdout)

@@ -1,0 +1,84 @@
+"""Experiments end to end on tiny twins: two arms each (ablation, rank sweep, hold-out, mix),
+one LoRA per arm, one Med-VBench table; views reuse stored scores."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from medgen_ray.config import load_config
+from medgen_ray.samples.clipset import make_clip_dataset
+from tests.integration.test_evaluate import EVAL_TINY
+from tests.integration.test_train import BUCKETS
+
+PROMPTS = "endoscopy\tAn endoscopic view of the stomach.\nultrasound\tAn ultrasound of the liver.\n"
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    """6 clips with stored quality scores (as a score_only curation leaves them), plus a
+    second dataset of 'general' clips for the mix arm."""
+    root = tmp_path_factory.mktemp("exp")
+    ds = make_clip_dataset(root / "scored", n=6, seconds=1.0)
+    part = ds / "manifest" / "part-0000.parquet"
+    t = pq.read_table(part)
+    n = t.num_rows
+    extra = {"score_aesthetic": [5.0] * n, "score_technical": [150.0] * n,
+             "score_ocr_words": [40.0 if i % 3 == 0 else 0.0 for i in range(n)], "score_text_area": [0.05] * n,
+             "score_motion": [1.0] * n, "label_camera_motion": ["pan"] * n,
+             **{f"score_border_{s}": [0.0] * n for s in ("top", "bottom", "left", "right")},
+             **{f"border_{s}_frac": [0.0] * n for s in ("top", "bottom", "left", "right")},
+             "t_start": [0.0] * n, "t_end": [1.0] * n, "source_uri": t.column("clip_uri").to_pylist(),
+             "n_candidates": [1] * n}
+    for k, v in extra.items():
+        t = t.append_column(k, pa.array(v))
+    pq.write_table(t, part)
+    general = make_clip_dataset(root / "general", n=4, seconds=1.0, seed=50)
+    (root / "prompts.tsv").write_text(PROMPTS)
+    return root
+
+
+def _app(root, name, arms, *extra):
+    return load_config(None, [
+        "ray.num_cpus=2", f"experiment.name={name}", f"experiment.dataset={root / 'scored'}",
+        f"experiment.output={root / 'out'}", f"experiment.arms={json.dumps(arms)}",
+        BUCKETS, "precompute.dtype=fp32", "precompute.pool.num_gpus=0", "precompute.pool.num_cpus=0.5",
+        "precompute.max_sequence_length=128",
+        "train.use_gpu=false", "train.num_workers=1", "train.cpus_per_worker=1", "train.max_steps=4",
+        "train.checkpoint_every=4", "train.lr=1e-3", "train.warmup_steps=0", "train.lora.rank=4", "train.lora.alpha=4",
+        "train.gradient_checkpointing=false", "train.validation.prompts=[]",
+        "serve.model=hunyuan_video/tiny", "serve.generator.num_gpus=0", "serve.generator.num_cpus=0.5",
+        "serve.default_height=32", "serve.default_width=48", "serve.default_frames=5", "serve.default_steps=2",
+        f"evaluate.prompts={root / 'prompts.tsv'}", "evaluate.generator_pool.num_gpus=0",
+        "evaluate.generator_pool.num_cpus=0.5", *EVAL_TINY, *extra])
+
+
+def test_ablation_and_rank_arms(scored, ray_cluster, monkeypatch):
+    from medgen_ray.experiments import run_experiment
+
+    arms = [{"name": "full"}, {"name": "no-ocr", "disable": ["ocr"], "overrides": ["train.lora.rank=8"]}]
+    result = run_experiment(_app(scored, "ablation", arms))
+    full, no_ocr = result["arms"]["full"], result["arms"]["no-ocr"]
+    assert full["clips"] == 4 and no_ocr["clips"] == 6  # 2 of 6 clips carry 40 subtitle words
+    assert full["rank"] == 4 and no_ocr["rank"] == 8
+    assert full["medvbench"] and no_ocr["medvbench"] and result["base"]
+    md = (scored / "out" / "ablation" / "experiment.md").read_text()
+    assert "| no-ocr | 6 | 8 |" in md and "| base |" in md
+    cats = {(r["model"], r["category"]) for r in result["per_category"]}
+    assert ("no-ocr", "ultrasound") in cats and ("base", "endoscopy") in cats
+
+
+def test_holdout_and_mix_arms(scored, ray_cluster):
+    from medgen_ray.experiments import run_experiment
+
+    arms = [{"name": "endo-only", "categories": ["endoscopy"], "disable": ["ocr"]},
+            {"name": "mixed", "disable": ["ocr"], "mix": {"dataset": str(scored / "general"), "share": 0.25}}]
+    result = run_experiment(_app(scored, "holdout", arms, "experiment.include_base=false"))
+    endo, mixed = result["arms"]["endo-only"], result["arms"]["mixed"]
+    assert endo["clips"] == 2  # clips 0 and 3 are endoscopy scenes
+    view = pq.read_table(str(scored / "out" / "holdout" / "arms" / "endo-only" / "view" / "manifest"))
+    assert set(view.column("category").to_pylist()) == {"endoscopy"}
+    assert mixed["mixed_in"] == 2  # 2 of 8 = 25%
+    assert result["base"] is None and set(result["arms"]) == {"endo-only", "mixed"}
