@@ -91,7 +91,7 @@ def run_experiment(app: AppConfig) -> dict[str, Any]:
         arms[arm.name] = {"clips": summary["clips_kept"], "mixed_in": summary.get("mixed_in", 0),
                           "disabled": arm.disable, "categories": arm.categories, "overrides": arm.overrides,
                           "final_loss": result["final_loss"], "lora": adapters[arm.name],
-                          "rank": cfg.train.lora.rank}
+                          "rank": cfg.train.lora.rank, "loss_csv": f"{result['run_dir']}/loss.csv"}
     ev = app.model_copy(deep=True)
     ev.serve.adapters = {**ev.serve.adapters, **adapters}
     ev.evaluate.models = ([EvalModelConfig(name="base", adapter="base")] if exp.include_base else []) + \
@@ -108,8 +108,35 @@ def run_experiment(app: AppConfig) -> dict[str, Any]:
     return result
 
 
+def _loss_plot(result: dict[str, Any]) -> bytes:
+    """All arms' training loss curves in one chart."""
+    import csv
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, info in result["arms"].items():
+        with fsspec.open(info["loss_csv"], "r") as fh:
+            rows = list(csv.DictReader(fh))
+        ax.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows], lw=1, label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("flow-matching loss")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def _write_summary(root: str, result: dict[str, Any], dims: list[str]) -> None:
     fs, path = fsspec.core.url_to_fs(root)
+    with fs.open(f"{path}/loss_curves.png", "wb") as fh:
+        fh.write(_loss_plot(result))
     with fs.open(f"{path}/experiment.json", "w") as fh:
         fh.write(json.dumps(result, indent=1, default=str))
     head = ["arm", "clips", "rank", "final loss", *dims]
@@ -124,7 +151,8 @@ def _write_summary(root: str, result: dict[str, Any], dims: list[str]) -> None:
             v, lo, hi = mv.get(d), mv.get(f"{d}_lo"), mv.get(f"{d}_hi")
             cells.append("—" if v is None else f"{v:.2f} [{lo:.2f}, {hi:.2f}]")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Med-VBench report: {result['report']}"]
+    lines += ["", "Scores: mean [95% bootstrap interval over prompts].", "", "![loss curves](loss_curves.png)", "",
+              f"Med-VBench report (per-category table, charts, thumbnails): {result['report']}"]
     with fs.open(f"{path}/experiment.md", "w") as fh:
         fh.write("\n".join(lines) + "\n")
     print("\n".join(lines), file=sys.stdout)

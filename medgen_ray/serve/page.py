@@ -68,17 +68,23 @@ async function videoEl(id) {
   v.addEventListener("error", () => { body.dataset.playable = "no"; });
   return [v, blob.size];
 }
+let galleryGen = 0;  // a newer refresh wins: refreshes may overlap (page load + a finished job)
 async function gallery() {
-  const jobs = await (await api("/v1/videos?limit=24")).json();
-  const g = $("gallery"); g.innerHTML = "";
+  const gen = ++galleryGen;
+  const jobs = await (await api("/v1/videos?limit=12")).json();
+  const frag = document.createDocumentFragment();
   let shown = 0;
   for (const j of jobs.filter(j => j.status === "done")) {
     const fig = document.createElement("figure");
-    const [v] = await videoEl(j.id); fig.appendChild(v);
+    const [v] = await videoEl(j.id);
+    if (gen !== galleryGen) return;
+    fig.appendChild(v);
     const cap = document.createElement("figcaption");
     cap.textContent = `${j.request.prompt} · ${j.request.adapter} · seed ${j.request.seed}`;
-    fig.appendChild(cap); g.appendChild(fig); shown++;
+    fig.appendChild(cap); frag.appendChild(fig); shown++;
   }
+  if (gen !== galleryGen) return;
+  $("gallery").replaceChildren(frag);
   body.dataset.gallery = shown;
 }
 async function adapters() {

@@ -66,6 +66,7 @@ def test_ablation_and_rank_arms(scored, ray_cluster, monkeypatch):
     assert full["medvbench"] and no_ocr["medvbench"] and result["base"]
     md = (scored / "out" / "ablation" / "experiment.md").read_text()
     assert "| no-ocr | 6 | 8 |" in md and "| base |" in md
+    assert (scored / "out" / "ablation" / "loss_curves.png").stat().st_size > 1000
     cats = {(r["model"], r["category"]) for r in result["per_category"]}
     assert ("no-ocr", "ultrasound") in cats and ("base", "endoscopy") in cats
 
