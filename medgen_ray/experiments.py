@@ -64,6 +64,7 @@ def _mix(arm: ArmConfig, n_own: int, out: str, seed: int) -> int:
 
 
 def run_experiment(app: AppConfig) -> dict[str, Any]:
+    from medgen_ray.evaluate.job import read_per_video
     from medgen_ray.runner import run_evaluate, run_precompute
     from medgen_ray.train.launch import run_train
     from medgen_ray.train.outputs import export_dir
@@ -100,12 +101,32 @@ def run_experiment(app: AppConfig) -> dict[str, Any]:
     ev.evaluate.url = None
     scores = run_evaluate(ev)
     by_model = {r["model"]: r for r in scores["per_model"]}
+    per_video = read_per_video(ev.evaluate.output)
     for name, info in arms.items():
         info["medvbench"] = by_model.get(name)
+        if exp.include_base:
+            info["vs_base"] = paired_vs_base(per_video, name, ev.evaluate.dimensions, exp.seed)
     result = {"name": exp.name, "arms": arms, "base": by_model.get("base"), "report": scores["report"],
               "per_category": scores["per_category"]}
     _write_summary(root, result, ev.evaluate.dimensions)
     return result
+
+
+def paired_vs_base(df, arm: str, dims: list[str], seed: int) -> dict[str, list[float]]:
+    """Per dimension: (mean, low, high) of arm - base over the prompts both scored."""
+    from medgen_ray.evaluate.stats import paired_difference_ci
+
+    ok = df[df["error"].fillna("") == ""] if "error" in df else df
+    a = ok[ok["model"] == arm].set_index("prompt_index")
+    b = ok[ok["model"] == "base"].set_index("prompt_index")
+    common = sorted(set(a.index) & set(b.index))
+    out = {}
+    for d in dims:
+        col = f"score_{d}"
+        if common and col in ok:
+            out[d] = list(paired_difference_ci(a.loc[common, col].to_numpy(float), b.loc[common, col].to_numpy(float),
+                                               seed=seed))
+    return out
 
 
 def _loss_plot(result: dict[str, Any]) -> bytes:
@@ -151,6 +172,13 @@ def _write_summary(root: str, result: dict[str, Any], dims: list[str]) -> None:
             v, lo, hi = mv.get(d), mv.get(f"{d}_lo"), mv.get(f"{d}_hi")
             cells.append("—" if v is None else f"{v:.2f} [{lo:.2f}, {hi:.2f}]")
         lines.append("| " + " | ".join(cells) + " |")
+    diffs = [(n, i["vs_base"]) for n, i in result["arms"].items() if i.get("vs_base")]
+    if diffs:
+        lines += ["", "## Arm minus base, paired over prompts", "", "| arm | " + " | ".join(dims) + " |",
+                  "|" + "---|" * (1 + len(dims))]
+        for name, vs in diffs:
+            lines.append(f"| {name} | " + " | ".join(
+                f"{vs[d][0]:+.2f} [{vs[d][1]:+.2f}, {vs[d][2]:+.2f}]" if d in vs else "—" for d in dims) + " |")
     lines += ["", "Scores: mean [95% bootstrap interval over prompts].", "", "![loss curves](loss_curves.png)", "",
               f"Med-VBench report (per-category table, charts, thumbnails): {result['report']}"]
     with fs.open(f"{path}/experiment.md", "w") as fh:
