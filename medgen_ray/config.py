@@ -447,12 +447,24 @@ class ArmConfig(Strict):
                                                                    "precompute.*, train.*)")
 
 
+class SweepConfig(Strict):
+    """A Ray Tune grid over one training setting (each trial one LoRA, run by Ray Train)."""
+
+    key: str = Field("train.lora.rank", description="the dotted config key the grid varies")
+    values: list[Any] = Field(default_factory=lambda: [8, 16, 32, 64])
+    also: dict[str, str] = Field(default_factory=lambda: {"train.lora.alpha": "{value}"},
+                                 description="keys set from the same value ({value} is replaced)")
+    max_concurrent: int = Field(1, ge=1, description="trials at once (each holds train.num_workers workers)")
+    trial_cpus: float = Field(0.01, gt=0, description="CPUs of the trial driver (its workers ask for their own)")
+
+
 class ExperimentConfig(Strict):
     name: str = "experiment"
     dataset: str = Field("medgen_out", description="scored dataset (curate with quality.score_only=true to loosen)")
     output: str = "medgen_experiments"
     arms: list[ArmConfig] = Field(default_factory=list)
     include_base: bool = Field(True, description="evaluate the base model beside the arms")
+    sweep: SweepConfig | None = Field(None, description="instead of arms: one shared view, a Ray Tune grid of LoRAs")
     seed: int = 0
 
     @model_validator(mode="after")

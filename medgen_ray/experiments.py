@@ -63,6 +63,69 @@ def _mix(arm: ArmConfig, n_own: int, out: str, seed: int) -> int:
     return int(len(take))
 
 
+def _sweep_trial(config: dict[str, Any]) -> None:
+    """One Ray Tune trial: a LoRA trained by Ray Train with the trial's value."""
+    from ray import tune
+
+    from medgen_ray.train.launch import run_train
+
+    app = with_overrides(AppConfig.model_validate(config["app"]), config["overrides"])
+    result = run_train(app)
+    tune.report({"final_loss": result["final_loss"] if result["final_loss"] is not None else float("nan"),
+                 "steps": result["steps"]})
+
+
+def run_sweep(app: AppConfig, root: str) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """One view and one set of shards, then a Ray Tune grid over `sweep.key`."""
+    from ray import tune
+
+    from medgen_ray.runner import init_ray, run_precompute
+    from medgen_ray.train.outputs import export_dir
+
+    exp, sweep = app.experiment, app.experiment.sweep
+    view = f"{root}/arms/shared/view"
+    fs, vroot = fsspec.core.url_to_fs(view)
+    summary = json.loads(fs.cat(f"{vroot}/view.json")) if fs.exists(f"{vroot}/view.json") else \
+        _view(app, ArmConfig(name="shared"), exp.dataset, view)
+    cfg = app.model_copy(deep=True)
+    cfg.precompute.dataset, cfg.precompute.output = view, f"{root}/arms/shared/latents"
+    run_precompute(cfg)
+    cfg.train.data, cfg.train.storage_path = cfg.precompute.output, f"{root}/runs"
+    if "://" not in cfg.train.storage_path:
+        from medgen_ray.train.launch import _storage
+
+        cfg.train.storage_path = _storage(cfg.train.storage_path)
+    names = {v: f"{sweep.key.rsplit('.', 1)[-1]}-{v}" for v in sweep.values}
+
+    def overrides(v: Any) -> list[str]:
+        return [f"{sweep.key}={v}", f"train.name={names[v]}",
+                *(f"{k}={t.replace('{value}', str(v))}" for k, t in sweep.also.items())]
+
+    init_ray(app.ray)
+    tuner = tune.Tuner(
+        tune.with_resources(_sweep_trial, {"cpu": sweep.trial_cpus}),
+        param_space={"app": cfg.model_dump(), "overrides": tune.grid_search([overrides(v) for v in sweep.values])},
+        tune_config=tune.TuneConfig(max_concurrent_trials=sweep.max_concurrent),
+        run_config=tune.RunConfig(name=f"{exp.name}-tune", storage_path=cfg.train.storage_path),
+    )
+    grid = tuner.fit()
+    failed = [r.error for r in grid if r.error is not None]
+    if failed:
+        raise RuntimeError(f"sweep trials failed: {failed[:2]}")
+    arms, adapters = {}, {}
+    for v in sweep.values:
+        trial_cfg = with_overrides(cfg, overrides(v))
+        name = names[v]
+        adapters[name] = export_dir(trial_cfg.train)
+        run = f"{trial_cfg.train.storage_path.rstrip('/')}/{name}"
+        with fsspec.open(f"{run}/loss.csv", "r") as fh:
+            last = fh.read().strip().splitlines()[-1].split(",")
+        arms[name] = {"clips": summary["clips_kept"], "mixed_in": 0, "disabled": [], "categories": [],
+                      "overrides": overrides(v), "final_loss": float(last[2]), "lora": adapters[name],
+                      "rank": trial_cfg.train.lora.rank, "loss_csv": f"{run}/loss.csv"}
+    return arms, adapters
+
+
 def run_experiment(app: AppConfig) -> dict[str, Any]:
     from medgen_ray.evaluate.job import read_per_video
     from medgen_ray.runner import run_evaluate, run_precompute
@@ -70,14 +133,16 @@ def run_experiment(app: AppConfig) -> dict[str, Any]:
     from medgen_ray.train.outputs import export_dir
 
     exp = app.experiment
-    if len(exp.arms) < 1:
-        raise ValueError("experiment.arms: give at least one arm")
-    if not exp.include_base and len(exp.arms) < 2:
+    if exp.sweep is None and len(exp.arms) < 1:
+        raise ValueError("experiment.arms: give at least one arm (or experiment.sweep)")
+    if exp.sweep is None and not exp.include_base and len(exp.arms) < 2:
         raise ValueError("experiment.arms: nothing to compare (one arm and include_base false)")
     root = f"{exp.output.rstrip('/')}/{exp.name}"
     arms: dict[str, dict[str, Any]] = {}
     adapters: dict[str, str] = {}
-    for arm in exp.arms:
+    if exp.sweep is not None:
+        arms, adapters = run_sweep(app, root)
+    for arm in ([] if exp.sweep is not None else exp.arms):
         cfg = with_overrides(app, arm.overrides)
         view = f"{root}/arms/{arm.name}/view"
         fs, vroot = fsspec.core.url_to_fs(view)

@@ -85,3 +85,21 @@ def test_holdout_and_mix_arms(scored, ray_cluster):
     assert set(view.column("category").to_pylist()) == {"endoscopy"}
     assert mixed["mixed_in"] == 2  # 2 of 8 = 25%
     assert result["base"] is None and set(result["arms"]) == {"endo-only", "mixed"}
+
+
+def test_rank_sweep_on_ray_tune(scored, ray_cluster):
+    from medgen_ray.experiments import run_experiment
+
+    app = _app(scored, "sweep", [], "experiment.sweep={key: train.lora.rank, values: [2, 4]}",
+               "experiment.include_base=false", "curate.quality.score_only=true",
+               "train.cpus_per_worker=0.5")  # 2 CPUs: trial + worker + the shard reader
+    result = run_experiment(app)
+    assert set(result["arms"]) == {"rank-2", "rank-4"}
+    assert [result["arms"][n]["rank"] for n in ("rank-2", "rank-4")] == [2, 4]
+    from safetensors.torch import load_file
+
+    for n, r in (("rank-2", 2), ("rank-4", 4)):
+        state = load_file(f"{result['arms'][n]['lora']}/pytorch_lora_weights.safetensors")
+        assert next(v.shape[0] for k, v in state.items() if ".lora_A." in k) == r
+        assert result["arms"][n]["medvbench"]
+    assert (scored / "out" / "sweep" / "experiment.md").read_text().count("| rank-") == 2
