@@ -39,10 +39,15 @@ def real_models(device: str) -> dict:
         with torch.inference_mode():
             return float(musiq(x.to(device)).mean())
 
+    from medgen_ray.config import FrameClassifierConfig
+    from medgen_ray.curate.classify import MedicalFrameScorer
+
+    clip = load_model("clip/vit-b-32", "random", device, kind="clip")
+    prompts = FrameClassifierConfig()
     return {"dino": DinoEncoder(ViTModel(ViTConfig(), add_pooling_layer=False), 224, device),
-            "clip": load_model("clip/vit-b-32", "random", device, kind="clip"),
-            "iqa": ImagingQuality(iq, "musiq (random)"), "flow": flow,
-            "aesthetic": load_model("aesthetic/laion", "random", device, kind="aesthetic")}
+            "clip": clip, "iqa": ImagingQuality(iq, "musiq (random)"), "flow": flow,
+            "aesthetic": load_model("aesthetic/laion", "random", device, kind="aesthetic"),
+            "medical": MedicalFrameScorer(clip, "clip/vit-b-32", None, prompts.medical_prompts, prompts.other_prompts)}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -379,7 +379,51 @@ class ServeConfig(Strict):
 
 
 DIMENSIONS = ("subject_consistency", "background_consistency", "motion_smoothness", "imaging_quality",
-              "dynamic_degree", "text_alignment", "aesthetic", "warping_auto")
+              "dynamic_degree", "text_alignment", "aesthetic", "warping_auto", "medical_accuracy")
+
+# Zero-shot phrases per clip category (the captioner's taxonomy, curate/captions.CATEGORIES).
+CATEGORY_DESCRIPTIONS = {
+    "medical teaching": ["a lecturer teaching medical students with slides or a whiteboard",
+                         "an instructional medical training video explaining a technique step by step",
+                         "a teacher demonstrating anatomy on a model for a class"],
+    "clinical practice": ["a surgical procedure in an operating room with surgeons and instruments",
+                          "doctors and nurses treating a patient in a hospital or clinic",
+                          "a physical therapist or clinician examining a patient"],
+    "medical popular science": ["a science explainer about health and disease for the general public",
+                                "a presenter talking about healthy habits and the human body",
+                                "a documentary about medicine for a general audience"],
+    "medical animation": ["a 3D animation of cells, organs or molecules inside the body",
+                          "an animated illustration of a biological process",
+                          "a computer-generated rendering of anatomy"],
+    "medical imaging": ["an ultrasound scan with a grey fan-shaped image",
+                        "an MRI, CT or X-ray image of internal organs",
+                        "a radiology or endoscopic camera view of tissue"],
+}
+
+
+class PromptClassifierConfig(Strict):
+    """Puts each Med-VBench prompt into one of the clip categories: a softmax probe on sentence
+    embeddings (trained on a curated dataset's captions), or zero-shot by similarity to
+    `descriptions` when no probe is given."""
+
+    embedder: str = "minilm"
+    weights: str | None = None
+    probe: str | None = Field(None, description="category probe from `medgen classifier train-categories`")
+    train_on: str | None = Field(None, description="a curated dataset: fit the probe on its captions and categories "
+                                                   "when the job starts (saved beside the scores)")
+    text_column: str = Field("caption_detailed", description="caption column train_on learns from")
+    max_train_texts: int = Field(5000, ge=4, description="captions sampled from train_on")
+    descriptions: dict[str, list[str]] = Field(default_factory=lambda: {k: list(v) for k, v in
+                                                                        CATEGORY_DESCRIPTIONS.items()},
+                                               description="zero-shot phrases per category")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "PromptClassifierConfig":
+        if self.probe and self.train_on:
+            raise ValueError("give probe or train_on, not both")
+        if len(self.descriptions) < 2 or any(not v for v in self.descriptions.values()):
+            raise ValueError("descriptions: at least 2 categories, each with at least one phrase")
+        return self
 
 
 class EvalModelConfig(Strict):
@@ -409,6 +453,13 @@ class EvaluateConfig(Strict):
     flow_model: str = "raft/large"
     flow_weights: str | None = None
     aesthetic_model: str = "aesthetic/laion"
+    medical_probe: str | None = Field(None, description="medical_accuracy: frame probe trained on clip_model "
+                                                        "features (`medgen classifier train-frames`); default "
+                                                        "zero-shot with medical_prompts / other_prompts")
+    medical_prompts: list[str] = Field(default_factory=lambda: FrameClassifierConfig().medical_prompts)
+    other_prompts: list[str] = Field(default_factory=lambda: FrameClassifierConfig().other_prompts)
+    prompt_classifier: PromptClassifierConfig | None = Field(
+        None, description="assign prompts to clip categories (per-category scores by `clip_category`)")
     max_frames: int = Field(129, ge=2, description="frames read per video")
     flow_side: int = Field(256, ge=32, description="short side frames are resized to for optical flow")
     ratings: list[str] = Field(default_factory=list, description="raters' CSV files: video_id,rater,rating")
@@ -445,6 +496,15 @@ class ArmConfig(Strict):
     mix: MixConfig | None = None
     overrides: list[str] = Field(default_factory=list, description="a.b=c for this arm (curate.quality.*, "
                                                                    "precompute.*, train.*)")
+    lora: str | None = Field(None, description="an already trained LoRA (export folder): evaluated as it is, "
+                                               "no view and no training")
+
+    @model_validator(mode="after")
+    def _trained_or_given(self) -> "ArmConfig":
+        if self.lora and (self.disable or self.categories or self.mix or self.overrides):
+            raise ValueError(f"arm {self.name}: lora is evaluated as given; disable, categories, mix and "
+                             "overrides would not apply")
+        return self
 
 
 class SweepConfig(Strict):
@@ -464,6 +524,8 @@ class ExperimentConfig(Strict):
     output: str = "medgen_experiments"
     arms: list[ArmConfig] = Field(default_factory=list)
     include_base: bool = Field(True, description="evaluate the base model beside the arms")
+    reference: str | None = Field(None, description="arm (or base) every arm is compared with, paired over prompts "
+                                                    "and per category; default base, else the first arm")
     sweep: SweepConfig | None = Field(None, description="instead of arms: one shared view, a Ray Tune grid of LoRAs")
     seed: int = 0
 
@@ -472,6 +534,12 @@ class ExperimentConfig(Strict):
         names = [a.name for a in self.arms]
         if len(set(names)) != len(names):
             raise ValueError(f"arms: names must be unique, got {names}")
+        if "base" in names:
+            raise ValueError("arms: 'base' names the base model; call the arm something else")
+        if self.reference == "base" and not self.include_base:
+            raise ValueError("reference: base is not evaluated (include_base is false)")
+        if self.reference not in (None, "base") and self.sweep is None and self.reference not in names:
+            raise ValueError(f"reference: {self.reference!r} is not an arm ({names})")
         return self
 
 

@@ -3,10 +3,11 @@ trained into its own LoRA, all evaluated with Med-VBench side by side.
 
 For each arm: a dataset view of the scored dataset (clip filters disabled or re-thresholded,
 optionally only some categories, optionally a share of clips from a second dataset mixed in)
--> latent shards -> a LoRA (`train.*` overrides, e.g. the rank) -> then one Med-VBench run
-with every arm's LoRA as an adapter of the offline generators (and the base model). Writes
-<output>/<name>/experiment.json and experiment.md: per arm the view's clip count, the final
-training loss and the Med-VBench scores with their bootstrap intervals.
+-> latent shards -> a LoRA (`train.*` overrides, e.g. the rank); or a LoRA trained elsewhere
+(`lora:`). Then one Med-VBench run with every arm's LoRA as an adapter of the offline
+generators (and the base model), and the comparison (`experiment_report`): every arm against
+the reference, overall and per category, and the data-mix trade-off. Writes
+<output>/<name>/experiment.{json,md,html} and the charts.
 """
 
 from __future__ import annotations
@@ -122,12 +123,27 @@ def run_sweep(app: AppConfig, root: str) -> tuple[dict[str, dict[str, Any]], dic
             last = fh.read().strip().splitlines()[-1].split(",")
         arms[name] = {"clips": summary["clips_kept"], "mixed_in": 0, "disabled": [], "categories": [],
                       "overrides": overrides(v), "final_loss": float(last[2]), "lora": adapters[name],
-                      "rank": trial_cfg.train.lora.rank, "loss_csv": f"{run}/loss.csv"}
+                      "rank": trial_cfg.train.lora.rank, "loss_csv": f"{run}/loss.csv", "share": 0.0}
     return arms, adapters
+
+
+def _holdout_categories(app: AppConfig) -> AppConfig:
+    """A hold-out arm is judged per clip category, so the prompts need the clip categories: when
+    no prompt classifier is configured, fit one on the experiment dataset's captions."""
+    if not any(a.categories for a in app.experiment.arms) or app.evaluate.prompt_classifier is not None:
+        return app
+    from medgen_ray.config import PromptClassifierConfig
+
+    app = app.model_copy(deep=True)
+    app.evaluate.prompt_classifier = PromptClassifierConfig(train_on=app.experiment.dataset)
+    print(f"experiment {app.experiment.name}: prompts get clip categories from a probe fitted on the captions "
+          f"of {app.experiment.dataset} (set evaluate.prompt_classifier to choose another)", file=sys.stdout)
+    return app
 
 
 def run_experiment(app: AppConfig) -> dict[str, Any]:
     from medgen_ray.evaluate.job import read_per_video
+    from medgen_ray.experiment_report import compare_arms, write_experiment_report
     from medgen_ray.runner import run_evaluate, run_precompute
     from medgen_ray.train.launch import run_train
     from medgen_ray.train.outputs import export_dir
@@ -137,12 +153,18 @@ def run_experiment(app: AppConfig) -> dict[str, Any]:
         raise ValueError("experiment.arms: give at least one arm (or experiment.sweep)")
     if exp.sweep is None and not exp.include_base and len(exp.arms) < 2:
         raise ValueError("experiment.arms: nothing to compare (one arm and include_base false)")
+    app = _holdout_categories(app)
     root = f"{exp.output.rstrip('/')}/{exp.name}"
     arms: dict[str, dict[str, Any]] = {}
     adapters: dict[str, str] = {}
     if exp.sweep is not None:
         arms, adapters = run_sweep(app, root)
     for arm in ([] if exp.sweep is not None else exp.arms):
+        if arm.lora:  # a LoRA trained elsewhere: evaluated as it is
+            adapters[arm.name] = arm.lora
+            arms[arm.name] = {"clips": None, "mixed_in": 0, "share": 0.0, "disabled": [], "categories": [],
+                              "overrides": [], "final_loss": None, "lora": arm.lora, "rank": None, "loss_csv": None}
+            continue
         cfg = with_overrides(app, arm.overrides)
         view = f"{root}/arms/{arm.name}/view"
         fs, vroot = fsspec.core.url_to_fs(view)
@@ -155,6 +177,7 @@ def run_experiment(app: AppConfig) -> dict[str, Any]:
         result = run_train(cfg)
         adapters[arm.name] = export_dir(cfg.train)
         arms[arm.name] = {"clips": summary["clips_kept"], "mixed_in": summary.get("mixed_in", 0),
+                          "share": arm.mix.share if arm.mix else 0.0,
                           "disabled": arm.disable, "categories": arm.categories, "overrides": arm.overrides,
                           "final_loss": result["final_loss"], "lora": adapters[arm.name],
                           "rank": cfg.train.lora.rank, "loss_csv": f"{result['run_dir']}/loss.csv"}
@@ -166,86 +189,13 @@ def run_experiment(app: AppConfig) -> dict[str, Any]:
     ev.evaluate.url = None
     scores = run_evaluate(ev)
     by_model = {r["model"]: r for r in scores["per_model"]}
-    per_video = read_per_video(ev.evaluate.output)
+    reference = exp.reference or ("base" if exp.include_base else next(iter(arms)))
+    if reference not in by_model:
+        raise ValueError(f"experiment.reference {reference!r} was not evaluated ({sorted(by_model)})")
     for name, info in arms.items():
         info["medvbench"] = by_model.get(name)
-        if exp.include_base:
-            info["vs_base"] = paired_vs_base(per_video, name, ev.evaluate.dimensions, exp.seed)
     result = {"name": exp.name, "arms": arms, "base": by_model.get("base"), "report": scores["report"],
-              "per_category": scores["per_category"]}
-    _write_summary(root, result, ev.evaluate.dimensions)
+              "per_category": scores["per_category"], "reference": reference,
+              **compare_arms(read_per_video(ev.evaluate.output), arms, reference, ev.evaluate.dimensions, exp.seed)}
+    write_experiment_report(root, result, ev.evaluate.dimensions)
     return result
-
-
-def paired_vs_base(df, arm: str, dims: list[str], seed: int) -> dict[str, list[float]]:
-    """Per dimension: (mean, low, high) of arm - base over the prompts both scored."""
-    from medgen_ray.evaluate.stats import paired_difference_ci
-
-    ok = df[df["error"].fillna("") == ""] if "error" in df else df
-    a = ok[ok["model"] == arm].set_index("prompt_index")
-    b = ok[ok["model"] == "base"].set_index("prompt_index")
-    common = sorted(set(a.index) & set(b.index))
-    out = {}
-    for d in dims:
-        col = f"score_{d}"
-        if common and col in ok:
-            out[d] = list(paired_difference_ci(a.loc[common, col].to_numpy(float), b.loc[common, col].to_numpy(float),
-                                               seed=seed))
-    return out
-
-
-def _loss_plot(result: dict[str, Any]) -> bytes:
-    """All arms' training loss curves in one chart."""
-    import csv
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name, info in result["arms"].items():
-        with fsspec.open(info["loss_csv"], "r") as fh:
-            rows = list(csv.DictReader(fh))
-        ax.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows], lw=1, label=name)
-    ax.set_xlabel("step")
-    ax.set_ylabel("flow-matching loss")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def _write_summary(root: str, result: dict[str, Any], dims: list[str]) -> None:
-    fs, path = fsspec.core.url_to_fs(root)
-    with fs.open(f"{path}/loss_curves.png", "wb") as fh:
-        fh.write(_loss_plot(result))
-    with fs.open(f"{path}/experiment.json", "w") as fh:
-        fh.write(json.dumps(result, indent=1, default=str))
-    head = ["arm", "clips", "rank", "final loss", *dims]
-    lines = [f"# Experiment {result['name']}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    rows = ([("base", {"clips": "", "rank": "", "final_loss": None, "medvbench": result["base"]})]
-            if result["base"] else []) + list(result["arms"].items())
-    for name, info in rows:
-        mv = info.get("medvbench") or {}
-        cells = [name, str(info["clips"]), str(info["rank"]),
-                 "" if info["final_loss"] is None else f"{info['final_loss']:.4f}"]
-        for d in dims:
-            v, lo, hi = mv.get(d), mv.get(f"{d}_lo"), mv.get(f"{d}_hi")
-            cells.append("—" if v is None else f"{v:.2f} [{lo:.2f}, {hi:.2f}]")
-        lines.append("| " + " | ".join(cells) + " |")
-    diffs = [(n, i["vs_base"]) for n, i in result["arms"].items() if i.get("vs_base")]
-    if diffs:
-        lines += ["", "## Arm minus base, paired over prompts", "", "| arm | " + " | ".join(dims) + " |",
-                  "|" + "---|" * (1 + len(dims))]
-        for name, vs in diffs:
-            lines.append(f"| {name} | " + " | ".join(
-                f"{vs[d][0]:+.2f} [{vs[d][1]:+.2f}, {vs[d][2]:+.2f}]" if d in vs else "—" for d in dims) + " |")
-    lines += ["", "Scores: mean [95% bootstrap interval over prompts].", "", "![loss curves](loss_curves.png)", "",
-              f"Med-VBench report (per-category table, charts, thumbnails): {result['report']}"]
-    with fs.open(f"{path}/experiment.md", "w") as fh:
-        fh.write("\n".join(lines) + "\n")
-    print("\n".join(lines), file=sys.stdout)

@@ -327,6 +327,10 @@ def run_evaluate(app: AppConfig) -> dict[str, Any]:
         from medgen_ray.evaluate.job import ratings_by_model
 
         ratings_by_model(cfg.ratings)  # a bad ratings file fails now, not after hours of scoring
+    if cfg.prompt_classifier is not None:
+        from medgen_ray.evaluate.categories import assign_prompt_categories
+
+        rows = assign_prompt_categories(rows, cfg.prompt_classifier, cfg.output)
     import fsspec
 
     fs, root = fsspec.core.url_to_fs(cfg.output)

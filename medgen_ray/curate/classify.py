@@ -24,6 +24,28 @@ def pick_device(num_gpus: float) -> str:
     return "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"
 
 
+class MedicalFrameScorer:
+    """P(medical) of CLIP image embeddings: the linear probe when one is given, else zero-shot
+    over the two prompt ensembles. Curation's frame classifier and Med-VBench's
+    medical_accuracy share it, so both judge frames by the same rule."""
+
+    def __init__(self, encoder, clip_model: str, probe_path: str | None, medical_prompts: list[str],
+                 other_prompts: list[str]):
+        self.probe = load_probe(probe_path, expect_embedder=clip_model) if probe_path else None
+        if self.probe is None:
+            med = encoder.encode_texts(medical_prompts).mean(0)
+            oth = encoder.encode_texts(other_prompts).mean(0)
+            self.class_text = np.stack([med / np.linalg.norm(med), oth / np.linalg.norm(oth)])
+
+    def __call__(self, feats: np.ndarray) -> np.ndarray:
+        if self.probe is not None:
+            return self.probe.predict_proba(feats.astype(np.float64)).astype(np.float32)
+        logits = LOGIT_SCALE * feats @ self.class_text.T
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        return (e[:, 0] / e.sum(axis=1)).astype(np.float32)
+
+
 class FrameClassifierStage:
     name = "classify"
 
@@ -35,20 +57,7 @@ class FrameClassifierStage:
     def setup(self) -> None:
         c = self.cfg.classify
         self.encoder = load_model(c.clip_model, c.weights, self.device, kind="clip")
-        self.probe = load_probe(c.probe_path, expect_embedder=c.clip_model) if c.probe_path else None
-        if self.probe is None:
-            med = self.encoder.encode_texts(c.medical_prompts).mean(0)
-            oth = self.encoder.encode_texts(c.other_prompts).mean(0)
-            self.class_text = np.stack([med / np.linalg.norm(med), oth / np.linalg.norm(oth)])
-
-    def score(self, feats: np.ndarray) -> np.ndarray:
-        """P(medical) per frame embedding."""
-        if self.probe is not None:
-            return self.probe.predict_proba(feats.astype(np.float64)).astype(np.float32)
-        logits = LOGIT_SCALE * feats @ self.class_text.T
-        logits -= logits.max(axis=1, keepdims=True)
-        e = np.exp(logits)
-        return (e[:, 0] / e.sum(axis=1)).astype(np.float32)
+        self.score = MedicalFrameScorer(self.encoder, c.clip_model, c.probe_path, c.medical_prompts, c.other_prompts)
 
     def __call__(self, batch: Batch) -> Batch:
         if self.encoder is None:

@@ -1,9 +1,12 @@
-"""Training the two relevance classifiers from labelled CSV files.
+"""Training the text and frame classifiers from labelled data.
 
 - text: CSV with `text,label` (or `title,description,label`); label 1/0 or medical/other.
 - frames: CSV with `path,label`; path is an image file (relative paths are resolved against
   the CSV's folder).
-Both fit the shared `LinearProbe` on frozen embeddings and report held-out accuracy.
+- categories: a curated dataset's captions with the category its captioner gave each clip
+  (or a CSV `text,category`); the probe then puts Med-VBench prompts into the same categories.
+Each fits a probe on frozen embeddings, reports held-out accuracy, and ships the probe fitted
+on every row.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from PIL import Image
 
 from medgen_ray.curate.metadata import metadata_text
 from medgen_ray.models.clip import square_crop
-from medgen_ray.models.probe import fit_probe, probe_accuracy
+from medgen_ray.models.probe import fit_category_probe, fit_probe, probe_accuracy
 from medgen_ray.models.registry import load_model
 
 _LABELS = {"1": 1, "0": 0, "medical": 1, "other": 0, "non-medical": 0, "nonmedical": 0, "true": 1, "false": 0}
@@ -61,12 +64,15 @@ def _split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndar
 
 
 def _fit_and_save(feats: np.ndarray, labels: np.ndarray, embedder: str, output: str,
-                  test_fraction: float, seed: int) -> TrainReport:
+                  test_fraction: float, seed: int, fit=None, accuracy=None) -> TrainReport:
+    fit = fit or (lambda x, y: fit_probe(x, y, embedder, seed=seed))
+    accuracy = accuracy or probe_accuracy
     tr, te = _split(len(labels), test_fraction, seed)
-    held_out = fit_probe(feats[tr], labels[tr], embedder, seed=seed)
-    acc = probe_accuracy(held_out, feats[te], labels[te])
-    final = fit_probe(feats, labels, embedder, seed=seed)  # ship the probe fitted on every row
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    held_out = fit(feats[tr], labels[tr])
+    acc = accuracy(held_out, feats[te], labels[te])
+    final = fit(feats, labels)  # ship the probe fitted on every row
+    if "://" not in output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
     final.save(output)
     return TrainReport(len(tr), len(te), acc, output)
 
@@ -100,3 +106,53 @@ def train_frame_probe(csv_path: str, clip_model: str, output: str, weights: str 
         labels.append(_label(r["label"], f"{csv_path} row {i + 2}"))
     feats = encoder.encode_images(np.stack(frames))
     return _fit_and_save(feats, np.array(labels), clip_model, output, test_fraction, seed)
+
+
+def dataset_captions(dataset: str, text_column: str = "caption_detailed", limit: int | None = 5000,
+                     seed: int = 0) -> tuple[list[str], list[str]]:
+    """(caption, category) of a curated dataset's kept clips; a random `limit` of them."""
+    import fsspec
+
+    from medgen_ray.curate.sink import list_parts, read_part
+
+    parts = list_parts(dataset, "manifest")
+    if not parts:
+        raise FileNotFoundError(f"dataset {dataset!r}: no manifest/part-*.parquet")
+    fs, _ = fsspec.core.url_to_fs(dataset)
+    texts, labels = [], []
+    for path in parts:
+        t = read_part(fs, path)
+        missing = [c for c in (text_column, "category") if c not in t.column_names]
+        if missing:
+            raise ValueError(f"dataset {dataset!r}: manifest part {path} has no column(s) {missing} "
+                             "(caption the clips first)")
+        for text, cat in zip(t.column(text_column).to_pylist(), t.column("category").to_pylist()):
+            if text and cat:
+                texts.append(str(text))
+                labels.append(str(cat))
+    if limit and len(texts) > limit:
+        keep = np.sort(np.random.default_rng(seed).permutation(len(texts))[:limit])
+        texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
+    return texts, labels
+
+
+def train_category_classifier(texts: list[str], labels: list[str], embedder: str, output: str,
+                              weights: str | None = None, test_fraction: float = 0.2,
+                              seed: int = 0, model=None) -> TrainReport:
+    """Softmax probe over sentence embeddings: text -> category (`model`: the embedder, loaded)."""
+    if len(set(labels)) < 2 or len(texts) < 4:
+        raise ValueError(f"category classifier: need >= 4 captions in >= 2 categories, got {len(texts)} in "
+                         f"{sorted(set(labels))}")
+    feats = (model or load_model(embedder, weights, kind="text")).embed(texts)
+    y = np.array(labels, dtype=object)
+
+    def accuracy(probe, x, truth) -> float:
+        return float(np.mean(np.array(probe.predict(x), dtype=object) == truth))
+
+    return _fit_and_save(feats, y, embedder, output, test_fraction, seed,
+                         fit=lambda x, lab: fit_category_probe(x, list(lab), embedder), accuracy=accuracy)
+
+
+def read_category_csv(path: str) -> tuple[list[str], list[str]]:
+    rows = _read_csv(path, [["text", "category"]])
+    return [r["text"] for r in rows], [r["category"].strip() for r in rows]

@@ -149,7 +149,8 @@ def write_scores(output: str, batch: dict[str, np.ndarray]) -> dict[str, np.ndar
     from medgen_ray.curate.sink import write_table_atomic
 
     keep = [k for k in batch if k in ("video_id", "model", "adapter", "prompt", "prompt_index", "category",
-                                      "video_uri", "error", "reject_reason") or k.startswith(("score_", "time_"))]
+                                      "clip_category", "clip_category_p", "video_uri", "error", "reject_reason")
+            or k.startswith(("score_", "time_"))]
     n = len(batch["video_id"])
     cols = {k: [_py(batch[k][i]) for i in range(n)] for k in keep}
     fs, root = fsspec.core.url_to_fs(output)
@@ -194,19 +195,26 @@ def ratings_by_model(paths: list[str]) -> dict[str, float]:
     return {m: warping_error_from_ratings(v) for m, v in per_model.items()}
 
 
+STRATA = (("prompt", "category"), ("clip", "clip_category"))  # (by, column): prompt file, text classifier
+
+
 def aggregate_by_category(df, cfg: EvaluateConfig) -> list[dict[str, Any]]:
-    """Per (model, prompt category) means with bootstrap intervals: stratified results."""
+    """Per (model, category) means with bootstrap intervals: stratified results, once for the
+    prompt file's categories (`by` = prompt) and once for the classifier's clip categories
+    (`by` = clip), whichever the rows carry."""
     from medgen_ray.evaluate.stats import bootstrap_ci
 
-    if "category" not in df or not (df["category"].fillna("") != "").any():
-        return []
     rows = []
     ok = df[df["error"].fillna("") == ""] if "error" in df else df
-    for (model, category), g in ok.groupby(["model", "category"], sort=True):
-        row: dict[str, Any] = {"model": model, "category": category, "videos": int(len(g))}
-        for d in cfg.dimensions:
-            row[d], row[f"{d}_lo"], row[f"{d}_hi"] = bootstrap_ci(g[f"score_{d}"].to_numpy(dtype=float), seed=cfg.seed)
-        rows.append(row)
+    for by, col in STRATA:
+        if col not in ok or not (ok[col].fillna("") != "").any():
+            continue
+        for (model, category), g in ok[ok[col].fillna("") != ""].groupby(["model", col], sort=True):
+            row: dict[str, Any] = {"by": by, "model": model, "category": category, "videos": int(len(g))}
+            for d in cfg.dimensions:
+                row[d], row[f"{d}_lo"], row[f"{d}_hi"] = bootstrap_ci(g[f"score_{d}"].to_numpy(dtype=float),
+                                                                     seed=cfg.seed)
+            rows.append(row)
     return rows
 
 

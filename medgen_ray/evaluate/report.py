@@ -14,7 +14,8 @@ import numpy as np
 from medgen_ray.config import EvaluateConfig
 
 COLUMNS = ["total", "imaging_quality", "subject_consistency", "background_consistency", "motion_smoothness",
-           "warping_error", "dynamic_degree", "text_alignment", "aesthetic", "warping_auto"]
+           "warping_error", "dynamic_degree", "text_alignment", "aesthetic", "medical_accuracy", "warping_auto"]
+STRATA_TITLES = {"prompt": "By prompt category (prompt file)", "clip": "By clip category (text classifier)"}
 RADAR = ["imaging_quality", "subject_consistency", "background_consistency", "motion_smoothness",
          "dynamic_degree", "text_alignment"]
 
@@ -122,18 +123,21 @@ def build_eval_report(output: str, rows: list[dict[str, Any]], df, cfg: Evaluate
     md += ["", note, "",
            "![bars](bars.png)", "![radar](radar.png)" if "radar.png" in files else ""]
     strata = ""
-    if per_category:
-        dims = [d for d in COLUMNS if any(r.get(d) is not None for r in per_category)]
-        md += ["", "## By prompt category", "", "| model | category | videos | " + " | ".join(dims) + " |",
+    for by, title in STRATA_TITLES.items():
+        group = [r for r in per_category or [] if r.get("by", "prompt") == by]
+        if not group:
+            continue
+        dims = [d for d in COLUMNS if any(r.get(d) is not None for r in group)]
+        md += ["", f"## {title}", "", "| model | category | videos | " + " | ".join(dims) + " |",
                "|" + "---|" * (3 + len(dims))]
-        for r in per_category:
+        for r in group:
             md.append(f"| {r['model']} | {r['category']} | {r['videos']} | "
                       + " | ".join(_fmt(r.get(d), r, d) for d in dims) + " |")
         head2 = "".join(f"<th>{html.escape(c)}</th>" for c in ["model", "category", "videos", *dims])
         body2 = "".join("<tr>" + "".join(f"<td>{html.escape(str(r[c]))}</td>" for c in ("model", "category", "videos"))
                         + "".join(f"<td>{html.escape(_fmt(r.get(d), r, d))}</td>" for d in dims) + "</tr>"
-                        for r in per_category)
-        strata = f'<h2>By prompt category</h2><table id="strata"><tr>{head2}</tr>{body2}</table>'
+                        for r in group)
+        strata += f'<h2>{html.escape(title)}</h2><table id="strata-{by}" class="strata"><tr>{head2}</tr>{body2}</table>'
     with fs.open(f"{root}/report.md", "w") as fh:
         fh.write("\n".join(md) + "\n")
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)

@@ -2,9 +2,11 @@
 
 Each row: video_id, model, prompt, video_uri. Frames are decoded once; every dimension adds
 `score_<dimension>` (in per cent where the paper reports per cent: consistencies, smoothness,
-imaging quality, text alignment; dynamic degree 0/100 per video; aesthetic on LAION's 1-10;
-warping_auto is a mean squared error, lower is better) and `time_<dimension>` (seconds, for
-the benchmark). An unreadable video becomes the row's error.
+imaging quality, text alignment, medical accuracy; dynamic degree 0/100 per video; aesthetic
+on LAION's 1-10; warping_auto is a mean squared error, lower is better) and `time_<dimension>`
+(seconds, for the benchmark). CLIP image features are computed once per video and shared by
+background consistency, text alignment and medical accuracy. An unreadable video becomes the
+row's error.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class VideoScoreStage(RowStage):
         super().__init__(cfg)
         self.device = device
         self.models: dict[str, Any] = {}
+        self._clip_cache: np.ndarray | None = None
 
     @property
     def adds(self) -> tuple[str, ...]:  # type: ignore[override]
@@ -70,6 +73,7 @@ class VideoScoreStage(RowStage):
     def process(self, row: Row) -> Row:
         frames = read_frames(str(row["video_uri"]), self.cfg.max_frames)
         flows: list | None = None
+        self._clip_cache = None
         for dim in self.cfg.dimensions:
             t0 = time.perf_counter()
             if dim in ("dynamic_degree", "warping_auto") and flows is None:
@@ -77,6 +81,12 @@ class VideoScoreStage(RowStage):
             row[f"score_{dim}"] = self.score(dim, frames, row, flows)
             row[f"time_{dim}"] = time.perf_counter() - t0
         return row
+
+    def _clip_features(self, frames: np.ndarray) -> np.ndarray:
+        """CLIP image features of every frame, once per video (frames are this row's)."""
+        if self._clip_cache is None:
+            self._clip_cache = self.models["clip"].encode_images(self._clip_frames(frames))
+        return self._clip_cache
 
     def _flows(self, frames: np.ndarray, both: bool) -> list[tuple[np.ndarray, np.ndarray | None]]:
         small = _resize_short(frames, self.cfg.flow_side)
@@ -88,7 +98,7 @@ class VideoScoreStage(RowStage):
         if dim == "subject_consistency":
             return 100.0 * metrics.consistency(m["dino"].encode(frames))
         if dim == "background_consistency":
-            return 100.0 * metrics.consistency(m["clip"].encode_images(self._clip_frames(frames)))
+            return 100.0 * metrics.consistency(self._clip_features(frames))
         if dim == "motion_smoothness":
             return 100.0 * metrics.motion_smoothness(frames)
         if dim == "imaging_quality":
@@ -98,12 +108,14 @@ class VideoScoreStage(RowStage):
             scores = [metrics.flow_peak_magnitude(f) for f, _ in flows]
             return 100.0 * metrics.is_dynamic(scores, small_h, small_w, len(frames))
         if dim == "text_alignment":
-            img = m["clip"].encode_images(self._clip_frames(frames))
+            img = self._clip_features(frames)
             txt = m["clip"].encode_texts([str(row.get("prompt") or "")])[0]
             return 100.0 * float(np.clip(img @ txt, 0, None).mean())
         if dim == "aesthetic":
             idx = np.linspace(0, len(frames) - 1, min(8, len(frames))).round().astype(int)
             return float(np.mean(m["aesthetic"].score(frames[idx])))
+        if dim == "medical_accuracy":  # mean P(medical) of the frames, by the curation's frame rule
+            return 100.0 * float(np.mean(m["medical"](self._clip_features(frames))))
         if dim == "warping_auto":
             small = _resize_short(frames, self.cfg.flow_side)
             return 100.0 * metrics.warping_error_auto(small, flows)

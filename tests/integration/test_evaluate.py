@@ -80,7 +80,7 @@ def test_prompts_through_serve_to_report(tmp_path, ray_cluster, monkeypatch):
     assert (out / "report.md").read_text().startswith("# Med-VBench")
     strata = {(r["model"], r["category"]): r for r in result["per_category"]}
     assert set(strata) == {(m, c) for m in ("HunyuanVideo", "MedGen") for c in ("endoscopy", "imaging")}
-    assert all(r["videos"] == 2 for r in strata.values()) and 'id="strata"' in page
+    assert all(r["videos"] == 2 for r in strata.values()) and 'id="strata-prompt"' in page
     for r in rows.values():
         assert r["subject_consistency_lo"] <= r["subject_consistency"] <= r["subject_consistency_hi"]
     assert len(pq.read_table(str(out / "per_model.parquet"))) == 2

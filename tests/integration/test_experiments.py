@@ -67,7 +67,7 @@ def test_ablation_and_rank_arms(scored, ray_cluster, monkeypatch):
     md = (scored / "out" / "ablation" / "experiment.md").read_text()
     assert "| no-ocr | 6 | 8 |" in md and "| base |" in md
     assert (scored / "out" / "ablation" / "loss_curves.png").stat().st_size > 1000
-    mean, lo, hi = no_ocr["vs_base"]["motion_smoothness"]
+    mean, lo, hi = result["vs_reference"]["no-ocr"]["motion_smoothness"]
     assert lo <= mean <= hi and "Arm minus base, paired over prompts" in md
     cats = {(r["model"], r["category"]) for r in result["per_category"]}
     assert ("no-ocr", "ultrasound") in cats and ("base", "endoscopy") in cats
