@@ -86,6 +86,8 @@ def _iv(v: Interval | None, signed: bool = False) -> str:
     if not v or v[0] is None or np.isnan(v[0]):
         return "—"
     f = "{:+.2f}" if signed else "{:.2f}"
+    if len(v) < 3 or v[1] is None or v[2] is None or np.isnan(v[1]):
+        return f.format(v[0])
     return f"{f.format(v[0])} [{f.format(v[1])}, {f.format(v[2])}]"
 
 
@@ -200,7 +202,7 @@ def sections(result: dict[str, Any], dims: list[str]) -> list[Section]:
     for name, info in arm_rows:
         mv = info.get("medvbench") or {}
         rows.append([name, "" if info.get("clips") is None else str(info["clips"]),
-                     *([f"{info.get('share') or 0:.0%}"] if has_share else []),
+                     *([("" if name == "base" else f"{info.get('share') or 0:.0%}")] if has_share else []),
                      "" if info.get("rank") is None else str(info["rank"]),
                      "" if info.get("final_loss") is None else f"{info['final_loss']:.4f}",
                      *[_iv([mv.get(d), mv.get(f"{d}_lo"), mv.get(f"{d}_hi")]) if mv.get(d) is not None else "—"
