@@ -1,6 +1,8 @@
-"""Experiments end to end on tiny twins: two arms each (ablation, rank sweep, hold-out, mix),
-one LoRA per arm, one Med-VBench table; views reuse stored scores."""
+"""Experiments end to end on tiny twins: two arms each (ablation, rank sweep, hold-out, mix,
+stratified comparison of given LoRAs), one LoRA per trained arm, one Med-VBench run, one
+report; views reuse stored scores."""
 
+import csv
 import json
 
 import numpy as np
@@ -14,6 +16,7 @@ from tests.integration.test_evaluate import EVAL_TINY
 from tests.integration.test_train import BUCKETS
 
 PROMPTS = "endoscopy\tAn endoscopic view of the stomach.\nultrasound\tAn ultrasound of the liver.\n"
+PLAIN = "An endoscopic view of the stomach.\nAn ultrasound scan with speckled tissue.\nAn anatomy diagram of the heart.\n"
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +40,7 @@ def scored(tmp_path_factory):
     pq.write_table(t, part)
     general = make_clip_dataset(root / "general", n=4, seconds=1.0, seed=50)
     (root / "prompts.tsv").write_text(PROMPTS)
+    (root / "plain.txt").write_text(PLAIN)
     return root
 
 
@@ -73,18 +77,84 @@ def test_ablation_and_rank_arms(scored, ray_cluster, monkeypatch):
     assert ("no-ocr", "ultrasound") in cats and ("base", "endoscopy") in cats
 
 
-def test_holdout_and_mix_arms(scored, ray_cluster):
+def test_holdout_drop_per_classified_category(scored, ray_cluster):
+    """Prompts carry no category: the text classifier (a probe fitted on the dataset's captions,
+    real MiniLM) assigns clip categories; the hold-out arm's held-out rows are its drop."""
     from medgen_ray.experiments import run_experiment
 
-    arms = [{"name": "endo-only", "categories": ["endoscopy"], "disable": ["ocr"]},
-            {"name": "mixed", "disable": ["ocr"], "mix": {"dataset": str(scored / "general"), "share": 0.25}}]
-    result = run_experiment(_app(scored, "holdout", arms, "experiment.include_base=false"))
-    endo, mixed = result["arms"]["endo-only"], result["arms"]["mixed"]
-    assert endo["clips"] == 2  # clips 0 and 3 are endoscopy scenes
-    view = pq.read_table(str(scored / "out" / "holdout" / "arms" / "endo-only" / "view" / "manifest"))
+    arms = [{"name": "all", "disable": ["ocr"]}, {"name": "endo-only", "categories": ["endoscopy"], "disable": ["ocr"]}]
+    result = run_experiment(_app(scored, "holdout", arms, "experiment.include_base=false",
+                                 f"evaluate.prompts={scored / 'plain.txt'}"))
+    out = scored / "out" / "holdout"
+    assert result["arms"]["endo-only"]["clips"] == 2 and result["arms"]["all"]["clips"] == 6
+    view = pq.read_table(str(out / "arms" / "endo-only" / "view" / "manifest"))
     assert set(view.column("category").to_pylist()) == {"endoscopy"}
-    assert mixed["mixed_in"] == 2  # 2 of 8 = 25%
-    assert result["base"] is None and set(result["arms"]) == {"endo-only", "mixed"}
+    assert result["base"] is None and result["reference"] == "all"
+    with open(out / "eval" / "prompt_categories.csv") as fh:
+        assigned = {r["prompt"]: r["clip_category"] for r in csv.DictReader(fh)}
+    assert assigned == {"An endoscopic view of the stomach.": "endoscopy", "An ultrasound scan with speckled tissue.": "ultrasound",
+                        "An anatomy diagram of the heart.": "anatomy"}
+    assert result["category_column"] == "clip_category"
+    rows = {r["category"]: r for r in result["by_category"] if r["arm"] == "endo-only"}
+    assert [rows[c]["held"] for c in ("endoscopy", "ultrasound", "anatomy")] == ["in", "out", "out"]
+    assert rows["all held-out"]["prompts"] == 2 and rows["all held-in"]["prompts"] == 1
+    m, lo, hi = rows["all held-out"]["diffs"]["subject_consistency"]
+    assert lo <= m <= hi
+    md = (out / "experiment.md").read_text()
+    assert "## By category: arm minus all (clip categories from the text classifier)" in md
+    assert "| endo-only | all held-out | out | 2 |" in md
+    assert (out / "category_diff.png").stat().st_size > 5000 and (out / "experiment.html").exists()
+    assert {r["category"] for r in result["per_category"] if r["by"] == "clip"} == {"endoscopy", "ultrasound",
+                                                                                   "anatomy"}
+
+
+def test_mix_share_against_medical_accuracy(scored, ray_cluster, frame_probe):
+    from medgen_ray.experiments import run_experiment
+
+    general = str(scored / "general")
+    arms = [{"name": "mix-0", "disable": ["ocr"]},
+            {"name": "mix-25", "disable": ["ocr"], "mix": {"dataset": general, "share": 0.25}}]
+    result = run_experiment(_app(scored, "mix", arms, "experiment.include_base=false",
+                                 f"evaluate.medical_probe={frame_probe}"))
+    assert result["arms"]["mix-25"]["mixed_in"] == 2  # 2 of 8 = 25%
+    mix = {r["arm"]: r for r in result["mix"]}
+    assert [r["arm"] for r in result["mix"]] == ["mix-0", "mix-25"]
+    assert mix["mix-25"]["actual_share"] == pytest.approx(0.25) and mix["mix-0"]["share"] == 0
+    for r in result["mix"]:
+        m, lo, hi = r["dims"]["medical_accuracy"]
+        assert 0 <= lo <= m <= hi <= 100
+        assert set(r["dims"]) == {"subject_consistency", "background_consistency", "motion_smoothness",
+                                  "medical_accuracy"}
+    out = scored / "out" / "mix"
+    md = (out / "experiment.md").read_text()
+    assert "## Medical / general data mix" in md and "| mix-25 | 25% | 25% |" in md
+    assert (out / "mix.png").stat().st_size > 5000
+
+
+def test_stratified_comparison_of_a_given_lora(scored, ray_cluster, tmp_path):
+    """Experiment 5: base vs a LoRA trained elsewhere, no training; scores per prompt-file category
+    and per classifier category, differences paired over prompts with intervals."""
+    from medgen_ray.experiments import run_experiment
+    from tests.integration.test_serve import _make_adapters
+
+    lora = _make_adapters(tmp_path / "adapters")["medgen"]
+    result = run_experiment(_app(scored, "strata", [{"name": "tuned", "lora": str(lora)}],
+                                 "evaluate.prompt_classifier={}"))
+    out = scored / "out" / "strata"
+    assert not (out / "runs").exists() and not (out / "arms").exists()  # nothing trained
+    assert result["arms"]["tuned"]["medvbench"] and result["base"] and result["reference"] == "base"
+    by = {(r["by"], r["model"], r["category"]) for r in result["per_category"]}
+    assert {("prompt", m, c) for m in ("base", "tuned") for c in ("endoscopy", "ultrasound")} <= by
+    clip_cats = {c for b, _, c in by if b == "clip"}
+    assert clip_cats and clip_cats <= {"medical teaching", "clinical practice", "medical popular science",
+                                       "medical animation", "medical imaging"}
+    for r in result["by_category"]:
+        for m, lo, hi in r["diffs"].values():
+            assert lo <= m <= hi
+    page = (out / "eval" / "report.html").read_text()
+    assert 'id="strata-prompt"' in page and 'id="strata-clip"' in page
+    md = (out / "experiment.md").read_text()
+    assert "## Scores per category" in md and "## Arm minus base, paired over prompts" in md
 
 
 def test_rank_sweep_on_ray_tune(scored, ray_cluster):
