@@ -174,6 +174,19 @@ def cmd_train_frames(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_categories(args: argparse.Namespace) -> int:
+    from medgen_ray.curate.training import dataset_captions, read_category_csv, train_category_classifier
+
+    if bool(args.dataset) == bool(args.csv):
+        print("medgen: error: give --dataset (a curated dataset's captions) or --csv (text,category)", file=sys.stderr)
+        return 2
+    texts, labels = dataset_captions(args.dataset, args.text_column, args.limit, args.seed) if args.dataset \
+        else read_category_csv(args.csv)
+    rep = train_category_classifier(texts, labels, args.embedder, args.out, seed=args.seed)
+    print(json.dumps({**rep.__dict__, "categories": sorted(set(labels))}))
+    return 0
+
+
 def cmd_weights_list(args: argparse.Namespace) -> int:
     from medgen_ray.models.registry import REGISTRY
 
@@ -290,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--score", metavar="CSV", help="score a filled review CSV instead of drawing")
     sp.set_defaults(fn=cmd_review)
 
-    cls = sub.add_parser("classifier", help="train relevance classifiers").add_subparsers(dest="what", required=True)
+    cls = sub.add_parser("classifier", help="train the relevance and category classifiers").add_subparsers(dest="what", required=True)
     sp = cls.add_parser("train-text", help="metadata classifier from a CSV of text,label")
     sp.add_argument("--csv", required=True)
     sp.add_argument("--embedder", default="minilm")
@@ -304,6 +317,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True)
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(fn=cmd_train_frames)
+    sp = cls.add_parser("train-categories", help="prompt/caption category probe from a dataset's captions "
+                                                 "(or a CSV of text,category)")
+    sp.add_argument("--dataset", help="curated dataset: learns caption -> category of its kept clips")
+    sp.add_argument("--csv", help="CSV with text,category")
+    sp.add_argument("--text-column", default="caption_detailed")
+    sp.add_argument("--limit", type=int, default=5000, help="captions sampled from the dataset")
+    sp.add_argument("--embedder", default="minilm")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(fn=cmd_train_categories)
 
     w = sub.add_parser("weights", help="model weights").add_subparsers(dest="what", required=True)
     sp = w.add_parser("list", help="registered models")

@@ -46,3 +46,27 @@ def test_weights_pull_and_list(tmp_path, capsys):
 def test_unknown_model_name_exits_2(tmp_path, capsys):
     assert main(["weights", "pull", "clip/huge", "--dest", str(tmp_path)]) == 2
     assert "choices:" in capsys.readouterr().err
+
+
+def test_train_categories_from_csv(tmp_path, capsys):
+    from medgen_ray.models.probe import load_category_probe
+
+    path = tmp_path / "cats.csv"
+    rows = [("A surgeon sutures the abdomen in the operating room.", "clinical practice"),
+            ("Laparoscopic instruments grasp the gallbladder during surgery.", "clinical practice"),
+            ("A nurse draws blood from a patient's arm in the clinic.", "clinical practice"),
+            ("An animated 3D model of a beating heart.", "medical animation"),
+            ("Cartoon cells divide in a computer animation.", "medical animation"),
+            ("A rendered animation of neurons firing.", "medical animation")]
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "category"])
+        w.writerows(rows * 2)
+    out = tmp_path / "c.npz"
+    assert main(["classifier", "train-categories", "--csv", str(path), "--out", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["categories"] == ["clinical practice", "medical animation"]
+    probe = load_category_probe(str(out), expect_embedder="minilm")
+    emb = load_model("minilm", kind="text").embed(["An animation of bacteria swimming.", "Surgeons operate on a knee."])
+    assert probe.predict(emb) == ["medical animation", "clinical practice"]
+    assert main(["classifier", "train-categories", "--out", str(out)]) == 2
