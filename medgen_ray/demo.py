@@ -306,12 +306,14 @@ def evaluate_demo(app: AppConfig, work: Path, url: str) -> dict[str, Any]:
     prompts = work / "eval_prompts.txt"
     prompts.write_text("\n".join(DEMO_PROMPTS) + "\n")
     ev.prompts, ev.url = str(prompts), url
+    if ev.medical_probe is None and app.curate.classify.clip_model == ev.clip_model:
+        ev.medical_probe = app.curate.classify.probe_path  # the frame probe the curation used
     if ev.output == "medgen_eval":
         ev.output = str(work / "eval")
     result = run_evaluate(app)
     for r in result["per_model"]:
         print(f"[demo] Med-VBench {r['model']:18s} SC {r['subject_consistency']:.2f} BC "
               f"{r['background_consistency']:.2f} MS {r['motion_smoothness']:.2f} IQ(piqe) {r['imaging_quality']:.2f} "
-              f"dynamic {r['dynamic_degree']:.0f} text {r['text_alignment']:.2f}")
+              f"dynamic {r['dynamic_degree']:.0f} text {r['text_alignment']:.2f} medical {r['medical_accuracy']:.1f}")
     print(f"[demo] Med-VBench report: {result['report']} (tiny models: plumbing, not quality)")
     return result

@@ -9,7 +9,6 @@ prompts, the same seeds), so prompt difficulty cancels.
 from __future__ import annotations
 
 import html
-import io
 import json
 import sys
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import fsspec
 import numpy as np
 
+from medgen_ray.charts import png_bytes, pyplot
 from medgen_ray.evaluate.stats import bootstrap_ci, paired_difference_ci
 
 MIX_DIMS = ("subject_consistency", "background_consistency", "motion_smoothness", "medical_accuracy")
@@ -91,29 +91,11 @@ def _iv(v: Interval | None, signed: bool = False) -> str:
     return f"{f.format(v[0])} [{f.format(v[1])}, {f.format(v[2])}]"
 
 
-def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def loss_plot(result: dict[str, Any]) -> bytes:
     """All trained arms' loss curves in one chart."""
     import csv
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for name, info in result["arms"].items():
         if not info.get("loss_csv"):
@@ -125,12 +107,12 @@ def loss_plot(result: dict[str, Any]) -> bytes:
     ax.set_ylabel("flow-matching loss")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def category_plot(result: dict[str, Any], dims: list[str]) -> bytes:
     """Arm minus reference per category and dimension; held-out categories hatched."""
-    plt = _plt()
+    plt = pyplot()
     rows = [r for r in result["by_category"] if not r["category"].startswith("all ")]
     arms = list(dict.fromkeys(r["arm"] for r in rows))
     cats = list(dict.fromkeys(r["category"] for r in rows))
@@ -157,12 +139,12 @@ def category_plot(result: dict[str, Any], dims: list[str]) -> bytes:
     axes.flat[0].legend(fontsize=6)
     fig.suptitle(f"arm minus {result['reference']} per category (hatched: held out)", fontsize=9)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def mix_plot(result: dict[str, Any]) -> bytes:
     """Scores against the general-data share, and consistency/smoothness against medical accuracy."""
-    plt = _plt()
+    plt = pyplot()
     rows = result["mix"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
     shares = [r["share"] for r in rows]
@@ -185,7 +167,7 @@ def mix_plot(result: dict[str, Any]) -> bytes:
     a2.set_ylabel("consistency / smoothness")
     a2.legend(fontsize=6)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 Section = tuple[str, list[str], list[list[str]], str]  # title, header, rows, note

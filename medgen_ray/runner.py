@@ -219,6 +219,8 @@ def run_curate(app: AppConfig) -> dict[str, Any]:
     from medgen_ray.schema import VIDEO_STAGES
 
     cfg = app.curate
+    if "://" not in cfg.output:  # clip_uri is built from it: absolute, so a manifest reads the same from any folder
+        cfg.output = os.path.abspath(cfg.output)
     if cfg.source.kind == "files":
         rows = list_file_sources(cfg.source)
         if not rows:

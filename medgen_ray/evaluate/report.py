@@ -11,6 +11,7 @@ from typing import Any
 import fsspec
 import numpy as np
 
+from medgen_ray.charts import png_bytes, pyplot
 from medgen_ray.config import EvaluateConfig
 
 COLUMNS = ["total", "imaging_quality", "subject_consistency", "background_consistency", "motion_smoothness",
@@ -42,21 +43,8 @@ def _fmt(v: Any, row: dict[str, Any] | None = None, col: str = "") -> str:
     return f"{v:.2f}"
 
 
-def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def charts(rows: list[dict[str, Any]]) -> dict[str, bytes]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     dims = [d for d in COLUMNS if any(r.get(d) is not None for r in rows) and d != "warping_auto"]
     fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(dims)), 3.8))
     width = 0.8 / max(1, len(rows))
@@ -65,7 +53,7 @@ def charts(rows: list[dict[str, Any]]) -> dict[str, bytes]:
     ax.set_xticks(np.arange(len(dims)) + 0.4 - width / 2, [d.replace("_", "\n") for d in dims], fontsize=7)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    out = {"bars.png": _png(fig)}
+    out = {"bars.png": png_bytes(fig)}
     radar = [d for d in RADAR if any(r.get(d) is not None for r in rows)]
     if len(radar) >= 3:
         ang = np.linspace(0, 2 * np.pi, len(radar), endpoint=False).tolist()
@@ -76,7 +64,7 @@ def charts(rows: list[dict[str, Any]]) -> dict[str, bytes]:
             ax.plot(ang + ang[:1], vals + vals[:1], label=r["model"])
         ax.set_xticks(ang, [d.replace("_", "\n") for d in radar], fontsize=7)
         ax.legend(fontsize=6, loc="lower right")
-        out["radar.png"] = _png(fig)
+        out["radar.png"] = png_bytes(fig)
     return out
 
 

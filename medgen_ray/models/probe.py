@@ -18,6 +18,16 @@ import numpy as np
 import torch
 
 
+def _logits(probe, features: np.ndarray) -> np.ndarray:
+    """Standardised features times the weights, after checking the feature width."""
+    if features.ndim != 2 or features.shape[1] != probe.weight.shape[0]:
+        raise ValueError(
+            f"{type(probe).__name__} for {probe.embedder!r} expects features of width {probe.weight.shape[0]}, "
+            f"got shape {features.shape}"
+        )
+    return ((np.asarray(features, np.float64) - probe.mean) / probe.scale) @ probe.weight + probe.bias
+
+
 @dataclass
 class LinearProbe:
     weight: np.ndarray  # (D,)
@@ -27,13 +37,7 @@ class LinearProbe:
     embedder: str
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        if features.ndim != 2 or features.shape[1] != self.weight.shape[0]:
-            raise ValueError(
-                f"probe for {self.embedder!r} expects features of width {self.weight.shape[0]}, "
-                f"got shape {features.shape}"
-            )
-        z = ((features - self.mean) / self.scale) @ self.weight + self.bias
-        return 1.0 / (1.0 + np.exp(-z))
+        return 1.0 / (1.0 + np.exp(-_logits(self, features)))
 
     def save(self, path: str) -> None:
         with fsspec.open(path, "wb") as fh:
@@ -121,12 +125,7 @@ class CategoryProbe:
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         """(N, K) class probabilities, columns in `classes` order."""
-        if features.ndim != 2 or features.shape[1] != self.weight.shape[0]:
-            raise ValueError(
-                f"category probe for {self.embedder!r} expects features of width {self.weight.shape[0]}, "
-                f"got shape {features.shape}"
-            )
-        z = ((np.asarray(features, np.float64) - self.mean) / self.scale) @ self.weight + self.bias
+        z = _logits(self, features)
         z -= z.max(axis=1, keepdims=True)
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)

@@ -128,12 +128,13 @@ def test_resume_after_kill_equals_uninterrupted_run(ray_cluster, resume_folder, 
     assert rej(resumed) == rej(full)
 
 
-def test_ytdlp_source_on_ray(ray_cluster, one_video, frame_probe, tmp_path):
+def test_ytdlp_source_on_ray(ray_cluster, one_video, frame_probe, tmp_path, monkeypatch):
     from tests.unit.test_ytdlp import _info
 
     info = _info(tmp_path, one_video)
     out = tmp_path / "ds"
-    cfg = load_config(None, [f"curate.output={out}", "curate.source.kind=ytdlp",
+    monkeypatch.chdir(tmp_path)  # a relative output (as the demo gives): the workers run elsewhere
+    cfg = load_config(None, ["curate.output=ds", "curate.source.kind=ytdlp",
                              f"curate.source.ytdlp.info_json=[{info}]", "curate.source.ytdlp.enable_file_urls=true",
                              f"curate.classify.probe_path={frame_probe}",
                              "curate.segment.similarity_threshold=0.99", *TINY_MODELS])
@@ -142,3 +143,5 @@ def test_ytdlp_source_on_ray(ray_cluster, one_video, frame_probe, tmp_path):
     assert summary["videos_kept"] == 1 and len(manifest) == 1
     assert manifest[0]["video_id"] == "abc123XYZ_0" and "gallbladder" in manifest[0]["transcript"]
     assert manifest[0]["source_url"] == "https://m.youtube.com/watch?v=abc123XYZ_0"
+    clip = Path(manifest[0]["clip_uri"])
+    assert clip.is_absolute() and clip.is_file() and clip.parent.parent.parent == out

@@ -1,0 +1,24 @@
+"""Matplotlib for reports: the headless backend, and a figure as PNG bytes (reports write
+through fsspec, so charts go to bytes, not to local paths)."""
+
+from __future__ import annotations
+
+import io
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def png_bytes(fig, dpi: int = 100) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()
