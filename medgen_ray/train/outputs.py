@@ -78,29 +78,45 @@ def mp4_bytes(frames: np.ndarray, fps: int = 8) -> bytes:
     return buf.getvalue()
 
 
+_VALIDATION_PIPES: dict[tuple[str, str | None], Any] = {}
+
+
+def _validation_pipe(cfg: TrainConfig):
+    """The pipeline's VAE and text encoders, loaded once per worker process and kept on the CPU
+    between validations (a reload per validation is a multi-GB read on the real model)."""
+    from medgen_ray.models.registry import load_model
+
+    key = (cfg.model, cfg.weights)
+    if key not in _VALIDATION_PIPES:
+        _VALIDATION_PIPES[key] = load_model(cfg.model, cfg.weights, "cpu", kind="video")
+    return _VALIDATION_PIPES[key]
+
+
 def validate(cfg: TrainConfig, transformer: torch.nn.Module, step: int, out: str) -> list[str]:
     """Generate the fixed validation prompts with the transformer as it is now."""
     from medgen_ray.models.hunyuan import generate_video
-    from medgen_ray.models.registry import load_model
 
     v = cfg.validation
-    pipe = load_model(cfg.model, cfg.weights, "cpu", kind="video")
+    pipe = _validation_pipe(cfg)
     device = next(transformer.parameters()).device
-    old = pipe.transformer
-    pipe.transformer = transformer
-    del old
+    pipe.transformer = transformer  # the trained one; the loaded base transformer is dropped
     pipe.to(device)
     paths = []
     was_training = transformer.training
     transformer.eval()
-    for i, prompt in enumerate(v.prompts):
-        with torch.no_grad():
-            video = generate_video(pipe, prompt, height=v.height, width=v.width, num_frames=v.num_frames,
-                                   steps=v.steps, seed=v.seed + i)
-        path = f"{out}/validation/step-{step:08d}/{i}.mp4"
-        write_mp4((np.clip(video, 0, 1) * 255).astype(np.uint8), path)
-        paths.append(path)
-    transformer.train(was_training)
+    try:
+        for i, prompt in enumerate(v.prompts):
+            with torch.no_grad():
+                video = generate_video(pipe, prompt, height=v.height, width=v.width, num_frames=v.num_frames,
+                                       steps=v.steps, seed=v.seed + i)
+            path = f"{out}/validation/step-{step:08d}/{i}.mp4"
+            write_mp4((np.clip(video, 0, 1) * 255).astype(np.uint8), path)
+            paths.append(path)
+    finally:
+        transformer.train(was_training)
+        for name, module in pipe.components.items():  # free the device for training again
+            if isinstance(module, torch.nn.Module) and module is not transformer:
+                module.to("cpu")
     return paths
 
 

@@ -172,4 +172,7 @@ def test_rank_sweep_on_ray_tune(scored, ray_cluster):
         state = load_file(f"{result['arms'][n]['lora']}/pytorch_lora_weights.safetensors")
         assert next(v.shape[0] for k, v in state.items() if ".lora_A." in k) == r
         assert result["arms"][n]["medvbench"]
-    assert (scored / "out" / "sweep" / "experiment.md").read_text().count("| rank-") == 2
+    md = (scored / "out" / "sweep" / "experiment.md").read_text()
+    arms_table = md.split("## Arms", 1)[1].split("\n## ", 1)[0]
+    assert arms_table.count("| rank-") == 2 and "| rank-4 | 6 | 4 |" in arms_table
+    assert result["reference"] == "rank-2" and set(result["vs_reference"]) == {"rank-4"}

@@ -52,3 +52,37 @@ def test_bucket_batches_group_by_bucket_and_skip_consumed():
     rows = [_row("a", "A"), _row("b", "B"), _row("c", "A"), _row("d", "B"), _row("e", "A")]
     out = [ids for ids, _ in bucket_batches(iter(rows), 2, skip={"c"})]
     assert out == [["b", "d"], ["a", "e"]]
+
+
+def test_validation_loads_the_pipeline_once_and_uses_the_live_transformer(tmp_path, monkeypatch):
+    """Validation keeps the VAE and text encoders after the first load; each call generates
+    with the transformer as it is then."""
+    import av
+    import torch
+
+    import medgen_ray.models.registry as registry
+    from medgen_ray.config import load_config
+    from medgen_ray.models.hunyuan import build_tiny_components
+    from medgen_ray.train import outputs
+
+    loads = []
+    real = registry.load_model
+    monkeypatch.setattr(registry, "load_model", lambda *a, **k: loads.append(a) or real(*a, **k))
+    monkeypatch.setattr(outputs, "_VALIDATION_PIPES", {})
+    cfg = load_config(None, ["train.model=hunyuan_video/tiny", "train.validation.height=32",
+                             "train.validation.width=48", "train.validation.num_frames=5",
+                             "train.validation.steps=2"]).train
+    transformer = build_tiny_components()["transformer"]
+
+    def frames(path):
+        with av.open(path) as c:
+            return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)]).astype(int)
+
+    a = frames(outputs.validate(cfg, transformer, 1, str(tmp_path))[0])
+    b = frames(outputs.validate(cfg, transformer, 2, str(tmp_path))[0])
+    assert len(loads) == 1 and np.array_equal(a, b)  # same weights, same seed: same video
+    with torch.no_grad():
+        for p in transformer.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    c = frames(outputs.validate(cfg, transformer, 3, str(tmp_path))[0])
+    assert len(loads) == 1 and np.abs(c - a).mean() > 1.0
