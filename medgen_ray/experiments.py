@@ -64,6 +64,11 @@ def _mix(arm: ArmConfig, n_own: int, out: str, seed: int) -> int:
     return int(len(take))
 
 
+def sweep_arm_name(key: str, value: Any) -> str:
+    """rank-16 for train.lora.rank = 16."""
+    return f"{key.rsplit('.', 1)[-1]}-{value}"
+
+
 def _sweep_trial(config: dict[str, Any]) -> None:
     """One Ray Tune trial: a LoRA trained by Ray Train with the trial's value."""
     from ray import tune
@@ -96,7 +101,7 @@ def run_sweep(app: AppConfig, root: str) -> tuple[dict[str, dict[str, Any]], dic
         from medgen_ray.train.launch import _storage
 
         cfg.train.storage_path = _storage(cfg.train.storage_path)
-    names = {v: f"{sweep.key.rsplit('.', 1)[-1]}-{v}" for v in sweep.values}
+    names = {v: sweep_arm_name(sweep.key, v) for v in sweep.values}
 
     def overrides(v: Any) -> list[str]:
         return [f"{sweep.key}={v}", f"train.name={names[v]}",
@@ -153,6 +158,11 @@ def run_experiment(app: AppConfig) -> dict[str, Any]:
         raise ValueError("experiment.arms: give at least one arm (or experiment.sweep)")
     if exp.sweep is None and not exp.include_base and len(exp.arms) < 2:
         raise ValueError("experiment.arms: nothing to compare (one arm and include_base false)")
+    names = [sweep_arm_name(exp.sweep.key, v) for v in exp.sweep.values] if exp.sweep is not None \
+        else [a.name for a in exp.arms]
+    reference = exp.reference or ("base" if exp.include_base else names[0])
+    if reference not in names + (["base"] if exp.include_base else []):  # checked before hours of training
+        raise ValueError(f"experiment.reference {reference!r} is not an arm ({names}) or the base model")
     app = _holdout_categories(app)
     root = f"{exp.output.rstrip('/')}/{exp.name}"
     arms: dict[str, dict[str, Any]] = {}
@@ -189,9 +199,6 @@ def run_experiment(app: AppConfig) -> dict[str, Any]:
     ev.evaluate.url = None
     scores = run_evaluate(ev)
     by_model = {r["model"]: r for r in scores["per_model"]}
-    reference = exp.reference or ("base" if exp.include_base else next(iter(arms)))
-    if reference not in by_model:
-        raise ValueError(f"experiment.reference {reference!r} was not evaluated ({sorted(by_model)})")
     for name, info in arms.items():
         info["medvbench"] = by_model.get(name)
     result = {"name": exp.name, "arms": arms, "base": by_model.get("base"), "report": scores["report"],

@@ -77,3 +77,13 @@ def test_arm_settings_are_checked():
                            "experiment.include_base=false"])
     with pytest.raises(ConfigError, match="names the base model"):
         load_config(None, ['experiment.arms=[{name: base}]'])
+
+
+def test_unknown_sweep_reference_fails_before_training(tmp_path):
+    from medgen_ray.experiments import run_experiment
+
+    app = load_config(None, ["experiment.sweep={values: [8, 16]}", "experiment.reference=rank-32",
+                             f"experiment.output={tmp_path}"])
+    with pytest.raises(ValueError, match=r"'rank-32' is not an arm \(\['rank-8', 'rank-16'\]\)"):
+        run_experiment(app)
+    assert not any(tmp_path.iterdir())
