@@ -591,6 +591,12 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     return parsed
 
 
+def absolute_local(path: str) -> str:
+    """A local path made absolute (what workers in other folders and later jobs read);
+    URIs (`s3://`, ...) unchanged."""
+    return path if "://" in path else str(Path(path).absolute())
+
+
 def with_overrides(app: AppConfig, overrides: list[str]) -> AppConfig:
     """A copy of a validated config with `a.b=c` overrides applied and validated again."""
     tree = app.model_dump()

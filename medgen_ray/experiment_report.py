@@ -17,7 +17,7 @@ import fsspec
 import numpy as np
 
 from medgen_ray.charts import png_bytes, pyplot
-from medgen_ray.evaluate.stats import bootstrap_ci, paired_difference_ci
+from medgen_ray.evaluate.stats import paired_difference_ci
 
 MIX_DIMS = ("subject_consistency", "background_consistency", "motion_smoothness", "medical_accuracy")
 Interval = list  # [mean, low, high]
@@ -50,7 +50,8 @@ def category_column(df) -> str | None:
 
 def compare_arms(df, arms: dict[str, dict[str, Any]], reference: str, dims: list[str],
                  seed: int) -> dict[str, Any]:
-    """vs_reference (arm -> dim -> interval), by_category rows, and mix rows (when any arm mixes)."""
+    """vs_reference (arm -> dim -> interval), by_category rows, and mix rows (when any arm mixes;
+    from each arm's `medvbench` row)."""
     ok = _ok(df)
     others = [a for a in arms if a != reference]
     vs = {a: _paired(ok, a, reference, dims, seed) for a in others}
@@ -73,12 +74,13 @@ def compare_arms(df, arms: dict[str, dict[str, Any]], reference: str, dims: list
     mix: list[dict[str, Any]] = []
     if any((info.get("share") or 0) > 0 for info in arms.values()):
         for a, info in sorted(arms.items(), key=lambda kv: kv[1].get("share") or 0):
-            g = ok[ok["model"] == a]
+            mv = info.get("medvbench") or {}  # the evaluation's own means and intervals
             own, mixed = info.get("clips") or 0, info.get("mixed_in") or 0
             mix.append({"arm": a, "share": info.get("share") or 0.0,
                         "actual_share": mixed / (own + mixed) if own + mixed else 0.0,
-                        "dims": {d: list(bootstrap_ci(g[f"score_{d}"].to_numpy(float), seed=seed))
-                                 for d in MIX_DIMS if d in dims and f"score_{d}" in g}})
+                        "dims": {d: [mv[d], *(mv[d] if mv.get(f"{d}_{e}") is None else mv[f"{d}_{e}"]
+                                              for e in ("lo", "hi"))]
+                                 for d in MIX_DIMS if d in dims and mv.get(d) is not None}})
     return {"vs_reference": vs, "category_column": col, "by_category": by_category, "mix": mix}
 
 

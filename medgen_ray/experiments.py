@@ -20,7 +20,7 @@ import fsspec
 import numpy as np
 import pyarrow as pa
 
-from medgen_ray.config import AppConfig, ArmConfig, EvalModelConfig, with_overrides
+from medgen_ray.config import AppConfig, ArmConfig, EvalModelConfig, absolute_local, with_overrides
 
 
 def _view(app: AppConfig, arm: ArmConfig, base: str, out: str) -> dict[str, Any]:
@@ -96,11 +96,7 @@ def run_sweep(app: AppConfig, root: str) -> tuple[dict[str, dict[str, Any]], dic
     cfg = app.model_copy(deep=True)
     cfg.precompute.dataset, cfg.precompute.output = view, f"{root}/arms/shared/latents"
     run_precompute(cfg)
-    cfg.train.data, cfg.train.storage_path = cfg.precompute.output, f"{root}/runs"
-    if "://" not in cfg.train.storage_path:
-        from medgen_ray.train.launch import _storage
-
-        cfg.train.storage_path = _storage(cfg.train.storage_path)
+    cfg.train.data, cfg.train.storage_path = cfg.precompute.output, absolute_local(f"{root}/runs")
     names = {v: sweep_arm_name(sweep.key, v) for v in sweep.values}
 
     def overrides(v: Any) -> list[str]:
@@ -147,7 +143,6 @@ def _holdout_categories(app: AppConfig) -> AppConfig:
 
 
 def run_experiment(app: AppConfig) -> dict[str, Any]:
-    from medgen_ray.evaluate.job import read_per_video
     from medgen_ray.experiment_report import compare_arms, write_experiment_report
     from medgen_ray.runner import run_evaluate, run_precompute
     from medgen_ray.train.launch import run_train
@@ -203,6 +198,6 @@ def run_experiment(app: AppConfig) -> dict[str, Any]:
         info["medvbench"] = by_model.get(name)
     result = {"name": exp.name, "arms": arms, "base": by_model.get("base"), "report": scores["report"],
               "per_category": scores["per_category"], "reference": reference,
-              **compare_arms(read_per_video(ev.evaluate.output), arms, reference, ev.evaluate.dimensions, exp.seed)}
+              **compare_arms(scores["per_video"], arms, reference, ev.evaluate.dimensions, exp.seed)}
     write_experiment_report(root, result, ev.evaluate.dimensions)
     return result

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from medgen_ray.config import AppConfig, CurateConfig, PoolConfig, RayConfig
+from medgen_ray.config import AppConfig, CurateConfig, PoolConfig, RayConfig, absolute_local
 
 log = logging.getLogger("medgen_ray")
 
@@ -219,8 +219,7 @@ def run_curate(app: AppConfig) -> dict[str, Any]:
     from medgen_ray.schema import VIDEO_STAGES
 
     cfg = app.curate
-    if "://" not in cfg.output:  # clip_uri is built from it: absolute, so a manifest reads the same from any folder
-        cfg.output = os.path.abspath(cfg.output)
+    cfg.output = absolute_local(cfg.output)  # clip_uri is built from it: a manifest reads the same from any folder
     if cfg.source.kind == "files":
         rows = list_file_sources(cfg.source)
         if not rows:
@@ -377,7 +376,8 @@ def run_evaluate(app: AppConfig) -> dict[str, Any]:
         print("evaluate: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                                        for k, v in r.items() if v is not None), file=sys.stdout)
     print(f"evaluate: report {page}", file=sys.stdout)
-    return {"per_model": per_model, "per_category": per_category, "videos": int(len(df)), "report": page}
+    return {"per_model": per_model, "per_category": per_category, "videos": int(len(df)), "report": page,
+            "per_video": df}
 
 
 def _arrow_fs(fs):

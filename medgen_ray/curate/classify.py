@@ -13,7 +13,7 @@ import torch
 
 from medgen_ray.config import CurateConfig
 from medgen_ray.curate.batch import Batch, ensure_status, is_active
-from medgen_ray.models.probe import load_probe
+from medgen_ray.models.probe import load_probe, prototypes, softmax
 from medgen_ray.models.registry import load_model
 from medgen_ray.schema import FRAME_SCORES, FRAME_SIMS, FRAMES
 
@@ -33,17 +33,12 @@ class MedicalFrameScorer:
                  other_prompts: list[str]):
         self.probe = load_probe(probe_path, expect_embedder=clip_model) if probe_path else None
         if self.probe is None:
-            med = encoder.encode_texts(medical_prompts).mean(0)
-            oth = encoder.encode_texts(other_prompts).mean(0)
-            self.class_text = np.stack([med / np.linalg.norm(med), oth / np.linalg.norm(oth)])
+            self.class_text = prototypes(encoder.encode_texts, [medical_prompts, other_prompts])
 
     def __call__(self, feats: np.ndarray) -> np.ndarray:
         if self.probe is not None:
             return self.probe.predict_proba(feats.astype(np.float64)).astype(np.float32)
-        logits = LOGIT_SCALE * feats @ self.class_text.T
-        logits -= logits.max(axis=1, keepdims=True)
-        e = np.exp(logits)
-        return (e[:, 0] / e.sum(axis=1)).astype(np.float32)
+        return softmax(LOGIT_SCALE * feats @ self.class_text.T)[:, 0].astype(np.float32)
 
 
 class FrameClassifierStage:

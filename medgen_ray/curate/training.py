@@ -113,7 +113,9 @@ def dataset_captions(dataset: str, text_column: str = "caption_detailed", limit:
     """(caption, category) of a curated dataset's kept clips; a random `limit` of them."""
     import fsspec
 
-    from medgen_ray.curate.sink import list_parts, read_part
+    import pyarrow.parquet as pq
+
+    from medgen_ray.curate.sink import list_parts
 
     parts = list_parts(dataset, "manifest")
     if not parts:
@@ -121,11 +123,13 @@ def dataset_captions(dataset: str, text_column: str = "caption_detailed", limit:
     fs, _ = fsspec.core.url_to_fs(dataset)
     texts, labels = [], []
     for path in parts:
-        t = read_part(fs, path)
-        missing = [c for c in (text_column, "category") if c not in t.column_names]
-        if missing:
-            raise ValueError(f"dataset {dataset!r}: manifest part {path} has no column(s) {missing} "
-                             "(caption the clips first)")
+        with fs.open(path, "rb") as fh:  # only the two columns: manifests carry transcripts and more
+            part = pq.ParquetFile(fh)
+            missing = [c for c in (text_column, "category") if c not in part.schema_arrow.names]
+            if missing:
+                raise ValueError(f"dataset {dataset!r}: manifest part {path} has no column(s) {missing} "
+                                 "(caption the clips first)")
+            t = part.read(columns=[text_column, "category"])
         for text, cat in zip(t.column(text_column).to_pylist(), t.column("category").to_pylist()):
             if text and cat:
                 texts.append(str(text))

@@ -20,7 +20,7 @@ import fsspec
 import numpy as np
 
 from medgen_ray.config import PromptClassifierConfig
-from medgen_ray.models.probe import CategoryProbe, load_category_probe
+from medgen_ray.models.probe import CategoryProbe, load_category_probe, prototypes, softmax
 from medgen_ray.models.registry import load_model
 
 ZERO_SHOT_TEMPERATURE = 0.05  # cosine gaps between categories are small; sharpen them into probabilities
@@ -36,18 +36,14 @@ class PromptCategorizer:
             self.classes = list(probe.classes)
         else:
             self.classes = list(descriptions)
-            protos = np.stack([embedder.embed(descriptions[c]).mean(0) for c in self.classes])
-            self.prototypes = protos / np.linalg.norm(protos, axis=1, keepdims=True)
+            self.prototypes = prototypes(embedder.embed, [descriptions[c] for c in self.classes])
 
     def proba(self, texts: list[str]) -> np.ndarray:
         """(N, K) probabilities over `classes`."""
         feats = self.embedder.embed(texts)
         if self.probe is not None:
             return self.probe.predict_proba(feats)
-        z = feats @ self.prototypes.T / ZERO_SHOT_TEMPERATURE
-        z -= z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+        return softmax(feats @ self.prototypes.T / ZERO_SHOT_TEMPERATURE)
 
     def classify(self, texts: list[str]) -> tuple[list[str], np.ndarray]:
         """The category of each text and its probability."""

@@ -18,6 +18,19 @@ import numpy as np
 import torch
 
 
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, shifted by the row maximum so large logits do not overflow."""
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def prototypes(embed, phrase_groups: list[list[str]]) -> np.ndarray:
+    """One unit vector per class: the mean embedding of its phrases (prompt ensembles), the
+    zero-shot classifiers' class vectors."""
+    protos = np.stack([np.asarray(embed(g)).mean(0) for g in phrase_groups])
+    return protos / np.linalg.norm(protos, axis=1, keepdims=True)
+
+
 def _logits(probe, features: np.ndarray) -> np.ndarray:
     """Standardised features times the weights, after checking the feature width."""
     if features.ndim != 2 or features.shape[1] != probe.weight.shape[0]:
@@ -125,10 +138,7 @@ class CategoryProbe:
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         """(N, K) class probabilities, columns in `classes` order."""
-        z = _logits(self, features)
-        z -= z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+        return softmax(_logits(self, features))
 
     def predict(self, features: np.ndarray) -> list[str]:
         return [self.classes[i] for i in self.predict_proba(features).argmax(axis=1)]

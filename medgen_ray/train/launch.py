@@ -8,21 +8,16 @@ survived up to `train.max_failures` times.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
-from medgen_ray.config import AppConfig
-
-
-def _storage(path: str) -> str:
-    return path if "://" in path else str(Path(path).absolute())
+from medgen_ray.config import AppConfig, absolute_local
 
 
 def storage_for(path: str) -> tuple[str, Any]:
     """(storage_path, storage_filesystem) for RunConfig: remote URIs go through fsspec, so
     credentials and endpoints (AWS_ENDPOINT_URL, ...) work as for every other path we read."""
     if "://" not in path or path.startswith("file://"):
-        return _storage(path.removeprefix("file://")), None
+        return absolute_local(path.removeprefix("file://")), None
     import fsspec
     import pyarrow.fs as pafs
 
@@ -47,7 +42,7 @@ def run_train(app: AppConfig) -> dict[str, Any]:
     if cfg.micro_batch > 1 and max(check.buckets.values()) < cfg.micro_batch:
         raise ValueError(f"train.micro_batch={cfg.micro_batch}: no bucket has that many clips ({check.buckets})")
     if "://" not in cfg.storage_path:
-        cfg = cfg.model_copy(update={"storage_path": _storage(cfg.storage_path)})
+        cfg = cfg.model_copy(update={"storage_path": absolute_local(cfg.storage_path)})
     storage_path, storage_fs = storage_for(cfg.storage_path)
     init_ray(app.ray)
     import fsspec
