@@ -27,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def _decode(path: str) -> float:
-    from medgen_ray.curate.decode import decode_all
+    from medgen_ray.core.decode import decode_all
 
     return decode_all(path, threads=1)[1]
 
@@ -61,7 +61,8 @@ CPU_SPLIT = ["curate.classify.pool.num_cpus=0.25", "curate.quality.pool.num_cpus
 def child(folder: str, out: str, probe: str, tau: float, quality: bool) -> None:
     """One pipeline run in a fresh driver process: prints JSON with wall time and peak RSS."""
     from medgen_ray.config import load_config
-    from medgen_ray.runner import init_ray, run_curate
+    from medgen_ray.core.cluster import init_ray
+    from medgen_ray.runner import run_curate
 
     app = load_config(None, [f"curate.output={out}", f"curate.source.uris=[{folder}]", "ray.num_cpus=2",
                              "curate.classify.clip_model=clip/tiny", f"curate.classify.probe_path={probe}",
@@ -90,8 +91,8 @@ def main() -> None:
         child(args.child[0], args.child[1], args.child[2], float(args.child[3]), args.child[4] == "True")
         return
 
-    from medgen_ray.curate.decode import probe_video
-    from medgen_ray.curate.training import train_frame_probe
+    from medgen_ray.core.decode import probe_video
+    from medgen_ray.curate.classifiers import train_frame_probe
     from medgen_ray.demo import calibrate_tau, write_frame_training
     from medgen_ray.samples.generator import make_corpus
 

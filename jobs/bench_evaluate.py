@@ -59,7 +59,6 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
 
-    import numpy as np
 
     from medgen_ray.config import load_config
     from medgen_ray.evaluate.score import VideoScoreStage

@@ -24,8 +24,8 @@ def main() -> None:
     import numpy as np
 
     from medgen_ray.config import load_config
+    from medgen_ray.core.batch import from_rows
     from medgen_ray.curate.aesthetic import AestheticStage
-    from medgen_ray.curate.batch import from_rows
     from medgen_ray.curate.borders import BorderStage
     from medgen_ray.curate.captions import CaptionStage
     from medgen_ray.curate.clipframes import ClipFramesStage

@@ -33,7 +33,8 @@ def main() -> None:
     from ray import serve
 
     from medgen_ray.config import load_config
-    from medgen_ray.serve.generator import VideoGenerator, encode_mp4
+    from medgen_ray.core.encode import float_mp4_bytes
+    from medgen_ray.serve.generator import VideoGenerator
     from medgen_ray.serve.launch import start_serve
     from medgen_ray.serve.schema import VideoRequest, resolved
 
@@ -54,7 +55,7 @@ def main() -> None:
     direct = []
     for _ in range(args.runs + 1):
         t0 = time.perf_counter()
-        encode_mp4(gen.generate(request), app.serve.fps)
+        float_mp4_bytes(gen.generate(request), app.serve.fps)
         direct.append(time.perf_counter() - t0)
     del gen
 

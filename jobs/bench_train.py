@@ -52,9 +52,9 @@ def bare_loop(latents: Path, cfg) -> dict[str, float]:
     import pyarrow.parquet as pq
     import torch
 
-    from medgen_ray.models.hunyuan import load_transformer
-    from medgen_ray.train.lora import add_lora
+    from medgen_ray.models.registry import load_transformer
     from medgen_ray.train.loop import flow_step_loss
+    from medgen_ray.train.lora import add_lora
     from medgen_ray.train.precompute import collate, decode_row
     from medgen_ray.train.strategy import DdpStrategy
 
@@ -80,7 +80,7 @@ def ray_loop(latents: Path, runs: Path, steps: int, *extra: str) -> dict[str, fl
     import json
 
     from medgen_ray.config import load_config
-    from medgen_ray.train.launch import run_train
+    from medgen_ray.runner import run_train
 
     shutil.rmtree(runs, ignore_errors=True)
     t0 = time.perf_counter()

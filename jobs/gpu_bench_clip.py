@@ -24,7 +24,7 @@ def _sync(device: str) -> None:
 
 def bench(model: str, device: str, frames: int, per_video: int, batch: int, repeats: int = 3) -> dict:
     from medgen_ray.config import load_config
-    from medgen_ray.curate.batch import from_rows
+    from medgen_ray.core.batch import from_rows
     from medgen_ray.curate.classify import FrameClassifierStage
 
     cfg = load_config(None, [f"curate.classify.clip_model={model}", "curate.classify.weights=random",

@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def run_variant(name: str, args, device, dtype) -> dict:
     import torch
+    from benchmarking import free_memory, peak_gib
 
-    from medgen_ray.benchmarking import free_memory, peak_gib
     from medgen_ray.models.attention import set_unpadded_attention
-    from medgen_ray.models.hunyuan import load_transformer
+    from medgen_ray.models.registry import load_transformer
 
     torch.manual_seed(0)
     model = load_transformer("hunyuan_video/tiny" if args.tiny else "hunyuan_video", "random", dtype,
@@ -81,8 +81,7 @@ def run_variant(name: str, args, device, dtype) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     import torch
-
-    from medgen_ray.benchmarking import add_shape_args
+    from benchmarking import add_shape_args
 
     ap = argparse.ArgumentParser()
     add_shape_args(ap, 720, 1280, 129)

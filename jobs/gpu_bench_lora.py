@@ -92,10 +92,10 @@ def forward_flops(model, inputs: dict, dtype, device, trimmed: bool) -> float:
 
 def run_variant(name: str, args, device, dtype) -> dict:
     import torch
+    from benchmarking import free_memory, peak_gib
 
-    from medgen_ray.benchmarking import free_memory, peak_gib
     from medgen_ray.models.attention import set_unpadded_attention
-    from medgen_ray.models.hunyuan import load_transformer
+    from medgen_ray.models.registry import load_transformer
     from medgen_ray.train.lora import add_lora
 
     torch.manual_seed(0)
@@ -146,8 +146,7 @@ def run_variant(name: str, args, device, dtype) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     import torch
-
-    from medgen_ray.benchmarking import add_shape_args
+    from benchmarking import add_shape_args
 
     ap = argparse.ArgumentParser()
     add_shape_args(ap, 544, 960, 33)

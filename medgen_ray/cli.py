@@ -41,7 +41,7 @@ def cmd_precompute(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from medgen_ray.train.launch import run_train
+    from medgen_ray.runner import run_train
 
     run_train(_config(args))
     return 0
@@ -61,7 +61,7 @@ def cmd_lora_export(args: argparse.Namespace) -> int:
     """Write both export formats from a training checkpoint (or convert one format to the other)."""
     import torch
 
-    from medgen_ray.models.hunyuan import load_transformer
+    from medgen_ray.models.registry import load_transformer
     from medgen_ray.train.lora import load_lora_file, save_diffusers_lora, save_original_lora
     from medgen_ray.train.strategy import STATE_FILE
 
@@ -104,15 +104,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from medgen_ray.config import derive
     from medgen_ray.runner import run_evaluate
 
-    app = _config(args)
-    if args.videos:
-        app.evaluate.videos = args.videos
-    if args.prompts:
-        app.evaluate.prompts = args.prompts
-    if args.out:
-        app.evaluate.output = args.out
+    given = {"evaluate.videos": args.videos, "evaluate.prompts": args.prompts, "evaluate.output": args.out}
+    app = derive(_config(args), {k: v for k, v in given.items() if v})
     result = run_evaluate(app)
     return 0 if result["videos"] else 1
 
@@ -127,7 +123,7 @@ def cmd_dataset_view(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from medgen_ray.experiments import run_experiment
+    from medgen_ray.runner import run_experiment
 
     run_experiment(_config(args))
     return 0
@@ -142,14 +138,14 @@ def cmd_caption(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from medgen_ray.report import build_report
+    from medgen_ray.curate.dataset_report import build_report
 
     print(build_report(args.dataset, _config(args).curate, args.out))
     return 0
 
 
 def cmd_review(args: argparse.Namespace) -> int:
-    from medgen_ray.review import draw_review, score_review
+    from medgen_ray.curate.review import draw_review, score_review
 
     if args.score:
         print(json.dumps(score_review(args.score)))
@@ -159,7 +155,7 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 
 def cmd_train_text(args: argparse.Namespace) -> int:
-    from medgen_ray.curate.training import train_text_classifier
+    from medgen_ray.curate.classifiers import train_text_classifier
 
     rep = train_text_classifier(args.csv, args.embedder, args.out, seed=args.seed)
     print(json.dumps(rep.__dict__))
@@ -167,7 +163,7 @@ def cmd_train_text(args: argparse.Namespace) -> int:
 
 
 def cmd_train_frames(args: argparse.Namespace) -> int:
-    from medgen_ray.curate.training import train_frame_probe
+    from medgen_ray.curate.classifiers import train_frame_probe
 
     rep = train_frame_probe(args.csv, args.clip_model, args.out, args.weights, seed=args.seed)
     print(json.dumps(rep.__dict__))
@@ -175,7 +171,7 @@ def cmd_train_frames(args: argparse.Namespace) -> int:
 
 
 def cmd_train_categories(args: argparse.Namespace) -> int:
-    from medgen_ray.curate.training import dataset_captions, read_category_csv, train_category_classifier
+    from medgen_ray.curate.classifiers import dataset_captions, read_category_csv, train_category_classifier
 
     if bool(args.dataset) == bool(args.csv):
         print("medgen: error: give --dataset (a curated dataset's captions) or --csv (text,category)", file=sys.stderr)

@@ -8,14 +8,20 @@ bad config names every bad field (`ConfigError`, exit code 2 in the CLI).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Base of every config section: unknown keys are errors, and a validated config is never
+    changed in place (derive a new one with `derive`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(ValueError):
@@ -591,21 +597,31 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     return parsed
 
 
-def absolute_local(path: str) -> str:
-    """A local path made absolute (what workers in other folders and later jobs read);
-    URIs (`s3://`, ...) unchanged."""
-    return path if "://" in path else str(Path(path).absolute())
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def derive(cfg: M, updates: dict[str, Any]) -> M:
+    """A new config of cfg's type with dotted fields replaced (`{"train.data": "..."}`),
+    validated again; `cfg` itself is unchanged."""
+    tree = cfg.model_dump()
+    for key, value in updates.items():
+        _set_path(tree, key, _plain(value))
+    try:
+        return type(cfg).model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError([f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]) from exc
 
 
 def with_overrides(app: AppConfig, overrides: list[str]) -> AppConfig:
     """A copy of a validated config with `a.b=c` overrides applied and validated again."""
-    tree = app.model_dump()
-    for key, value in parse_overrides(overrides):
-        _set_path(tree, key, value)
-    try:
-        return AppConfig.model_validate(tree)
-    except ValidationError as exc:
-        raise ConfigError([f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]) from exc
+    return derive(app, dict(parse_overrides(overrides)))
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> AppConfig:

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from medgen_ray.config import AppConfig
-from medgen_ray.curate.training import train_frame_probe, train_text_classifier
+from medgen_ray.config import AppConfig, derive
+from medgen_ray.curate.classifiers import train_frame_probe, train_text_classifier
 from medgen_ray.samples.bad import BAD_KINDS, make_bad_input
 from medgen_ray.samples.generator import make_corpus
 from medgen_ray.samples.scenes import ALL_SCENES, SCENES
@@ -198,13 +198,11 @@ def run_demo(app: AppConfig) -> dict[str, Any]:
     print(f"[demo] tau {tau['tau']:.4f} (adjacent-second p5 {tau['adjacent_p5']:.4f}, across-cut p95 "
           f"{tau['cut_p95']:.4f})")
 
-    cur.source.kind = "files"
-    cur.source.uris = [str(corpus)]
-    cur.metadata.classifier_path = text_probe
-    cur.classify.probe_path = frame_probe
-    cur.segment.similarity_threshold = tau["tau"]
-    if cur.output == "medgen_out":
-        cur.output = str(work / "dataset")
+    app = derive(app, {"curate.source.kind": "files", "curate.source.uris": [str(corpus)],
+                       "curate.metadata.classifier_path": text_probe, "curate.classify.probe_path": frame_probe,
+                       "curate.segment.similarity_threshold": tau["tau"],
+                       **({"curate.output": str(work / "dataset")} if cur.output == "medgen_out" else {})})
+    cur = app.curate
     summary = run_curate(app)
     check = check_against_truth(cur.output, truth, bad)
     check["training"] = {"text_accuracy": rep.test_accuracy, "frame_accuracy": rep_f.test_accuracy, **tau}
@@ -216,14 +214,14 @@ def run_demo(app: AppConfig) -> dict[str, Any]:
     for kind, e in check["defects"].items():
         extra = f"  {e['seconds_in_kept_clips']} s left in kept clips" if "seconds_in_kept_clips" in e else ""
         print(f"[demo]   {kind:16s} {e['planted']:7d} {e['reached']:7d} {e['caught']:6d}  {e['by']:11s}{extra}")
-    from medgen_ray.report import build_report
+    from medgen_ray.curate.dataset_report import build_report
 
     page = build_report(cur.output, cur)
     print(f"[demo] dataset: {cur.output} (manifest/, rejects/, clips/, summary.json, self_check.json)")
     print(f"[demo] report: {page}")
     result = {"summary": summary, "check": check}
     if d.train_lora:
-        result["train"] = train_demo_lora(app, work)
+        app, result["train"] = train_demo_lora(app, work)
         result["serve"] = serve_demo(app, work, result["train"]["lora"])
     return result
 
@@ -238,13 +236,14 @@ def serve_demo(app: AppConfig, work: Path, lora: str) -> dict[str, Any]:
     from medgen_ray.serve.launch import start_serve
 
     cfg = app.serve
-    cfg.adapters = {**cfg.adapters, "medgen": lora}
+    updates: dict[str, Any] = {"serve.adapters": {**cfg.adapters, "medgen": lora}}
     if cfg.store == "medgen_videos":
-        cfg.store = str(work / "videos")
+        updates["serve.store"] = str(work / "videos")
     if cfg.port == 0:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
-            cfg.port = sock.getsockname()[1]
+            updates["serve.port"] = sock.getsockname()[1]
+    app = derive(app, updates)
     url = start_serve(app)
     out = {}
     try:
@@ -262,20 +261,18 @@ def serve_demo(app: AppConfig, work: Path, lora: str) -> dict[str, Any]:
     return out
 
 
-def train_demo_lora(app: AppConfig, work: Path) -> dict[str, Any]:
-    """Latents of the kept clips, then a LoRA on the tiny twin with two DDP workers."""
+def train_demo_lora(app: AppConfig, work: Path) -> tuple[AppConfig, dict[str, Any]]:
+    """Latents of the kept clips, then a LoRA on the tiny twin with two DDP workers; returns the
+    config those jobs ran with and the training summary."""
     import csv
 
-    from medgen_ray.runner import run_precompute
-    from medgen_ray.train.launch import run_train
+    from medgen_ray.runner import run_precompute, run_train
 
+    latents = str(work / "latents") if app.precompute.output == "medgen_latents" else app.precompute.output
+    app = derive(app, {"precompute.dataset": app.curate.output, "precompute.output": latents, "train.data": latents,
+                       **({"train.storage_path": str(work / "runs")} if app.train.storage_path == "medgen_runs"
+                          else {})})
     pre, tr = app.precompute, app.train
-    pre.dataset = app.curate.output
-    if pre.output == "medgen_latents":
-        pre.output = str(work / "latents")
-    tr.data = pre.output
-    if tr.storage_path == "medgen_runs":
-        tr.storage_path = str(work / "runs")
     encoded = run_precompute(app)
     print(f"[demo] latents: {encoded.get('total_rows', 0)} clips in buckets {encoded.get('buckets', {})} "
           f"({encoded['rejected']} rejected) -> {pre.output}")
@@ -287,7 +284,7 @@ def train_demo_lora(app: AppConfig, work: Path) -> dict[str, Any]:
           f"(mean of first/last {k} steps)")
     print(f"[demo] LoRA files: {result['lora']} (diffusers + ComfyUI); loss curve and validation videos in "
           f"{result['run_dir']}")
-    return {**result, "loss_first": first, "loss_last": last}
+    return app, {**result, "loss_first": first, "loss_last": last}
 
 
 DEMO_PROMPTS = [
@@ -305,11 +302,12 @@ def evaluate_demo(app: AppConfig, work: Path, url: str) -> dict[str, Any]:
     ev = app.evaluate
     prompts = work / "eval_prompts.txt"
     prompts.write_text("\n".join(DEMO_PROMPTS) + "\n")
-    ev.prompts, ev.url = str(prompts), url
+    updates: dict[str, Any] = {"evaluate.prompts": str(prompts), "evaluate.url": url}
     if ev.medical_probe is None and app.curate.classify.clip_model == ev.clip_model:
-        ev.medical_probe = app.curate.classify.probe_path  # the frame probe the curation used
+        updates["evaluate.medical_probe"] = app.curate.classify.probe_path  # the frame probe the curation used
     if ev.output == "medgen_eval":
-        ev.output = str(work / "eval")
+        updates["evaluate.output"] = str(work / "eval")
+    app = derive(app, updates)
     result = run_evaluate(app)
     for r in result["per_model"]:
         print(f"[demo] Med-VBench {r['model']:18s} SC {r['subject_consistency']:.2f} BC "

@@ -15,31 +15,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from medgen_ray.config import AppConfig, CurateConfig, PoolConfig, RayConfig, absolute_local
+from medgen_ray.config import AppConfig, CurateConfig, PoolConfig, derive
+from medgen_ray.core.cluster import init_ray
+from medgen_ray.core.storage import absolute_local, arrow_fs
 
 log = logging.getLogger("medgen_ray")
-
-
-def init_ray(cfg: RayConfig) -> None:
-    """Connect to a cluster (config or RAY_ADDRESS), or start an embedded one on 127.0.0.1."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = cfg.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True)
-        return
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    ray.init(
-        address="local",  # never attach to another `ray start` cluster found on this machine
-        num_cpus=cfg.num_cpus,
-        include_dashboard=cfg.include_dashboard,
-        _node_ip_address="127.0.0.1",
-        dashboard_host="127.0.0.1",
-        log_to_driver=True,
-        runtime_env={"env_vars": {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "MEDGEN_CACHE") if k in os.environ}},
-    )
 
 
 def _task_fn(name: str, factory: Callable[[], Callable], post: Callable | None = None) -> Callable:
@@ -49,7 +29,7 @@ def _task_fn(name: str, factory: Callable[[], Callable], post: Callable | None =
     cache: dict[str, Any] = {}
 
     def fn(batch):
-        from medgen_ray.observability import timed_stage
+        from medgen_ray.core.observability import timed_stage
 
         stage = cache.get("s")
         if stage is None:
@@ -69,7 +49,7 @@ def _actor_cls(name: str, factory: Callable[[], Callable], post: Callable | None
             setup()
 
     def __call__(self, batch):
-        from medgen_ray.observability import timed_stage
+        from medgen_ray.core.observability import timed_stage
 
         out = timed_stage(name, self.stage, batch)
         return post(out) if post is not None else out
@@ -119,18 +99,19 @@ def build_curate_dataset(cfg: CurateConfig, rows: list[dict], skip: set[str]):
     """The curation pipeline as a lazy Ray Dataset of sink counts."""
     import ray
 
+    from medgen_ray.core.cluster import pick_device
     from medgen_ray.curate.aesthetic import AestheticStage
     from medgen_ray.curate.borders import BorderStage
     from medgen_ray.curate.captions import CaptionStage
-    from medgen_ray.curate.classify import FrameClassifierStage, pick_device
+    from medgen_ray.curate.classify import FrameClassifierStage
     from medgen_ray.curate.clipframes import ClipFramesStage
-    from medgen_ray.curate.motion import MotionStage
-    from medgen_ray.curate.ocr import OcrStage
+    from medgen_ray.curate.container import ProbeStage
     from medgen_ray.curate.cut import CutStage
     from medgen_ray.curate.filters import apply_filters
     from medgen_ray.curate.metadata import MetadataStage
-    from medgen_ray.curate.probe import ProbeStage
-    from medgen_ray.curate.sample import SampleStage
+    from medgen_ray.curate.motion import MotionStage
+    from medgen_ray.curate.ocr import OcrStage
+    from medgen_ray.curate.sampling import SampleStage
     from medgen_ray.curate.sink import write_batch
     from medgen_ray.curate.sources import FileSourceStage
     from medgen_ray.curate.technical import TechnicalStage, is_model_metric
@@ -212,14 +193,19 @@ def _image_size(name: str, get_spec) -> int:
 
 def run_curate(app: AppConfig) -> dict[str, Any]:
     """Run the curation job end to end; returns the summary (also written to summary.json)."""
-    from medgen_ray.curate.sink import (build_summary, drop_duplicates, drop_unfinished, source_progress,
-                                        write_summary)
+    from medgen_ray.curate.sink import (
+        build_summary,
+        drop_duplicates,
+        drop_unfinished,
+        source_progress,
+        write_summary,
+    )
     from medgen_ray.curate.sources import list_file_sources
     from medgen_ray.curate.ytdlp import build_requests
     from medgen_ray.schema import VIDEO_STAGES
 
-    cfg = app.curate
-    cfg.output = absolute_local(cfg.output)  # clip_uri is built from it: a manifest reads the same from any folder
+    cfg = derive(app.curate, {"output": absolute_local(app.curate.output)})  # clip_uri is built from it: a
+    # manifest reads the same from any folder
     if cfg.source.kind == "files":
         rows = list_file_sources(cfg.source)
         if not rows:
@@ -263,7 +249,7 @@ def run_precompute(app: AppConfig) -> dict[str, int]:
     """Encode every kept clip of a curated dataset into latent/text shards (resumable)."""
     import ray
 
-    from medgen_ray.curate.sink import list_parts
+    from medgen_ray.core.parts import list_parts
     from medgen_ray.models.registry import get_spec
     from medgen_ray.train.precompute import PrecomputeStage, check_shards, done_clip_ids, write_shard_batch
 
@@ -279,7 +265,7 @@ def run_precompute(app: AppConfig) -> dict[str, int]:
     ray.data.DataContext.get_current().op_resource_reservation_enabled = False
     fs, _ = __import__("fsspec").core.url_to_fs(cfg.dataset)
     captions = [c for c in (cfg.caption_field, cfg.fallback_caption_field) if c]
-    ds = ray.data.read_parquet(parts, filesystem=_arrow_fs(fs)).select_columns(PRECOMPUTE_INPUT + captions)
+    ds = ray.data.read_parquet(parts, filesystem=arrow_fs(fs)).select_columns(PRECOMPUTE_INPUT + captions)
 
     def not_done(batch):
         keep = np.array([c not in skip for c in batch["clip_id"]], dtype=bool)
@@ -303,13 +289,45 @@ def run_precompute(app: AppConfig) -> dict[str, int]:
     return result
 
 
+def run_train(app: AppConfig) -> dict[str, Any]:
+    """LoRA fine-tuning: check the shards, read them as a Ray Dataset, train on Ray Train."""
+    import fsspec
+    import ray
+
+    from medgen_ray.train.launch import check_train_inputs, fit_lora
+    from medgen_ray.train.precompute import SHARDS
+
+    cfg, check = check_train_inputs(app.train)
+    init_ray(app.ray)
+    ray.data.DataContext.get_current().enable_progress_bars = False  # one bar per epoch per worker is noise
+    fs, root = fsspec.core.url_to_fs(cfg.data)
+    ds = ray.data.read_parquet(f"{root.rstrip('/')}/{SHARDS}", filesystem=arrow_fs(fs))
+    return fit_lora(cfg, check, ds)
+
+
+def run_experiment(app: AppConfig) -> dict[str, Any]:
+    """An experiment (arms or a sweep) with this module's precompute, training and evaluation."""
+    from medgen_ray.experiments.arms import Jobs
+    from medgen_ray.experiments.arms import run_experiment as run_arms
+
+    return run_arms(app, Jobs(precompute=run_precompute, train=run_train, evaluate=run_evaluate, init_ray=init_ray))
+
+
 def run_evaluate(app: AppConfig) -> dict[str, Any]:
     """Med-VBench: generate (unless scoring a folder), score every video, aggregate, report."""
     import ray
 
-    from medgen_ray.evaluate.job import (GenerateStage, RemoteGenerateStage, aggregate, aggregate_by_category,
-                                         folder_rows, generation_rows, read_per_video, write_scores)
-    from medgen_ray.evaluate.report import build_eval_report
+    from medgen_ray.evaluate.job import (
+        GenerateStage,
+        RemoteGenerateStage,
+        aggregate,
+        aggregate_by_category,
+        folder_rows,
+        generation_rows,
+        read_per_video,
+        write_scores,
+    )
+    from medgen_ray.evaluate.medvbench_report import build_eval_report
     from medgen_ray.evaluate.score import VideoScoreStage
 
     cfg = app.evaluate
@@ -378,15 +396,6 @@ def run_evaluate(app: AppConfig) -> dict[str, Any]:
     print(f"evaluate: report {page}", file=sys.stdout)
     return {"per_model": per_model, "per_category": per_category, "videos": int(len(df)), "report": page,
             "per_video": df}
-
-
-def _arrow_fs(fs):
-    """pyarrow filesystem for an fsspec one (Ray Data's readers want pyarrow's)."""
-    import pyarrow.fs as pafs
-
-    if getattr(fs, "protocol", None) in ("file", ("file", "local"), "local") or "file" in (fs.protocol or ()):
-        return pafs.LocalFileSystem()
-    return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
 
 
 def print_summary(summary: dict[str, Any], out) -> None:

@@ -43,7 +43,7 @@ def one_video(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def frame_probe(tmp_path_factory) -> Path:
     """Linear probe on tiny-CLIP features of generated frames (not those of the test corpora)."""
-    from medgen_ray.curate.training import train_frame_probe
+    from medgen_ray.curate.classifiers import train_frame_probe
     from medgen_ray.demo import write_frame_training
 
     folder = tmp_path_factory.mktemp("probe")
@@ -92,7 +92,7 @@ def ray_cluster(s3):
     import ray
 
     from medgen_ray.config import RayConfig
-    from medgen_ray.runner import init_ray
+    from medgen_ray.core.cluster import init_ray
 
     init_ray(RayConfig(num_cpus=2))
     yield ray.get_runtime_context().gcs_address

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from medgen_ray.curate.classify import pick_device
+from medgen_ray.core.cluster import pick_device
+from medgen_ray.core.stage import Row, RowStage
 from medgen_ray.curate.clipframes import QFRAMES
-from medgen_ray.curate.stage import Row, RowStage
 from medgen_ray.models.registry import load_model
 
 

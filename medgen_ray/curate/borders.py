@@ -12,8 +12,8 @@ import math
 import cv2
 import numpy as np
 
+from medgen_ray.core.stage import Row, RowStage
 from medgen_ray.curate.clipframes import QFRAMES
-from medgen_ray.curate.stage import Row, RowStage
 
 SIDES = ("top", "bottom", "left", "right")
 
@@ -110,7 +110,7 @@ class BorderStage(RowStage):
         row["crop_box"] = ""
         q = self.cfg.quality
         if q.border_action == "crop" and any(scores[f"score_border_{s}"] >= q.border_persistence for s in SIDES):
-            from medgen_ray.curate.decode import probe_video
+            from medgen_ray.core.decode import probe_video
 
             info = probe_video(row["clip_uri"])
             box = content_box(scores, info.width, info.height, q.border_persistence)

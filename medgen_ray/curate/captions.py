@@ -27,7 +27,7 @@ import cv2
 import fsspec
 import numpy as np
 
-from medgen_ray.curate.batch import Batch, ensure_status, is_active, mark_reject, to_rows, from_rows
+from medgen_ray.core.batch import Batch, ensure_status, from_rows, is_active, mark_reject, to_rows
 from medgen_ray.curate.clipframes import clip_frames
 from medgen_ray.curate.metadata import keyword_pattern
 
@@ -275,7 +275,8 @@ def fill_pending_captions(output: str, cfg) -> dict[str, int]:
     """`medgen caption DATASET`: caption the manifest rows left pending, part by part."""
     import pyarrow as pa
 
-    from medgen_ray.curate.sink import list_parts, read_part, split_batch, write_table_atomic, write_batch
+    from medgen_ray.core.parts import list_parts, read_part, write_table_atomic
+    from medgen_ray.curate.sink import write_batch
     from medgen_ray.schema import MANIFEST_SCHEMA
 
     stage = CaptionStage(cfg, output)

@@ -9,19 +9,15 @@ cosine similarities that temporal segmentation uses to find scene cuts.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from medgen_ray.config import CurateConfig
-from medgen_ray.curate.batch import Batch, ensure_status, is_active
-from medgen_ray.models.probe import load_probe, prototypes, softmax
+from medgen_ray.core.batch import Batch, ensure_status, is_active
+from medgen_ray.core.cluster import pick_device
+from medgen_ray.models.linear_probe import load_probe, prototypes, softmax
 from medgen_ray.models.registry import load_model
 from medgen_ray.schema import FRAME_SCORES, FRAME_SIMS, FRAMES
 
 LOGIT_SCALE = 100.0
-
-
-def pick_device(num_gpus: float) -> str:
-    return "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"
 
 
 class MedicalFrameScorer:

@@ -17,9 +17,9 @@ import fsspec
 import numpy as np
 
 from medgen_ray.config import CurateConfig
-from medgen_ray.curate.decode import open_video
-from medgen_ray.curate.errors import DataError
-from medgen_ray.curate.stage import Row, RowStage
+from medgen_ray.core.decode import open_video
+from medgen_ray.core.errors import DataError
+from medgen_ray.core.stage import Row, RowStage
 from medgen_ray.schema import CLIP_ID, CLIP_URI, CUT_MODE, SOURCE_URI, T_END, T_START, VIDEO_ID
 
 

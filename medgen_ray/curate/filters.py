@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from medgen_ray.config import CurateConfig
-from medgen_ray.curate.batch import Batch, ensure_status, is_active
+from medgen_ray.core.batch import Batch, ensure_status, is_active
 from medgen_ray.schema import REJECT_REASON, REJECT_STAGE
 
 Rule = Callable[[dict, CurateConfig], str | None]

@@ -10,8 +10,8 @@ import fsspec
 import numpy as np
 
 from medgen_ray.config import CurateConfig
-from medgen_ray.curate.batch import Batch, ensure_status, is_active
-from medgen_ray.models.probe import load_probe
+from medgen_ray.core.batch import Batch, ensure_status, is_active
+from medgen_ray.models.linear_probe import load_probe
 from medgen_ray.models.registry import load_model
 from medgen_ray.schema import DESCRIPTION, TITLE
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from medgen_ray.core.stage import Row, RowStage
 from medgen_ray.curate.clipframes import MFRAMES
-from medgen_ray.curate.stage import Row, RowStage
 
 LABELS = ("static", "pan", "tilt", "zoom", "mixed")
 

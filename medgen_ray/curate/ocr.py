@@ -9,8 +9,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from medgen_ray.core.stage import Row, RowStage
 from medgen_ray.curate.clipframes import QFRAMES
-from medgen_ray.curate.stage import Row, RowStage
 
 
 class RapidOcrBackend:

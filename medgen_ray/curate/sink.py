@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-import math
 import uuid
 from collections import Counter, defaultdict
 from typing import Any, Iterator
@@ -25,12 +24,22 @@ from typing import Any, Iterator
 import fsspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from medgen_ray.curate.batch import Batch, batch_len
+from medgen_ray.core.batch import Batch, batch_len
+from medgen_ray.core.parts import list_parts, read_part, table_from_batch, write_table_atomic
 from medgen_ray.schema import (
-    CLIP_ID, CLIP_STAGES, ERROR, MANIFEST_SCHEMA, N_CANDIDATES, REJECT_REASON, REJECT_STAGE, REJECTS_SCHEMA,
-    T_END, T_START, VIDEO_ID, VIDEO_STAGES, default_for,
+    CLIP_ID,
+    CLIP_STAGES,
+    ERROR,
+    MANIFEST_SCHEMA,
+    N_CANDIDATES,
+    REJECT_REASON,
+    REJECT_STAGE,
+    REJECTS_SCHEMA,
+    T_END,
+    T_START,
+    VIDEO_ID,
+    VIDEO_STAGES,
 )
 
 PIPELINE_VERSION = "medgen_ray 0.1.0"
@@ -38,29 +47,6 @@ PIPELINE_VERSION = "medgen_ray 0.1.0"
 
 def _fs(output: str):
     return fsspec.core.url_to_fs(output)
-
-
-def _table(batch: Batch, rows: np.ndarray, schema: pa.Schema) -> pa.Table:
-    cols = []
-    for field in schema:
-        if field.name in batch:
-            values = [_clean(batch[field.name][i], field.type) for i in rows]
-        else:
-            values = [_clean(default_for(field.name), field.type)] * len(rows)
-        cols.append(pa.array(values, type=field.type))
-    return pa.Table.from_arrays(cols, schema=schema)
-
-
-def _clean(v: Any, typ: pa.DataType) -> Any:
-    if isinstance(v, np.generic):
-        v = v.item()
-    if pa.types.is_integer(typ):
-        return None if v is None or (isinstance(v, float) and math.isnan(v)) else int(v)
-    if pa.types.is_floating(typ):
-        return None if v is None else float(v)
-    if pa.types.is_string(typ):
-        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
-    return v
 
 
 def _provenance(batch: Batch, i: int) -> str:
@@ -90,14 +76,7 @@ def split_batch(batch: Batch) -> tuple[pa.Table, pa.Table]:
                 [float(batch[T_END][i]) - float(batch[T_START][i]) if kept[i] else float(batch["duration"][i])
                  for i in range(n)]
             )
-    return _table(batch, np.flatnonzero(kept), MANIFEST_SCHEMA), _table(batch, np.flatnonzero(~kept), REJECTS_SCHEMA)
-
-
-def write_table_atomic(fs, path: str, table: pa.Table) -> None:
-    tmp = path.rsplit("/", 1)[0] + "/." + path.rsplit("/", 1)[1] + ".tmp"
-    with fs.open(tmp, "wb") as fh:
-        pq.write_table(table, fh)
-    fs.mv(tmp, path)
+    return table_from_batch(batch, np.flatnonzero(kept), MANIFEST_SCHEMA), table_from_batch(batch, np.flatnonzero(~kept), REJECTS_SCHEMA)
 
 
 def write_batch(output: str, batch: Batch) -> dict[str, int]:
@@ -110,19 +89,6 @@ def write_batch(output: str, batch: Batch) -> dict[str, int]:
             fs.makedirs(f"{root}/{name}", exist_ok=True)
             write_table_atomic(fs, f"{root}/{name}/part-{part}.parquet", table)
     return {"kept": manifest.num_rows, "rejected": rejects.num_rows}
-
-
-def list_parts(output: str, name: str) -> list[str]:
-    fs, root = _fs(output)
-    folder = f"{root}/{name}"
-    if not fs.exists(folder):
-        return []
-    return sorted(p for p in fs.ls(folder, detail=False) if p.rsplit("/", 1)[-1].startswith("part-"))
-
-
-def read_part(fs, path: str, columns: list[str] | None = None) -> pa.Table:
-    with fs.open(path, "rb") as fh:
-        return pq.read_table(fh, columns=columns)
 
 
 def _iter_tables(output: str, columns: list[str]) -> Iterator[tuple[str, str, pa.Table]]:

@@ -15,8 +15,8 @@ from pathlib import PurePosixPath
 import fsspec
 
 from medgen_ray.config import SourceConfig
-from medgen_ray.curate.errors import DataError
-from medgen_ray.curate.stage import Row, RowStage
+from medgen_ray.core.errors import DataError
+from medgen_ray.core.stage import Row, RowStage
 from medgen_ray.schema import CHANNEL, DESCRIPTION, LICENSE, SOURCE_URI, SOURCE_URL, TITLE, TRANSCRIPT, VIDEO_ID
 
 _GLOB = re.compile(r"[*?\[]")

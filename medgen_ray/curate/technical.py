@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import torch
 
+from medgen_ray.core.stage import Row, RowStage
 from medgen_ray.curate.clipframes import QFRAMES
-from medgen_ray.curate.stage import Row, RowStage
 
 SHARPNESS_K = 0.002
 

@@ -13,11 +13,18 @@ import math
 import numpy as np
 
 from medgen_ray.config import CurateConfig
-from medgen_ray.curate.batch import mark_reject
-from medgen_ray.curate.errors import DataError
-from medgen_ray.curate.stage import Row, RowStage
+from medgen_ray.core.batch import mark_reject
+from medgen_ray.core.errors import DataError
+from medgen_ray.core.stage import Row, RowStage
 from medgen_ray.schema import (
-    CLIP_ID, FRAME_SCORES, FRAME_SIMS, FRAME_TIMES, N_CANDIDATES, T_END, T_START, VIDEO_ID,
+    CLIP_ID,
+    FRAME_SCORES,
+    FRAME_SIMS,
+    FRAME_TIMES,
+    N_CANDIDATES,
+    T_END,
+    T_START,
+    VIDEO_ID,
 )
 
 

@@ -20,9 +20,10 @@ from typing import Any
 import fsspec
 
 from medgen_ray.config import CurateConfig
-from medgen_ray.curate.batch import from_rows
+from medgen_ray.core.batch import from_rows
+from medgen_ray.core.parts import list_parts, read_part, write_table_atomic
 from medgen_ray.curate.filters import apply_filters
-from medgen_ray.curate.sink import list_parts, read_part, split_batch, write_table_atomic
+from medgen_ray.curate.sink import split_batch
 from medgen_ray.schema import REJECT_REASON, REJECT_STAGE
 
 CLIP_FILTERS = ("motion", "borders", "aesthetic", "technical", "ocr")  # pipeline order

@@ -18,9 +18,9 @@ import yt_dlp
 from yt_dlp.utils import DownloadError, ExtractorError
 
 from medgen_ray.config import YtdlpConfig
-from medgen_ray.curate.errors import DataError
+from medgen_ray.core.errors import DataError
+from medgen_ray.core.stage import Row, RowStage
 from medgen_ray.curate.sources import info_to_row
-from medgen_ray.curate.stage import Row, RowStage
 from medgen_ray.schema import SOURCE_URI, SOURCE_URL, TRANSCRIPT, VIDEO_ID
 
 REQUEST = "request"

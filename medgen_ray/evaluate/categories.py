@@ -20,7 +20,7 @@ import fsspec
 import numpy as np
 
 from medgen_ray.config import PromptClassifierConfig
-from medgen_ray.models.probe import CategoryProbe, load_category_probe, prototypes, softmax
+from medgen_ray.models.linear_probe import CategoryProbe, load_category_probe, prototypes, softmax
 from medgen_ray.models.registry import load_model
 
 ZERO_SHOT_TEMPERATURE = 0.05  # cosine gaps between categories are small; sharpen them into probabilities
@@ -61,7 +61,7 @@ def load_prompt_classifier(cfg: PromptClassifierConfig, output: str | None = Non
         return PromptCategorizer(embedder, load_category_probe(cfg.probe, expect_embedder=cfg.embedder)), \
             f"category probe {cfg.probe}"
     if cfg.train_on:
-        from medgen_ray.curate.training import dataset_captions, train_category_classifier
+        from medgen_ray.curate.classifiers import dataset_captions, train_category_classifier
 
         texts, labels = dataset_captions(cfg.train_on, cfg.text_column, cfg.max_train_texts)
         path = f"{(output or '.').rstrip('/')}/prompt_categories.probe.npz"

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from medgen_ray.models.registry import TINY_SEED, WeightsUnavailable
+from medgen_ray.models.weights import TINY_SEED, WeightsUnavailable
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

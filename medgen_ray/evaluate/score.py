@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 
 from medgen_ray.config import EvaluateConfig
-from medgen_ray.curate.decode import open_video
-from medgen_ray.curate.errors import DataError
-from medgen_ray.curate.stage import Row, RowStage
+from medgen_ray.core.decode import open_video
+from medgen_ray.core.errors import DataError
+from medgen_ray.core.stage import Row, RowStage
 from medgen_ray.evaluate import metrics
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from medgen_ray.models.registry import RANDOM, TINY_SEED, WeightsUnavailable
+from medgen_ray.models.weights import RANDOM, TINY_SEED, WeightsUnavailable, stage_weights
 
 HUB_ID = "hunyuanvideo-community/HunyuanVideo"
 LLAMA_SPECIALS = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<pad>"]
@@ -139,19 +139,17 @@ def _from_folder(path: str, device: str, dtype: torch.dtype | None = None):
     return HunyuanVideoPipeline.from_pretrained(path, **kwargs).to(device)
 
 
-def load_transformer(name: str, weights: str | None, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+def load_transformer(name: str, tiny: bool, weights: str | None, dtype: torch.dtype = torch.float32,
+                     device: str = "cpu"):
     """Only the video transformer (what training updates): tiny twin, random full size,
     a saved pipeline folder, or the hub. Random weights are initialised on `device` (13B
     parameters initialise in seconds on a GPU, minutes on a CPU)."""
     from diffusers import HunyuanVideoTransformer3DModel
 
-    from medgen_ray.models.registry import get_spec, stage_weights
-
-    spec = get_spec(name, "video")
     if weights not in (None, RANDOM):
         local = stage_weights(weights)
         return HunyuanVideoTransformer3DModel.from_pretrained(local, subfolder="transformer", torch_dtype=dtype)
-    if spec.tiny:
+    if tiny:
         return build_tiny_components()["transformer"].to(dtype)
     if weights == RANDOM:
         with torch.device(device):

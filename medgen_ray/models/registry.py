@@ -9,7 +9,6 @@ them too, so the local-path loading code is exercised offline.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +17,15 @@ from typing import Any, Callable
 import fsspec
 import torch
 
-TINY_SEED = 0
-WEIGHTS_FILE = "weights.pt"
-RANDOM = "random"  # weights="random": full-size architecture, random init (benchmarks, no download)
+from medgen_ray.models.weights import (
+    RANDOM,
+    TINY_SEED,
+    WEIGHTS_FILE,
+    WeightsUnavailable,
+    cache_root,
+    stage_weights,
+    weights_file,
+)
 
 
 @dataclass(frozen=True)
@@ -31,36 +36,6 @@ class ModelSpec:
     tiny: bool
     build: Callable[[str | None, str], Any]  # (local weights path or None, device) -> model
     note: str = ""
-
-
-class WeightsUnavailable(RuntimeError):
-    pass
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("MEDGEN_CACHE", Path.home() / ".cache" / "medgen_ray"))
-
-
-def stage_weights(uri: str) -> str:
-    """Local path for `uri`; remote folders/files are copied into the cache once."""
-    if "://" not in uri or uri.startswith("file://"):
-        local = uri.removeprefix("file://")
-        if not Path(local).exists():
-            raise WeightsUnavailable(f"weights path {uri!r}: not found")
-        return local
-    dest = cache_root() / "staged" / hashlib.sha1(uri.encode()).hexdigest()[:16]
-    marker = dest / ".complete"
-    if not marker.exists():
-        fs, path = fsspec.core.url_to_fs(uri)
-        if not fs.exists(path):
-            raise WeightsUnavailable(f"weights {uri!r}: not found")
-        dest.mkdir(parents=True, exist_ok=True)
-        if fs.isdir(path):
-            fs.get(path.rstrip("/") + "/", str(dest), recursive=True)
-        else:
-            fs.get(path, str(dest / Path(path).name))
-        marker.touch()
-    return str(dest)
 
 
 def _hub_error(spec: ModelSpec, exc: Exception) -> WeightsUnavailable:
@@ -96,7 +71,7 @@ def _build_tiny_clip(weights: str | None, device: str):
     torch.manual_seed(TINY_SEED)
     model = open_clip.CLIP(**TINY_CLIP_CFG)
     if weights not in (None, RANDOM):
-        model.load_state_dict(torch.load(_weights_file(weights), map_location="cpu", weights_only=True))
+        model.load_state_dict(torch.load(weights_file(weights), map_location="cpu", weights_only=True))
     size = TINY_CLIP_CFG["vision_cfg"]["image_size"]
     return ClipEncoder(model, _clip_tokenizer(), "clip/tiny", size, device)
 
@@ -171,7 +146,7 @@ def _build_tiny_bert(name: str, weights: str | None, device: str):
                      intermediate_size=64, max_position_embeddings=512)
     model = BertModel(cfg)
     if weights not in (None, RANDOM):
-        model.load_state_dict(torch.load(_weights_file(weights), map_location="cpu", weights_only=True))
+        model.load_state_dict(torch.load(weights_file(weights), map_location="cpu", weights_only=True))
     return TextEmbedder(AutoTokenizer.from_pretrained(_minilm_dir()), model, name, device=device)
 
 
@@ -205,7 +180,7 @@ def _build_tiny_aesthetic(weights: str | None, device: str):
     with torch.no_grad():
         head.layers[-1].bias.fill_(5.0)  # the middle of the 1-10 scale the real head predicts
     if weights not in (None, RANDOM):
-        head.load_state_dict(torch.load(_weights_file(weights), map_location="cpu", weights_only=True))
+        head.load_state_dict(torch.load(weights_file(weights), map_location="cpu", weights_only=True))
     return AestheticScorer(encoder, head, "aesthetic/tiny")
 
 
@@ -250,11 +225,6 @@ def _build_video(weights: str | None, device: str):
     return load_real_pipeline(weights, device)
 
 
-def _weights_file(path: str) -> str:
-    p = Path(path)
-    return str(p / WEIGHTS_FILE) if p.is_dir() else str(p)
-
-
 REGISTRY: dict[str, ModelSpec] = {
     s.name: s
     for s in [
@@ -292,6 +262,13 @@ def load_model(name: str, weights: str | None = None, device: str = "cpu", kind:
     spec = get_spec(name, kind)
     local = stage_weights(weights) if weights and weights != RANDOM else weights
     return spec.build(local, device)
+
+
+def load_transformer(name: str, weights: str | None, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+    """Only the video transformer of video model `name` (what training updates)."""
+    from medgen_ray.models.hunyuan import load_transformer as load_hunyuan_transformer
+
+    return load_hunyuan_transformer(name, get_spec(name, "video").tiny, weights, dtype, device)
 
 
 def pull_weights(name: str, dest: str) -> str:

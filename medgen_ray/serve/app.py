@@ -112,7 +112,7 @@ class Ingress:
         return task
 
     async def _run(self, job_id: str) -> dict[str, Any]:
-        from medgen_ray.observability import serve_job_finished, serve_queue
+        from medgen_ray.core.observability import serve_job_finished, serve_queue
 
         t0 = time.perf_counter()
         serve_queue(len(self.inflight))
@@ -163,7 +163,7 @@ class Ingress:
         try:
             result = await asyncio.wait_for(asyncio.shield(self.inflight[record["id"]]), self.cfg.sync_timeout_s)
         except asyncio.TimeoutError:
-            raise HTTPException(504, f"job {record['id']} still running; poll GET /v1/videos/{record['id']}")
+            raise HTTPException(504, f"job {record['id']} still running; poll GET /v1/videos/{record['id']}") from None
         if result.get("status") != "done":
             return JSONResponse(_view(result), status_code=422 if "adapter" in (result.get("error") or "") else 500)
         return Response(self.store.read_video(record["id"]), media_type="video/mp4",

@@ -8,7 +8,6 @@ adapters between jobs is safe.
 
 from __future__ import annotations
 
-import io
 import time
 from typing import Any
 
@@ -16,17 +15,11 @@ import numpy as np
 import torch
 
 from medgen_ray.config import ServeConfig
+from medgen_ray.core.encode import float_mp4_bytes
 from medgen_ray.serve.store import JobStore
 
 BASE = "base"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-
-
-def encode_mp4(frames: np.ndarray, fps: int) -> bytes:
-    """float frames (F, H, W, 3) in [0, 1] -> H.264 mp4 bytes."""
-    from medgen_ray.train.outputs import mp4_bytes
-
-    return mp4_bytes((np.clip(frames, 0, 1) * 255).astype(np.uint8), fps)
 
 
 class VideoGenerator:
@@ -111,6 +104,6 @@ class VideoGenerator:
             frames = self.generate(request, on_step)
         except ValueError as exc:
             return store.update(job_id, status="failed", error=str(exc))
-        store.put_video(job_id, encode_mp4(frames, self.cfg.fps))
+        store.put_video(job_id, float_mp4_bytes(frames, self.cfg.fps))
         return store.update(job_id, status="done", finished=time.time(), seconds=time.perf_counter() - t0,
                             progress={"steps_done": total, "steps_total": total})

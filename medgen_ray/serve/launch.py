@@ -14,9 +14,9 @@ def start_serve(app: AppConfig) -> str:
     """Deploy the application; returns its base URL. Idempotent within one Ray session."""
     from ray import serve
 
-    from medgen_ray.runner import init_ray
-    from medgen_ray.serve.app import build_app, resolve_token
+    from medgen_ray.core.cluster import init_ray
     from medgen_ray.models.registry import get_spec
+    from medgen_ray.serve.app import build_app, resolve_token
 
     cfg = app.serve
     get_spec(cfg.model, "video")

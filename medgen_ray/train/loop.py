@@ -80,7 +80,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import torch.distributed as dist
 
     from medgen_ray.models.attention import set_unpadded_attention
-    from medgen_ray.models.hunyuan import load_transformer
+    from medgen_ray.models.registry import load_transformer
     from medgen_ray.train.lora import add_lora
     from medgen_ray.train.outputs import finish_run, log_metrics, run_dir, validate
     from medgen_ray.train.strategy import make_strategy

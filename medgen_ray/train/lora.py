@@ -122,7 +122,7 @@ def to_original_keys(state: dict[str, torch.Tensor], transformer_cfg: dict[str, 
             r = state[present[0] + ".lora_A.weight"].shape[0]
             in_dim = state[present[0] + ".lora_A.weight"].shape[1]
             a_rows, b_blocks = [], []
-            for (part, rows), name in zip(parts, names):
+            for (_part, rows), name in zip(parts, names):
                 if name in modules:
                     a_rows.append(state[name + ".lora_A.weight"])
                     b_blocks.append(state[name + ".lora_B.weight"])

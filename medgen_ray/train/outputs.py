@@ -14,7 +14,6 @@ import csv
 import io
 import os
 import tempfile
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from medgen_ray.config import TrainConfig
+from medgen_ray.core.encode import write_mp4
 
 
 def run_dir(cfg: TrainConfig) -> str:
@@ -52,30 +52,6 @@ def log_metrics(metrics: dict[str, Any], step: int) -> None:
             if wandb.run is None:
                 wandb.init(project=os.environ["WANDB_PROJECT"])
             wandb.log(numbers, step=step)
-
-
-def write_mp4(frames: np.ndarray, path: str, fps: int = 8) -> None:
-    """uint8 (T, H, W, 3) -> H.264 mp4 at any fsspec path."""
-    with fsspec.open(path, "wb") as fh:
-        fh.write(mp4_bytes(frames, fps))
-
-
-def mp4_bytes(frames: np.ndarray, fps: int = 8) -> bytes:
-    """uint8 (T, H, W, 3) -> H.264 mp4 bytes (odd sides cropped by one pixel: yuv420p)."""
-    import av
-
-    t, h, w, _ = frames.shape
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w - w % 2, h - h % 2, "yuv420p"
-        stream.codec_context.time_base = Fraction(1, fps)
-        for i in range(t):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i, : h - h % 2, : w - w % 2]), "rgb24")
-            frame.pts = i
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode())
-    return buf.getvalue()
 
 
 _VALIDATION_PIPES: dict[tuple[str, str | None], Any] = {}
@@ -114,7 +90,7 @@ def validate(cfg: TrainConfig, transformer: torch.nn.Module, step: int, out: str
             paths.append(path)
     finally:
         transformer.train(was_training)
-        for name, module in pipe.components.items():  # free the device for training again
+        for module in pipe.components.values():  # free the device for training again
             if isinstance(module, torch.nn.Module) and module is not transformer:
                 module.to("cpu")
     return paths

@@ -20,10 +20,10 @@ import pyarrow as pa
 import torch
 
 from medgen_ray.config import BucketConfig, PrecomputeConfig
-from medgen_ray.curate.batch import mark_reject
-from medgen_ray.curate.decode import open_video, sample_window
-from medgen_ray.curate.errors import DataError
-from medgen_ray.curate.stage import Row, RowStage
+from medgen_ray.core.batch import mark_reject
+from medgen_ray.core.decode import open_video, sample_window
+from medgen_ray.core.errors import DataError
+from medgen_ray.core.stage import Row, RowStage
 from medgen_ray.schema import CLIP_ID, CLIP_URI
 
 SHARDS, REJECTS = "shards", "rejects"
@@ -239,8 +239,8 @@ def write_shard_batch(output: str, batch: dict[str, np.ndarray]) -> dict[str, in
 
     import fsspec
 
-    from medgen_ray.curate.batch import is_active
-    from medgen_ray.curate.sink import _table, write_table_atomic
+    from medgen_ray.core.batch import is_active
+    from medgen_ray.core.parts import table_from_batch, write_table_atomic
 
     fs, root = fsspec.core.url_to_fs(output)
     active = is_active(batch)
@@ -251,7 +251,7 @@ def write_shard_batch(output: str, batch: dict[str, np.ndarray]) -> dict[str, in
         counts[name] = len(rows)
         if len(rows):
             fs.makedirs(f"{root.rstrip('/')}/{name}", exist_ok=True)
-            write_table_atomic(fs, f"{root.rstrip('/')}/{name}/part-{part}.parquet", _table(batch, rows, schema))
+            write_table_atomic(fs, f"{root.rstrip('/')}/{name}/part-{part}.parquet", table_from_batch(batch, rows, schema))
     return counts
 
 

@@ -10,7 +10,7 @@ def test_classify_stage_on_gpu_matches_cpu():
     import numpy as np
 
     from medgen_ray.config import load_config
-    from medgen_ray.curate.batch import from_rows
+    from medgen_ray.core.batch import from_rows
     from medgen_ray.curate.classify import FrameClassifierStage
 
     cfg = load_config(None, ["curate.classify.clip_model=clip/tiny"]).curate

@@ -15,7 +15,7 @@ import pyarrow.dataset as pads
 import pytest
 
 from medgen_ray.config import load_config
-from medgen_ray.curate.decode import probe_video
+from medgen_ray.core.decode import probe_video
 from medgen_ray.runner import run_curate
 from tests.conftest import TINY_MODELS, tiny_overrides
 from tests.unit.test_decode import EXPECTED

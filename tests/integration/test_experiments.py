@@ -5,7 +5,6 @@ report; views reuse stored scores."""
 import csv
 import json
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -38,7 +37,7 @@ def scored(tmp_path_factory):
     for k, v in extra.items():
         t = t.append_column(k, pa.array(v))
     pq.write_table(t, part)
-    general = make_clip_dataset(root / "general", n=4, seconds=1.0, seed=50)
+    make_clip_dataset(root / "general", n=4, seconds=1.0, seed=50)
     (root / "prompts.tsv").write_text(PROMPTS)
     (root / "plain.txt").write_text(PLAIN)
     return root
@@ -60,7 +59,7 @@ def _app(root, name, arms, *extra):
 
 
 def test_ablation_and_rank_arms(scored, ray_cluster, monkeypatch):
-    from medgen_ray.experiments import run_experiment
+    from medgen_ray.runner import run_experiment
 
     arms = [{"name": "full"}, {"name": "no-ocr", "disable": ["ocr"], "overrides": ["train.lora.rank=8"]}]
     result = run_experiment(_app(scored, "ablation", arms))
@@ -80,7 +79,7 @@ def test_ablation_and_rank_arms(scored, ray_cluster, monkeypatch):
 def test_holdout_drop_per_classified_category(scored, ray_cluster):
     """Prompts carry no category: the text classifier (a probe fitted on the dataset's captions,
     real MiniLM) assigns clip categories; the hold-out arm's held-out rows are its drop."""
-    from medgen_ray.experiments import run_experiment
+    from medgen_ray.runner import run_experiment
 
     arms = [{"name": "all", "disable": ["ocr"]}, {"name": "endo-only", "categories": ["endoscopy"], "disable": ["ocr"]}]
     result = run_experiment(_app(scored, "holdout", arms, "experiment.include_base=false",
@@ -109,7 +108,7 @@ def test_holdout_drop_per_classified_category(scored, ray_cluster):
 
 
 def test_mix_share_against_medical_accuracy(scored, ray_cluster, frame_probe):
-    from medgen_ray.experiments import run_experiment
+    from medgen_ray.runner import run_experiment
 
     general = str(scored / "general")
     arms = [{"name": "mix-0", "disable": ["ocr"]},
@@ -134,7 +133,7 @@ def test_mix_share_against_medical_accuracy(scored, ray_cluster, frame_probe):
 def test_stratified_comparison_of_a_given_lora(scored, ray_cluster, tmp_path):
     """Experiment 5: base vs a LoRA trained elsewhere, no training; scores per prompt-file category
     and per classifier category, differences paired over prompts with intervals."""
-    from medgen_ray.experiments import run_experiment
+    from medgen_ray.runner import run_experiment
     from tests.integration.test_serve import _make_adapters
 
     lora = _make_adapters(tmp_path / "adapters")["medgen"]
@@ -158,7 +157,7 @@ def test_stratified_comparison_of_a_given_lora(scored, ray_cluster, tmp_path):
 
 
 def test_rank_sweep_on_ray_tune(scored, ray_cluster):
-    from medgen_ray.experiments import run_experiment
+    from medgen_ray.runner import run_experiment
 
     app = _app(scored, "sweep", [], "experiment.sweep={key: train.lora.rank, values: [2, 4]}",
                "experiment.include_base=false", "curate.quality.score_only=true",

@@ -5,7 +5,7 @@ import shutil
 import subprocess
 
 from medgen_ray.config import load_config
-from medgen_ray.report import build_report
+from medgen_ray.curate.dataset_report import build_report
 from medgen_ray.runner import run_curate
 from tests.conftest import tiny_overrides
 

@@ -5,7 +5,6 @@ import json
 import time
 
 import fsspec
-import pytest
 
 from medgen_ray.config import load_config
 from tests.conftest import tiny_overrides
@@ -16,9 +15,8 @@ from tests.integration.test_train import BUCKETS
 def test_whole_chain_on_s3(s3, ray_cluster, corpus, frame_probe):
     from ray import serve
 
-    from medgen_ray.runner import run_curate, run_precompute
+    from medgen_ray.runner import run_curate, run_precompute, run_train
     from medgen_ray.serve.launch import start_serve
-    from medgen_ray.train.launch import run_train
 
     fs = fsspec.filesystem("s3", skip_instance_cache=True)
     base = f"{s3['bucket']}/chain-{int(time.time())}"

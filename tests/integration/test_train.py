@@ -74,7 +74,7 @@ def _losses(run: Path) -> list[float]:
 
 @pytest.mark.parametrize("strategy", ["ddp", "deepspeed"])
 def test_two_workers_overfit_tiny_set(shards, strategy):
-    from medgen_ray.train.launch import run_train
+    from medgen_ray.runner import run_train
 
     runs = shards["root"] / "runs"
     app = load_config(None, _train_overrides(shards["out"], runs, strategy, f"train.strategy={strategy}",
@@ -116,7 +116,7 @@ def test_exported_lora_changes_tiny_pipeline_deterministically(shards):
 def test_killed_worker_resumes_from_checkpoint_and_continues_epoch(shards):
     """SIGKILL rank 1 at step 5; the last checkpoint is step 3 (mid-epoch: 8 clips, 2 per step).
     The run must finish, with steps 1..12 once each and no clip trained twice in any epoch."""
-    from medgen_ray.train.launch import run_train
+    from medgen_ray.runner import run_train
 
     runs = shards["root"] / "runs"
     app = load_config(None, _train_overrides(shards["out"], runs, "killed", "train.max_steps=12",

@@ -7,9 +7,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from medgen_ray.config import load_config
-from medgen_ray.curate.batch import from_rows
+from medgen_ray.core.batch import from_rows
 from medgen_ray.curate.captions import (
-    CaptionStage, fill_pending_captions, metadata_caption, parse_caption, transcript_lines,
+    CaptionStage,
+    fill_pending_captions,
+    metadata_caption,
+    parse_caption,
+    transcript_lines,
 )
 from medgen_ray.curate.sink import write_batch
 from tests.fake_openai import GOOD, FakeOpenAI

@@ -6,7 +6,7 @@ import json
 import numpy as np
 
 from medgen_ray.cli import main
-from medgen_ray.models.probe import load_probe
+from medgen_ray.models.linear_probe import load_probe
 from medgen_ray.models.registry import load_model
 from medgen_ray.samples.texts import make_labeled_texts
 
@@ -49,7 +49,7 @@ def test_unknown_model_name_exits_2(tmp_path, capsys):
 
 
 def test_train_categories_from_csv(tmp_path, capsys):
-    from medgen_ray.models.probe import load_category_probe
+    from medgen_ray.models.linear_probe import load_category_probe
 
     path = tmp_path / "cats.csv"
     rows = [("A surgeon sutures the abdomen in the operating room.", "clinical practice"),

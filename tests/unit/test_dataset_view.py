@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from medgen_ray.config import load_config
-from medgen_ray.curate.batch import from_rows
+from medgen_ray.core.batch import from_rows
 from medgen_ray.curate.filters import apply_filters
 from medgen_ray.curate.sink import write_batch
 from medgen_ray.curate.view import CLIP_FILTERS, build_view

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 
 from medgen_ray.config import CurateConfig
-from medgen_ray.curate.batch import from_rows
-from medgen_ray.curate.decode import ProbeError, probe_video, sample_frames
+from medgen_ray.core.batch import from_rows
+from medgen_ray.core.decode import ProbeError, probe_video, sample_frames
+from medgen_ray.curate.container import ProbeStage
 from medgen_ray.curate.filters import apply_filters
-from medgen_ray.curate.probe import ProbeStage
 from medgen_ray.samples.bad import BAD_KINDS
 from medgen_ray.samples.generator import Segment, VideoSpec, render_video
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from medgen_ray.config import ConfigError, load_config
-from medgen_ray.experiment_report import compare_arms, write_experiment_report
+from medgen_ray.experiments.comparison import compare_arms, write_experiment_report
 
 DIMS = ["subject_consistency", "medical_accuracy"]
 
@@ -80,7 +80,7 @@ def test_arm_settings_are_checked():
 
 
 def test_unknown_sweep_reference_fails_before_training(tmp_path):
-    from medgen_ray.experiments import run_experiment
+    from medgen_ray.runner import run_experiment
 
     app = load_config(None, ["experiment.sweep={values: [8, 16]}", "experiment.reference=rank-32",
                              f"experiment.output={tmp_path}"])

@@ -1,8 +1,7 @@
 import pytest
 import torch
 
-from medgen_ray.train.flow import (flow_loss, noisy_latents, sample_sigmas, shift_sigmas, timesteps_for,
-                                   velocity_target)
+from medgen_ray.train.flow import flow_loss, noisy_latents, sample_sigmas, shift_sigmas, timesteps_for, velocity_target
 
 
 def test_noisy_interpolates_between_data_and_noise():

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from medgen_ray.config import load_config
+from medgen_ray.core.encode import write_mp4
 from medgen_ray.evaluate import metrics
 from medgen_ray.evaluate.score import VideoScoreStage, read_frames
-from medgen_ray.train.outputs import write_mp4
 
 TINY = ["evaluate.dino_model=dino/tiny", "evaluate.clip_model=clip/tiny", "evaluate.iqa_model=musiq/tiny",
         "evaluate.flow_model=farneback", "evaluate.aesthetic_model=aesthetic/tiny", "evaluate.pool.num_gpus=0"]
@@ -96,7 +96,7 @@ def test_dynamic_rule_thresholds():
 def test_unreadable_video_is_an_error_row(stage, tmp_path):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"nope")
-    from medgen_ray.curate.batch import from_rows
+    from medgen_ray.core.batch import from_rows
 
     out = stage(from_rows([{"video_id": "b", "model": "m", "prompt": "x", "video_uri": str(bad)}]))
     assert out["error"][0].startswith("score:") and np.isnan(out["score_motion_smoothness"][0])

@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from medgen_ray.config import BucketConfig, ConfigError, load_config
-from medgen_ray.train.precompute import (bytes_tensor, caption_of, check_shards, choose_bucket, collate,
-                                         tensor_bytes)
+from medgen_ray.train.precompute import bytes_tensor, caption_of, check_shards, choose_bucket, collate, tensor_bytes
 
 B = [BucketConfig(frames=33, height=544, width=960), BucketConfig(frames=33, height=960, width=544),
      BucketConfig(frames=33, height=720, width=720), BucketConfig(frames=17, height=544, width=960)]
@@ -70,7 +69,7 @@ def test_bad_shard_paths_fail_with_clear_messages(tmp_path):
 def test_train_refuses_bad_data_before_starting_ray(tmp_path, monkeypatch):
     """No worker (and no GPU) is touched when the data is bad: init_ray must not be reached."""
     import medgen_ray.runner as runner
-    from medgen_ray.train.launch import run_train
+    from medgen_ray.runner import run_train
 
     monkeypatch.setattr(runner, "init_ray", lambda *_: pytest.fail("Ray started before the data was checked"))
     app = load_config(None, [f"train.data={tmp_path / 'missing'}"])

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from medgen_ray.models.probe import fit_probe, load_probe, probe_accuracy
+from medgen_ray.models.linear_probe import fit_probe, load_probe, probe_accuracy
 
 
 def test_probe_learns_and_round_trips(tmp_path):

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from medgen_ray.config import PromptClassifierConfig, load_config
-from medgen_ray.models.probe import fit_category_probe, fit_probe, load_category_probe
+from medgen_ray.models.linear_probe import fit_category_probe, fit_probe, load_category_probe
 
 CLEAR = {
     "A 3D animated rendering of red blood cells flowing through an artery.": "medical animation",
@@ -96,7 +96,7 @@ def test_probe_fitted_on_dataset_captions_labels_prompts(tmp_path, minilm):
 
 def test_bad_classifier_settings_are_named(tmp_path):
     from medgen_ray.config import ConfigError
-    from medgen_ray.curate.training import dataset_captions
+    from medgen_ray.curate.classifiers import dataset_captions
 
     with pytest.raises(ConfigError, match="probe or train_on"):
         load_config(None, ["evaluate.prompt_classifier={probe: a.npz, train_on: ds}"])

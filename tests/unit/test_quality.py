@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from medgen_ray.config import load_config
-from medgen_ray.curate.batch import from_rows
+from medgen_ray.core.batch import from_rows
 from medgen_ray.curate.borders import BorderStage
 from medgen_ray.curate.clipframes import ClipFramesStage
 from medgen_ray.curate.filters import apply_filters
@@ -123,7 +123,7 @@ def test_pyiqa_metric_path_and_direction(clips):
 def test_crop_action_removes_the_bars(clips, tmp_path):
     import shutil
 
-    from medgen_ray.curate.decode import probe_video
+    from medgen_ray.core.decode import probe_video
 
     clip = tmp_path / "lb.mp4"
     shutil.copy(clips["letterbox"], clip)

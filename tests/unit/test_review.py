@@ -3,9 +3,9 @@ import csv
 import pytest
 
 from medgen_ray.cli import main
-from medgen_ray.curate.batch import from_rows
+from medgen_ray.core.batch import from_rows
+from medgen_ray.curate.review import draw_review, score_review
 from medgen_ray.curate.sink import write_batch
-from medgen_ray.review import draw_review, score_review
 
 
 def _dataset(tmp, clip):

@@ -1,6 +1,6 @@
 import pyarrow.parquet as pq
 
-from medgen_ray.curate.batch import from_rows
+from medgen_ray.core.batch import from_rows
 from medgen_ray.curate.sink import build_summary, drop_duplicates, drop_unfinished, source_progress, write_batch
 
 

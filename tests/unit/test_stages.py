@@ -1,22 +1,21 @@
 """Each stage on generated videos, without Ray: s = Stage(cfg); s.setup(); out = s(batch)."""
 
-import json
 
 import numpy as np
 import pytest
 
 from medgen_ray.config import load_config
-from medgen_ray.curate.batch import from_rows
+from medgen_ray.core.batch import from_rows
+from medgen_ray.core.decode import probe_video
 from medgen_ray.curate.classify import FrameClassifierStage
+from medgen_ray.curate.container import ProbeStage
 from medgen_ray.curate.cut import CutStage, choose_mode
-from medgen_ray.curate.decode import probe_video
 from medgen_ray.curate.filters import apply_filters
 from medgen_ray.curate.metadata import MetadataStage, keyword_pattern, load_keywords
-from medgen_ray.curate.probe import ProbeStage
-from medgen_ray.curate.sample import SampleStage
+from medgen_ray.curate.sampling import SampleStage
 from medgen_ray.curate.sources import FileSourceStage, list_file_sources
 from medgen_ray.curate.temporal import SegmentStage
-from medgen_ray.models.probe import fit_probe
+from medgen_ray.models.linear_probe import fit_probe
 from medgen_ray.models.registry import load_model
 
 

@@ -5,9 +5,14 @@ import json
 import pytest
 
 from medgen_ray.config import YtdlpConfig
-from medgen_ray.curate.batch import from_rows
+from medgen_ray.core.batch import from_rows
 from medgen_ray.curate.ytdlp import (
-    YtdlpDownloadStage, YtdlpSearchStage, build_requests, domain_allowed, parse_rate, parse_vtt,
+    YtdlpDownloadStage,
+    YtdlpSearchStage,
+    build_requests,
+    domain_allowed,
+    parse_rate,
+    parse_vtt,
 )
 
 VTT = """WEBVTT

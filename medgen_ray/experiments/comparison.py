@@ -16,7 +16,7 @@ from typing import Any
 import fsspec
 import numpy as np
 
-from medgen_ray.charts import png_bytes, pyplot
+from medgen_ray.core.charts import png_bytes, pyplot
 from medgen_ray.evaluate.stats import paired_difference_ci
 
 MIX_DIMS = ("subject_consistency", "background_consistency", "motion_smoothness", "medical_accuracy")

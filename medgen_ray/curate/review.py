@@ -15,7 +15,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from medgen_ray.report import _rows, contact_sheet
+from medgen_ray.curate.dataset_report import contact_sheet, read_rows
 
 VERDICTS = ("clean", "slightly noisy", "noisy")
 ACCEPT_CLEAN_RATE = 0.95
@@ -24,9 +24,9 @@ ACCEPT_CLEAN_RATE = 0.95
 def draw_review(output: str, stage: str, sample: int, seed: int = 0) -> Path:
     cols = ["clip_id", "video_id", "clip_uri", "source_uri", "reject_stage", "reject_reason", "caption_brief"]
     if stage == "kept":
-        pool = list(_rows(output, "manifest", cols))
+        pool = list(read_rows(output, "manifest", cols))
     else:
-        pool = [r for r in _rows(output, "rejects", cols) if r.get("reject_stage") == stage]
+        pool = [r for r in read_rows(output, "rejects", cols) if r.get("reject_stage") == stage]
     if not pool:
         raise ValueError(f"review: no rows for stage {stage!r} in {output}")
     picked = random.Random(seed).sample(pool, min(sample, len(pool)))

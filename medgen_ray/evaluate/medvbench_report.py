@@ -11,8 +11,9 @@ from typing import Any
 import fsspec
 import numpy as np
 
-from medgen_ray.charts import png_bytes, pyplot
 from medgen_ray.config import EvaluateConfig
+from medgen_ray.core.charts import png_bytes, pyplot
+from medgen_ray.core.errors import DATA_ERRORS
 
 COLUMNS = ["total", "imaging_quality", "subject_consistency", "background_consistency", "motion_smoothness",
            "warping_error", "dynamic_degree", "text_alignment", "aesthetic", "medical_accuracy", "warping_auto"]
@@ -68,31 +69,35 @@ def charts(rows: list[dict[str, Any]]) -> dict[str, bytes]:
     return out
 
 
-def thumbnails(df, per_model: int = 6) -> dict[str, bytes]:
+def thumbnails(df, per_model: int = 6) -> tuple[dict[str, bytes], list[str]]:
+    """JPEG thumbnails of the first videos of each model, and one line per video that could not
+    be read (its scores row holds the error too)."""
     from PIL import Image
 
     from medgen_ray.evaluate.score import read_frames
 
-    out = {}
-    for model, g in df.groupby("model", sort=False):
+    out, failed = {}, []
+    for _, g in df.groupby("model", sort=False):
         for _, r in g.head(per_model).iterrows():
             try:
                 frame = read_frames(str(r["video_uri"]), 2)[0]
-            except Exception:  # a broken video has its error row already; no thumbnail
+            except (*DATA_ERRORS, OSError) as exc:
+                failed.append(f"{r['video_id']}: {exc or type(exc).__name__}")
                 continue
             buf = io.BytesIO()
             img = Image.fromarray(frame)
             img.thumbnail((200, 200))
             img.save(buf, format="JPEG", quality=85)
             out[f"thumbs/{str(r['video_id']).replace('/', '__')}.jpg"] = buf.getvalue()
-    return out
+    return out, failed
 
 
 def build_eval_report(output: str, rows: list[dict[str, Any]], df, cfg: EvaluateConfig,
                       per_category: list[dict[str, Any]] | None = None) -> str:
     ref = load_reference(cfg.reference_csv) if cfg.reference_csv else []
     table = rows + ref
-    files = {**charts(table), **thumbnails(df)}
+    thumbs_files, unreadable = thumbnails(df)
+    files = {**charts(table), **thumbs_files}
     fs, root = fsspec.core.url_to_fs(output)
     root = root.rstrip("/")
     for name, data in files.items():
@@ -126,6 +131,8 @@ def build_eval_report(output: str, rows: list[dict[str, Any]], df, cfg: Evaluate
                         + "".join(f"<td>{html.escape(_fmt(r.get(d), r, d))}</td>" for d in dims) + "</tr>"
                         for r in group)
         strata += f'<h2>{html.escape(title)}</h2><table id="strata-{by}" class="strata"><tr>{head2}</tr>{body2}</table>'
+    if unreadable:
+        md += ["", "## Videos without a thumbnail (unreadable)", "", *(f"- {line}" for line in unreadable)]
     with fs.open(f"{root}/report.md", "w") as fh:
         fh.write("\n".join(md) + "\n")
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
@@ -134,13 +141,15 @@ def build_eval_report(output: str, rows: list[dict[str, Any]], df, cfg: Evaluate
         + "</tr>" for r in table)
     thumbs = "".join(f'<figure><img src="{n}" alt=""><figcaption>{html.escape(n[7:-4].replace("__", "/"))}'
                      f"</figcaption></figure>" for n in files if n.startswith("thumbs/"))
+    unreadable_html = ('<h2>Videos without a thumbnail (unreadable)</h2><ul id="unreadable">'
+                       + "".join(f"<li>{html.escape(line)}</li>" for line in unreadable) + "</ul>") if unreadable else ""
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Med-VBench</title><style>
 body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child{{text-align:left}}
 figure{{display:inline-block;margin:4px;font-size:11px}}</style></head><body>
 <h1>Med-VBench</h1><table><tr>{head}</tr>{body}</table>
 <p>{html.escape(note)}</p><img src="bars.png" alt="bars">{'<img src="radar.png" alt="radar">' if 'radar.png' in files else ''}
-{strata}<h2>Generated videos</h2><div id="thumbs" data-count="{len([n for n in files if n.startswith('thumbs/')])}">{thumbs}</div>
+{strata}{unreadable_html}<h2>Generated videos</h2><div id="thumbs" data-count="{len([n for n in files if n.startswith('thumbs/')])}">{thumbs}</div>
 </body></html>"""
     with fs.open(f"{root}/report.html", "w") as fh:
         fh.write(page)

@@ -20,7 +20,7 @@ from PIL import Image
 
 from medgen_ray.curate.metadata import metadata_text
 from medgen_ray.models.clip import square_crop
-from medgen_ray.models.probe import fit_category_probe, fit_probe, probe_accuracy
+from medgen_ray.models.linear_probe import fit_category_probe, fit_probe, probe_accuracy
 from medgen_ray.models.registry import load_model
 
 _LABELS = {"1": 1, "0": 0, "medical": 1, "other": 0, "non-medical": 0, "nonmedical": 0, "true": 1, "false": 0}
@@ -112,10 +112,9 @@ def dataset_captions(dataset: str, text_column: str = "caption_detailed", limit:
                      seed: int = 0) -> tuple[list[str], list[str]]:
     """(caption, category) of a curated dataset's kept clips; a random `limit` of them."""
     import fsspec
-
     import pyarrow.parquet as pq
 
-    from medgen_ray.curate.sink import list_parts
+    from medgen_ray.core.parts import list_parts
 
     parts = list_parts(dataset, "manifest")
     if not parts:

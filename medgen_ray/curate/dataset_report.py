@@ -20,7 +20,7 @@ import fsspec
 import numpy as np
 
 from medgen_ray.config import CurateConfig
-from medgen_ray.curate.sink import list_parts, read_part
+from medgen_ray.core.parts import list_parts, read_part
 
 # score column -> (threshold attribute path in CurateConfig, label); None: no threshold
 SCORES = {
@@ -42,7 +42,8 @@ def _attr(cfg: CurateConfig, dotted: str) -> float:
     return float(node)
 
 
-def _rows(output: str, name: str, columns: list[str]):
+def read_rows(output: str, name: str, columns: list[str]):
+    """Rows (dicts of the given columns that exist) of every part of `<output>/<name>`, streamed."""
     fs, _ = fsspec.core.url_to_fs(output)
     for path in list_parts(output, name):
         table = read_part(fs, path)
@@ -53,8 +54,8 @@ def _rows(output: str, name: str, columns: list[str]):
 def _thumb(uri: str, width: int = 192) -> np.ndarray | None:
     import av
 
-    from medgen_ray.curate.decode import open_video
-    from medgen_ray.curate.errors import DataError
+    from medgen_ray.core.decode import open_video
+    from medgen_ray.core.errors import DataError
 
     try:
         with open_video(uri) as c:
@@ -163,7 +164,7 @@ def build_report(output: str, cfg: CurateConfig, dest: str | None = None) -> Pat
     categories: Counter = Counter()
     durations: list[float] = []
     kept_uris: list[str] = []
-    for r in _rows(output, "manifest", score_cols + ["category", "duration", "clip_uri"]):
+    for r in read_rows(output, "manifest", score_cols + ["category", "duration", "clip_uri"]):
         for c in score_cols:
             scores[c].append(r.get(c))
             kept_scores[c].append(r.get(c))
@@ -174,7 +175,7 @@ def build_report(output: str, cfg: CurateConfig, dest: str | None = None) -> Pat
             kept_uris.append(r["clip_uri"])
     rejected_by_reason: dict[str, list[str]] = defaultdict(list)
     reason_counts: Counter = Counter()
-    for r in _rows(output, "rejects", score_cols + ["clip_uri", "clip_id", "reject_stage", "reject_reason", "error"]):
+    for r in read_rows(output, "rejects", score_cols + ["clip_uri", "clip_id", "reject_stage", "reject_reason", "error"]):
         for c in score_cols:
             if r.get(c) is not None:
                 scores[c].append(r.get(c))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from medgen_ray.config import CurateConfig
-from medgen_ray.curate.decode import sample_frames
-from medgen_ray.curate.errors import DataError
-from medgen_ray.curate.stage import Row, RowStage
+from medgen_ray.core.decode import sample_frames
+from medgen_ray.core.errors import DataError
+from medgen_ray.core.stage import Row, RowStage
 from medgen_ray.schema import FRAME_TIMES, FRAMES, SOURCE_URI
 
 

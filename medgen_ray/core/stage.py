@@ -10,16 +10,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import av
-import numpy as np
-
-from medgen_ray.curate.errors import DataError
-from medgen_ray.curate.batch import Batch, ensure_status, from_rows, mark_error, row_active, to_rows
-from medgen_ray.observability import log_row_error
-
+from medgen_ray.core.batch import Batch, ensure_status, from_rows, mark_error, row_active, to_rows
+from medgen_ray.core.errors import DATA_ERRORS
+from medgen_ray.core.observability import log_row_error
 
 Row = dict[str, Any]
-DATA_ERRORS = (DataError, av.FFmpegError)
 
 
 class RowStage:

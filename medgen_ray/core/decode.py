@@ -16,7 +16,7 @@ import av
 import fsspec
 import numpy as np
 
-from medgen_ray.curate.errors import DataError
+from medgen_ray.core.errors import DataError
 
 
 class ProbeError(DataError):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from medgen_ray.config import CurateConfig
-from medgen_ray.curate.decode import probe_video
-from medgen_ray.curate.stage import Row, RowStage
+from medgen_ray.core.decode import probe_video
+from medgen_ray.core.stage import Row, RowStage
 from medgen_ray.schema import PROBE_COLUMNS, SOURCE_URI
 
 

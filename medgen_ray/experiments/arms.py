@@ -14,17 +14,28 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from functools import partial
+from typing import Any, Callable, NamedTuple
 
 import fsspec
 import numpy as np
 import pyarrow as pa
 
-from medgen_ray.config import AppConfig, ArmConfig, EvalModelConfig, absolute_local, with_overrides
+from medgen_ray.config import AppConfig, ArmConfig, EvalModelConfig, derive, with_overrides
+from medgen_ray.core.storage import absolute_local
+
+
+class Jobs(NamedTuple):
+    """The jobs an experiment chains, handed in by the runner (rooms do not import it)."""
+
+    precompute: Callable[[AppConfig], dict[str, Any]]
+    train: Callable[[AppConfig], dict[str, Any]]
+    evaluate: Callable[[AppConfig], dict[str, Any]]
+    init_ray: Callable[[Any], None]
 
 
 def _view(app: AppConfig, arm: ArmConfig, base: str, out: str) -> dict[str, Any]:
-    from medgen_ray.curate.sink import list_parts, read_part, write_table_atomic
+    from medgen_ray.core.parts import list_parts, read_part, write_table_atomic
     from medgen_ray.curate.view import build_view
 
     summary = build_view(base, out, app.curate, arm.disable)
@@ -48,7 +59,7 @@ def _view(app: AppConfig, arm: ArmConfig, base: str, out: str) -> dict[str, Any]
 
 def _mix(arm: ArmConfig, n_own: int, out: str, seed: int) -> int:
     """Add clips of the second dataset so they make `share` of the arm's clips."""
-    from medgen_ray.curate.sink import list_parts, read_part, write_table_atomic
+    from medgen_ray.core.parts import list_parts, read_part, write_table_atomic
 
     mix = arm.mix
     want = int(round(mix.share * n_own / (1 - mix.share)))
@@ -69,23 +80,20 @@ def sweep_arm_name(key: str, value: Any) -> str:
     return f"{key.rsplit('.', 1)[-1]}-{value}"
 
 
-def _sweep_trial(config: dict[str, Any]) -> None:
+def _sweep_trial(config: dict[str, Any], train: Callable[[AppConfig], dict[str, Any]]) -> None:
     """One Ray Tune trial: a LoRA trained by Ray Train with the trial's value."""
     from ray import tune
 
-    from medgen_ray.train.launch import run_train
-
     app = with_overrides(AppConfig.model_validate(config["app"]), config["overrides"])
-    result = run_train(app)
+    result = train(app)
     tune.report({"final_loss": result["final_loss"] if result["final_loss"] is not None else float("nan"),
                  "steps": result["steps"]})
 
 
-def run_sweep(app: AppConfig, root: str) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+def run_sweep(app: AppConfig, root: str, jobs: Jobs) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """One view and one set of shards, then a Ray Tune grid over `sweep.key`."""
     from ray import tune
 
-    from medgen_ray.runner import init_ray, run_precompute
     from medgen_ray.train.outputs import export_dir
 
     exp, sweep = app.experiment, app.experiment.sweep
@@ -93,19 +101,18 @@ def run_sweep(app: AppConfig, root: str) -> tuple[dict[str, dict[str, Any]], dic
     fs, vroot = fsspec.core.url_to_fs(view)
     summary = json.loads(fs.cat(f"{vroot}/view.json")) if fs.exists(f"{vroot}/view.json") else \
         _view(app, ArmConfig(name="shared"), exp.dataset, view)
-    cfg = app.model_copy(deep=True)
-    cfg.precompute.dataset, cfg.precompute.output = view, f"{root}/arms/shared/latents"
-    run_precompute(cfg)
-    cfg.train.data, cfg.train.storage_path = cfg.precompute.output, absolute_local(f"{root}/runs")
+    cfg = derive(app, {"precompute.dataset": view, "precompute.output": f"{root}/arms/shared/latents"})
+    jobs.precompute(cfg)
+    cfg = derive(cfg, {"train.data": cfg.precompute.output, "train.storage_path": absolute_local(f"{root}/runs")})
     names = {v: sweep_arm_name(sweep.key, v) for v in sweep.values}
 
     def overrides(v: Any) -> list[str]:
         return [f"{sweep.key}={v}", f"train.name={names[v]}",
                 *(f"{k}={t.replace('{value}', str(v))}" for k, t in sweep.also.items())]
 
-    init_ray(app.ray)
+    jobs.init_ray(app.ray)
     tuner = tune.Tuner(
-        tune.with_resources(_sweep_trial, {"cpu": sweep.trial_cpus}),
+        tune.with_resources(partial(_sweep_trial, train=jobs.train), {"cpu": sweep.trial_cpus}),
         param_space={"app": cfg.model_dump(), "overrides": tune.grid_search([overrides(v) for v in sweep.values])},
         tune_config=tune.TuneConfig(max_concurrent_trials=sweep.max_concurrent),
         run_config=tune.RunConfig(name=f"{exp.name}-tune", storage_path=cfg.train.storage_path),
@@ -135,17 +142,16 @@ def _holdout_categories(app: AppConfig) -> AppConfig:
         return app
     from medgen_ray.config import PromptClassifierConfig
 
-    app = app.model_copy(deep=True)
-    app.evaluate.prompt_classifier = PromptClassifierConfig(train_on=app.experiment.dataset)
+    app = derive(app, {"evaluate.prompt_classifier": PromptClassifierConfig(train_on=app.experiment.dataset)})
     print(f"experiment {app.experiment.name}: prompts get clip categories from a probe fitted on the captions "
           f"of {app.experiment.dataset} (set evaluate.prompt_classifier to choose another)", file=sys.stdout)
     return app
 
 
-def run_experiment(app: AppConfig) -> dict[str, Any]:
-    from medgen_ray.experiment_report import compare_arms, write_experiment_report
-    from medgen_ray.runner import run_evaluate, run_precompute
-    from medgen_ray.train.launch import run_train
+def run_experiment(app: AppConfig, jobs: Jobs) -> dict[str, Any]:
+    """Every arm's view, shards and LoRA (or the sweep's), one Med-VBench run over all of them,
+    and the comparison report; returns the experiment's result."""
+    from medgen_ray.experiments.comparison import compare_arms, write_experiment_report
     from medgen_ray.train.outputs import export_dir
 
     exp = app.experiment
@@ -163,7 +169,7 @@ def run_experiment(app: AppConfig) -> dict[str, Any]:
     arms: dict[str, dict[str, Any]] = {}
     adapters: dict[str, str] = {}
     if exp.sweep is not None:
-        arms, adapters = run_sweep(app, root)
+        arms, adapters = run_sweep(app, root, jobs)
     for arm in ([] if exp.sweep is not None else exp.arms):
         if arm.lora:  # a LoRA trained elsewhere: evaluated as it is
             adapters[arm.name] = arm.lora
@@ -176,23 +182,22 @@ def run_experiment(app: AppConfig) -> dict[str, Any]:
         summary = json.loads(fs.cat(f"{vroot}/view.json")) if fs.exists(f"{vroot}/view.json") else \
             _view(cfg, arm, exp.dataset, view)
         print(f"experiment {exp.name} arm {arm.name}: {summary['clips_kept']} clips in its view", file=sys.stdout)
-        cfg.precompute.dataset, cfg.precompute.output = view, f"{root}/arms/{arm.name}/latents"
-        run_precompute(cfg)
-        cfg.train.data, cfg.train.storage_path, cfg.train.name = cfg.precompute.output, f"{root}/runs", arm.name
-        result = run_train(cfg)
+        cfg = derive(cfg, {"precompute.dataset": view, "precompute.output": f"{root}/arms/{arm.name}/latents"})
+        jobs.precompute(cfg)
+        cfg = derive(cfg, {"train.data": cfg.precompute.output, "train.storage_path": f"{root}/runs",
+                           "train.name": arm.name})
+        result = jobs.train(cfg)
         adapters[arm.name] = export_dir(cfg.train)
         arms[arm.name] = {"clips": summary["clips_kept"], "mixed_in": summary.get("mixed_in", 0),
                           "share": arm.mix.share if arm.mix else 0.0,
                           "disabled": arm.disable, "categories": arm.categories, "overrides": arm.overrides,
                           "final_loss": result["final_loss"], "lora": adapters[arm.name],
                           "rank": cfg.train.lora.rank, "loss_csv": f"{result['run_dir']}/loss.csv"}
-    ev = app.model_copy(deep=True)
-    ev.serve.adapters = {**ev.serve.adapters, **adapters}
-    ev.evaluate.models = ([EvalModelConfig(name="base", adapter="base")] if exp.include_base else []) + \
+    models = ([EvalModelConfig(name="base", adapter="base")] if exp.include_base else []) + \
         [EvalModelConfig(name=a, adapter=a) for a in adapters]
-    ev.evaluate.output = f"{root}/eval"
-    ev.evaluate.url = None
-    scores = run_evaluate(ev)
+    ev = derive(app, {"serve.adapters": {**app.serve.adapters, **adapters}, "evaluate.models": models,
+                      "evaluate.output": f"{root}/eval", "evaluate.url": None})
+    scores = jobs.evaluate(ev)
     by_model = {r["model"]: r for r in scores["per_model"]}
     for name, info in arms.items():
         info["medvbench"] = by_model.get(name)

@@ -1,0 +1,42 @@
+"""Ray start-up and device choice.
+
+An embedded cluster listens on 127.0.0.1 only: `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` must be
+set before the first `import ray` anywhere in the process, so it is set when this module is
+imported (entry points import it before anything that imports Ray).
+"""
+
+from __future__ import annotations
+
+import os
+
+from medgen_ray.config import RayConfig
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
+def init_ray(cfg: RayConfig) -> None:
+    """Connect to a cluster (config or RAY_ADDRESS), or start an embedded one on 127.0.0.1."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return
+    ray.init(
+        address="local",  # never attach to another `ray start` cluster found on this machine
+        num_cpus=cfg.num_cpus,
+        include_dashboard=cfg.include_dashboard,
+        _node_ip_address="127.0.0.1",
+        dashboard_host="127.0.0.1",
+        log_to_driver=True,
+        runtime_env={"env_vars": {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "MEDGEN_CACHE") if k in os.environ}},
+    )
+
+
+def pick_device(num_gpus: float) -> str:
+    """'cuda' when the stage was given GPUs and one is visible, else 'cpu'."""
+    import torch
+
+    return "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"

@@ -1,0 +1,1 @@
+"""Experiments: arms and sweeps of LoRAs on dataset views, compared on Med-VBench."""
