@@ -55,7 +55,7 @@ def replicate(corpus: Path, dest: Path, scale: int) -> Path:
 # A 2-core budget: the tiny-model actors get a quarter core, decode/cut tasks three quarters each, so
 # two decodes run beside it; one FFmpeg thread per task (two tasks already fill the cores).
 CPU_SPLIT = ["curate.classify.pool.num_cpus=0.25", "curate.quality.pool.num_cpus=0.25", "curate.task_num_cpus=0.75",
-             "curate.sample.decode_threads=1", "curate.quality.aesthetic_model=aesthetic/tiny"]
+             "curate.sample.decode_threads=1", "curate.quality.aesthetic.model=aesthetic/tiny"]
 
 
 def child(folder: str, out: str, probe: str, tau: float, quality: bool) -> None:

@@ -46,9 +46,10 @@ def main() -> None:
         rows.append({"video_id": f"c{i}", "clip_id": f"c{i}", "clip_uri": str(p), "t_start": 0.0, "t_end": 8.0,
                      "title": "Laparoscopic surgery lecture", "description": "", "transcript": ""})
     os.environ.pop("OPENAI_API_KEY", None)
-    cfg = load_config(None, [f"curate.quality.aesthetic_model={args.aesthetic}"]).curate
-    stages = [ClipFramesStage(cfg), MotionStage(cfg), BorderStage(cfg), AestheticStage(cfg), TechnicalStage(cfg),
-              OcrStage(cfg), CaptionStage(cfg.captions, str(Path(args.out) / "quality_ds"))]
+    cfg = load_config(None, [f"curate.quality.aesthetic.model={args.aesthetic}"]).curate
+    q = cfg.quality
+    stages = [ClipFramesStage(q.clipframes), MotionStage(q.motion), BorderStage(q.borders, cfg.cut),
+              AestheticStage(q.aesthetic), TechnicalStage(q.technical), OcrStage(q.ocr), CaptionStage(cfg.captions, str(Path(args.out) / "quality_ds"))]
     batch = from_rows(rows)
     frames_for_bare = None
     print(f"{args.clips} clips of 8 s, 640x480, CPU ({os.cpu_count()} cores), aesthetic model {args.aesthetic}")

@@ -7,6 +7,7 @@ bad config names every bad field (`ConfigError`, exit code 2 in the CLI).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -160,35 +161,106 @@ class CutConfig(Strict):
     preset: str = "veryfast"
 
 
-class QualityConfig(Strict):
-    """Clip-level quality scores and their thresholds (defaults follow the MedGen paper)."""
+class ClipFramesConfig(Strict):
+    """Frames decoded once per clip for the quality stages."""
 
-    enabled: bool = True
-    frames: int = Field(5, ge=1, description="uniformly sampled frames per clip (borders, OCR)")
+    frames: int = Field(5, ge=1, description="uniformly sampled frames per clip (borders, OCR, aesthetic)")
     max_side: int = Field(640, ge=64, description="long side of those frames")
-    motion_pairs: int = Field(8, ge=1)
-    motion_width: int = Field(160, ge=32)
-    border_action: Literal["reject", "crop", "flag"] = Field(
+    motion_pairs: int = Field(8, ge=1, description="grey frame pairs for optical flow")
+    motion_width: int = Field(160, ge=32, description="width of the flow frames")
+
+
+class MotionConfig(Strict):
+    """Camera motion from Farneback flow (ours: the paper has no motion filter)."""
+
+    static_px: float = Field(0.05, ge=0, description="mean flow (px/frame at motion_width) below: static")
+    coherence: float = Field(0.5, gt=0, le=1)
+    reject_static: bool = False
+
+
+class BorderConfig(Strict):
+    """Black bars (the paper's black-border filter)."""
+
+    action: Literal["reject", "crop", "flag"] = Field(
         "reject", description="crop: re-encode the clip without its bars (crop_box records x,y,w,h); "
         "flag: keep it as it is, with the bar sizes in border_*_frac"
     )
-    border_persistence: float = Field(0.8, gt=0, le=1, description="share of frames with the bar")
-    ocr_backend: Literal["rapidocr", "easyocr"] = "rapidocr"
-    ocr_min_score: float = Field(0.5, ge=0, le=1)
-    ocr_det_side: int = Field(480, ge=64, description="text detector's input side (rapidocr limit_side_len)")
-    ocr_max_words: int = Field(20, ge=0, description="paper: reject when > 20 words over the 5 frames")
-    static_px: float = Field(0.05, ge=0, description="mean flow (px/frame at motion_width) below: static")
-    motion_coherence: float = Field(0.5, gt=0, le=1)
-    reject_static: bool = False
-    aesthetic_model: str = "aesthetic/laion"
-    aesthetic_weights: str | None = None
-    aesthetic_min: float = Field(3.0, description="paper: reject below 3.0 (LAION scale)")
-    technical_metric: str = Field("sharpness", description="sharpness | pyiqa:<metric>")
-    technical_min: float = Field(0.3, description="joint rule: reject when technical is worse than this ...")
-    technical_lower_better: bool = Field(False, description="true for metrics where lower is better (pyiqa:piqe)")
+    persistence: float = Field(0.8, gt=0, le=1, description="share of frames with the bar")
+
+
+class OcrConfig(Strict):
+    """Burned-in text (the paper's subtitle filter)."""
+
+    backend: Literal["rapidocr", "easyocr"] = "rapidocr"
+    min_score: float = Field(0.5, ge=0, le=1)
+    det_side: int = Field(480, ge=64, description="text detector's input side (rapidocr limit_side_len)")
+    max_words: int = Field(20, ge=0, description="paper: reject when > 20 words over the 5 frames")
+
+
+class AestheticConfig(Strict):
+    """LAION aesthetic score (the paper's aesthetic filter)."""
+
+    model: str = "aesthetic/laion"
+    weights: str | None = None
+    min: float = Field(3.0, description="paper: reject below 3.0 (LAION scale)")
+
+
+class TechnicalConfig(Strict):
+    """No-reference technical quality and the paper's joint technical/aesthetic rule."""
+
+    metric: str = Field("sharpness", description="sharpness | pyiqa:<metric>")
+    min: float = Field(0.3, description="joint rule: reject when technical is worse than this ...")
+    lower_better: bool = Field(False, description="true for metrics where lower is better (pyiqa:piqe)")
     joint_aesthetic_max: float = Field(4.0, description="... and aesthetic < this (paper: DOVER low and LAION < 4)")
+
+
+# Flat quality keys of the previous release -> (section, key). Accepted for one release with a warning.
+LEGACY_QUALITY_KEYS = {
+    "frames": ("clipframes", "frames"), "max_side": ("clipframes", "max_side"),
+    "motion_pairs": ("clipframes", "motion_pairs"), "motion_width": ("clipframes", "motion_width"),
+    "static_px": ("motion", "static_px"), "motion_coherence": ("motion", "coherence"),
+    "reject_static": ("motion", "reject_static"),
+    "border_action": ("borders", "action"), "border_persistence": ("borders", "persistence"),
+    "ocr_backend": ("ocr", "backend"), "ocr_min_score": ("ocr", "min_score"), "ocr_det_side": ("ocr", "det_side"),
+    "ocr_max_words": ("ocr", "max_words"),
+    "aesthetic_model": ("aesthetic", "model"), "aesthetic_weights": ("aesthetic", "weights"),
+    "aesthetic_min": ("aesthetic", "min"),
+    "technical_metric": ("technical", "metric"), "technical_min": ("technical", "min"),
+    "technical_lower_better": ("technical", "lower_better"), "joint_aesthetic_max": ("technical", "joint_aesthetic_max"),
+}
+
+
+class QualityConfig(Strict):
+    """Clip-level quality stages, each with its own section, and their shared switches."""
+
+    enabled: bool = True
     score_only: bool = Field(False, description="compute every quality score, reject nothing (calibration)")
     pool: PoolConfig = Field(default_factory=lambda: PoolConfig(batch_size=4))
+    clipframes: ClipFramesConfig = Field(default_factory=ClipFramesConfig)
+    motion: MotionConfig = Field(default_factory=MotionConfig)
+    borders: BorderConfig = Field(default_factory=BorderConfig)
+    ocr: OcrConfig = Field(default_factory=OcrConfig)
+    aesthetic: AestheticConfig = Field(default_factory=AestheticConfig)
+    technical: TechnicalConfig = Field(default_factory=TechnicalConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_keys(cls, data: Any) -> Any:
+        """Move the previous release's flat keys (quality.ocr_max_words) into their sections, warning once each."""
+        if not isinstance(data, dict) or not any(k in LEGACY_QUALITY_KEYS for k in data):
+            return data
+        data = dict(data)
+        for old in [k for k in data if k in LEGACY_QUALITY_KEYS]:
+            section, key = LEGACY_QUALITY_KEYS[old]
+            sub = data.get(section)
+            sub = dict(sub) if isinstance(sub, dict) else sub.model_dump() if isinstance(sub, BaseModel) else {}
+            if key in sub:
+                raise ValueError(f"{old} and {section}.{key} both given; keep {section}.{key}")
+            warnings.warn(f"curate.quality.{old} is deprecated and goes in the next release: "
+                          f"use curate.quality.{section}.{key}", FutureWarning, stacklevel=2)
+            sub[key] = data.pop(old)
+            data[section] = sub
+        return data
 
 
 class CaptionConfig(Strict):

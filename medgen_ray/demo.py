@@ -29,7 +29,7 @@ from medgen_ray.samples.scenes import ALL_SCENES, SCENES
 from medgen_ray.samples.texts import make_labeled_texts
 
 # Planted defect -> the stage whose filter should catch it. `static` is caught when its clips are
-# labelled static (rejecting them is optional: curate.quality.reject_static).
+# labelled static (rejecting them is optional: curate.quality.motion.reject_static).
 DEFECT_STAGE = {"low_resolution": "resolution", "letterbox": "borders", "burned_text": "ocr", "static": "motion"}
 
 

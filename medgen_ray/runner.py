@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from medgen_ray.config import AppConfig, CurateConfig, PoolConfig, derive
 from medgen_ray.core.cluster import init_ray
+from medgen_ray.core.stage import check_chain
 from medgen_ray.core.storage import absolute_local, arrow_fs
 
 log = logging.getLogger("medgen_ray")
@@ -82,7 +84,7 @@ def check_cpu_budget(cfg: CurateConfig, total_cpus: float) -> None:
         pools.append(("curate.metadata.pool", cfg.metadata.pool))
     if cfg.quality.enabled:
         pools.append(("curate.quality.pool", cfg.quality.pool))
-        if cfg.quality.technical_metric.startswith("pyiqa:"):
+        if cfg.quality.technical.metric.startswith("pyiqa:"):
             pools.append(("curate.quality.pool (technical)", cfg.quality.pool))
     held = sum(p.min_actors * p.num_cpus for _, p in pools)
     need = cfg.task_num_cpus
@@ -95,11 +97,25 @@ def check_cpu_budget(cfg: CurateConfig, total_cpus: float) -> None:
         )
 
 
-def build_curate_dataset(cfg: CurateConfig, rows: list[dict], skip: set[str]):
-    """The curation pipeline as a lazy Ray Dataset of sink counts."""
-    import ray
+@dataclass(frozen=True)
+class Step:
+    """One operator of a pipeline: the stage class (whose reads/adds/drops are its contract),
+    how to build the stage, and how it runs (a task, or an actor pool when `pool` is set)."""
 
-    from medgen_ray.core.cluster import pick_device
+    stage: type
+    factory: Callable[[], Callable]
+    batch_size: int = 1
+    pool: PoolConfig | None = None
+    post: Callable | None = None
+
+    @property
+    def name(self) -> str:
+        """Operator name in Ray's progress and metrics: the stage's own name, capitalised."""
+        return self.stage.name.capitalize()
+
+
+def curate_steps(cfg: CurateConfig, skip: set[str]) -> list[Step]:
+    """The curation pipeline's steps in order, built from config (no Ray)."""
     from medgen_ray.curate.aesthetic import AestheticStage
     from medgen_ray.curate.borders import BorderStage
     from medgen_ray.curate.captions import CaptionStage
@@ -112,7 +128,6 @@ def build_curate_dataset(cfg: CurateConfig, rows: list[dict], skip: set[str]):
     from medgen_ray.curate.motion import MotionStage
     from medgen_ray.curate.ocr import OcrStage
     from medgen_ray.curate.sampling import SampleStage
-    from medgen_ray.curate.sink import write_batch
     from medgen_ray.curate.sources import FileSourceStage
     from medgen_ray.curate.technical import TechnicalStage, is_model_metric
     from medgen_ray.curate.temporal import SegmentStage
@@ -120,64 +135,83 @@ def build_curate_dataset(cfg: CurateConfig, rows: list[dict], skip: set[str]):
     from medgen_ray.models.registry import get_spec
     from medgen_ray.schema import VIDEO_ID
 
-    mem = cfg.task_memory_mb
-    cpus = cfg.task_num_cpus
-
-    def filt(stage: str) -> Callable:
-        return lambda batch: apply_filters(batch, cfg, stage)
+    def filt(*stages: str) -> Callable:
+        def post(batch):
+            for stage in stages:
+                batch = apply_filters(batch, cfg, stage)
+            return batch
+        return post
 
     def not_done(batch):
         keep = np.array([v not in skip for v in batch[VIDEO_ID]], dtype=bool)
         return {k: v[keep] for k, v in batch.items()}
 
     image_size = _image_size(cfg.classify.clip_model, get_spec)
+    if cfg.source.kind == "files":
+        steps = [Step(FileSourceStage, lambda: FileSourceStage(cfg.source), post=not_done)]
+    else:
+        steps = [Step(YtdlpSearchStage, lambda: YtdlpSearchStage(cfg.source.ytdlp), post=not_done)]
+    if cfg.metadata.enabled:
+        # Fused task chains bundle max(batch_size) rows per task: keep task stages at one
+        # video per task so work (and each sink part) streams instead of arriving in chunks.
+        steps.append(Step(MetadataStage, lambda: MetadataStage(cfg), post=filt("metadata"),
+                          pool=cfg.metadata.pool if cfg.metadata.classifier_path else None))
+    if cfg.source.kind == "ytdlp":
+        ddir = cfg.source.ytdlp.download_dir or f"{cfg.output.rstrip('/')}/downloads"
+        steps.append(Step(YtdlpDownloadStage, lambda: YtdlpDownloadStage(cfg.source.ytdlp, ddir)))
+    steps += [
+        Step(ProbeStage, lambda: ProbeStage(cfg), post=filt("probe", "resolution")),
+        Step(SampleStage, lambda: SampleStage(cfg.sample, image_size)),
+        Step(FrameClassifierStage, lambda: FrameClassifierStage(cfg), batch_size=cfg.classify.pool.batch_size,
+             pool=cfg.classify.pool),
+        Step(SegmentStage, lambda: SegmentStage(cfg)),
+        Step(CutStage, lambda: CutStage(cfg)),
+    ]
+    if cfg.quality.enabled:
+        q = cfg.quality
+        tech_pool = q.pool if is_model_metric(q.technical.metric) else None
+        steps += [
+            Step(ClipFramesStage, lambda: ClipFramesStage(q.clipframes)),
+            Step(MotionStage, lambda: MotionStage(q.motion), post=filt("motion")),
+            Step(BorderStage, lambda: BorderStage(q.borders, cfg.cut), post=filt("borders")),
+            Step(AestheticStage, lambda: AestheticStage(q.aesthetic, q.pool.num_gpus), pool=q.pool,
+                 post=filt("aesthetic")),
+            Step(TechnicalStage, lambda: TechnicalStage(q.technical, q.pool.num_gpus if tech_pool else 0.0),
+                 pool=tech_pool, post=filt("technical")),
+            Step(OcrStage, lambda: OcrStage(q.ocr), post=filt("ocr")),
+        ]
+    if cfg.captions.enabled:
+        steps.append(Step(CaptionStage, lambda: CaptionStage(cfg.captions, cfg.output),
+                          batch_size=cfg.captions.concurrency))
+    return steps
+
+
+def check_steps(steps: list[Step], rows: list[dict]) -> None:
+    """The pipeline's stage contracts against the input rows' columns, before Ray starts."""
+    check_chain([(s.stage.name, s.stage) for s in steps], rows[0].keys() if rows else ())
+
+
+def build_curate_dataset(cfg: CurateConfig, rows: list[dict], skip: set[str]):
+    """The curation pipeline as a lazy Ray Dataset of sink counts."""
+    import ray
+
+    from medgen_ray.curate.sink import write_batch
+
+    steps = curate_steps(cfg, skip)
+    check_steps(steps, rows)
     check_cpu_budget(cfg, float(ray.cluster_resources().get("CPU", 0)))
     # Per-operator reservations split a small cluster so finely that the downstream writer is
     # starved until the model stage drains (seen on 2 CPUs): let operators share the budget.
     ray.data.DataContext.get_current().op_resource_reservation_enabled = False
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 200)))
-    task = {"num_cpus": cpus, "memory_mb": mem}
-    if cfg.source.kind == "files":
-        ds = _map(ds, "Source", lambda: FileSourceStage(cfg.source), batch_size=1, post=not_done, **task)
-    else:
-        ds = _map(ds, "YtdlpSearch", lambda: YtdlpSearchStage(cfg.source.ytdlp), batch_size=1, post=not_done, **task)
-    if cfg.metadata.enabled:
-        meta_pool = cfg.metadata.pool if cfg.metadata.classifier_path else None
-        # Fused task chains bundle max(batch_size) rows per task: keep task stages at one
-        # video per task so work (and each sink part) streams instead of arriving in chunks.
-        ds = _map(ds, "Metadata", lambda: MetadataStage(cfg), batch_size=1, pool=meta_pool,
-                  post=filt("metadata"), **task)
-    if cfg.source.kind == "ytdlp":
-        ddir = cfg.source.ytdlp.download_dir or f"{cfg.output.rstrip('/')}/downloads"
-        ds = _map(ds, "Download", lambda: YtdlpDownloadStage(cfg.source.ytdlp, ddir), batch_size=1, **task)
-    ds = _map(ds, "Probe", lambda: ProbeStage(cfg), batch_size=1,
-              post=lambda b: apply_filters(apply_filters(b, cfg, "probe"), cfg, "resolution"), **task)
-    ds = _map(ds, "Sample", lambda: SampleStage(cfg, image_size), batch_size=1, **task)
-    ds = _map(ds, "Classify", lambda: FrameClassifierStage(cfg), batch_size=cfg.classify.pool.batch_size,
-              pool=cfg.classify.pool, num_cpus=cfg.classify.pool.num_cpus)
-    ds = _map(ds, "Segment", lambda: SegmentStage(cfg), batch_size=1, **task)
-    ds = _map(ds, "Cut", lambda: CutStage(cfg), batch_size=1, **task)
-    if cfg.quality.enabled:
-        q = cfg.quality
-        tech_pool = q.pool if is_model_metric(q.technical_metric) else None
-        tech_device = pick_device(q.pool.num_gpus) if tech_pool else "cpu"
-        for name, factory, rule, pool in (
-            ("ClipFrames", lambda: ClipFramesStage(cfg), None, None),
-            ("Motion", lambda: MotionStage(cfg), "motion", None),
-            ("Borders", lambda: BorderStage(cfg), "borders", None),
-            ("Aesthetic", lambda: AestheticStage(cfg), "aesthetic", q.pool),
-            ("Technical", lambda: TechnicalStage(cfg, tech_device), "technical", tech_pool),
-            ("Ocr", lambda: OcrStage(cfg), "ocr", None),
-        ):
-            ds = _map(ds, name, factory, batch_size=1, pool=pool, post=filt(rule) if rule else None, **task)
-    if cfg.captions.enabled:
-        ds = _map(ds, "Caption", lambda: CaptionStage(cfg.captions, cfg.output),
-                  batch_size=cfg.captions.concurrency, **task)
+    for step in steps:
+        ds = _map(ds, step.name, step.factory, batch_size=step.batch_size, pool=step.pool, post=step.post,
+                  num_cpus=cfg.task_num_cpus, memory_mb=cfg.task_memory_mb)
     output = cfg.output
     # Its own operator with no CPU request: it is I/O, it must not wait for a CPU held by the
     # stages above (2-CPU machines), and unfused it writes each block as soon as it exists.
     return _map(ds, "Write", lambda: (lambda b: _counts(write_batch(output, b))), batch_size=cfg.write_batch_rows,
-                num_cpus=0, memory_mb=mem)
+                num_cpus=0, memory_mb=cfg.task_memory_mb)
 
 
 def _counts(c: dict[str, int]) -> dict[str, np.ndarray]:
@@ -223,6 +257,7 @@ def run_curate(app: AppConfig) -> dict[str, Any]:
                      len(finished), removed, len(unfinished))
     elif source_progress(cfg.output)[0]:
         raise FileExistsError(f"curate.output {cfg.output!r} holds a dataset and curate.resume is false")
+    check_steps(curate_steps(cfg, finished), rows)  # a mis-ordered pipeline fails here, before Ray starts
     init_ray(app.ray)
     ds = build_curate_dataset(cfg, rows, finished)
     totals = {"kept": 0, "rejected": 0}
@@ -242,7 +277,6 @@ def run_curate(app: AppConfig) -> dict[str, Any]:
     return summary
 
 
-PRECOMPUTE_INPUT = ["clip_id", "clip_uri", "width", "height", "duration", "fps"]
 
 
 def run_precompute(app: AppConfig) -> dict[str, int]:
@@ -251,6 +285,7 @@ def run_precompute(app: AppConfig) -> dict[str, int]:
 
     from medgen_ray.core.parts import list_parts
     from medgen_ray.models.registry import get_spec
+    from medgen_ray.schema import PRECOMPUTE_INPUT
     from medgen_ray.train.precompute import PrecomputeStage, check_shards, done_clip_ids, write_shard_batch
 
     cfg = app.precompute
@@ -294,8 +329,8 @@ def run_train(app: AppConfig) -> dict[str, Any]:
     import fsspec
     import ray
 
+    from medgen_ray.schema import SHARDS
     from medgen_ray.train.launch import check_train_inputs, fit_lora
-    from medgen_ray.train.precompute import SHARDS
 
     cfg, check = check_train_inputs(app.train)
     init_ray(app.ray)

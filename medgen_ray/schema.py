@@ -15,6 +15,8 @@ REJECT_REASON = "reject_reason"
 ERROR = "error"
 
 # Source-level columns.
+REQUEST = "request"  # a yt-dlp search / channel / page URL (yt-dlp sources, before listing)
+INFO_JSON = "info_json"  # a yt-dlp info dict as JSON (until the download stage)
 VIDEO_ID = "video_id"
 SOURCE_URI = "source_uri"
 SOURCE_URL = "source_url"
@@ -29,7 +31,9 @@ FRAMES = "frames"  # uint8 (T, S, S, 3) at the frame classifier's input size
 FRAME_TIMES = "frame_times"  # float64 (T,) seconds
 FRAME_SCORES = "frame_scores"  # float32 (T,) P(medical)
 FRAME_SIMS = "frame_sims"  # float32 (T-1,) adjacent cosine similarity
-HEAVY_COLUMNS = (FRAMES, FRAME_TIMES, FRAME_SCORES, FRAME_SIMS)
+QFRAMES = "qframes"  # uint8 (N, H, W, 3): a clip's uniformly sampled frames (borders, aesthetic, technical, OCR)
+MFRAMES = "mframes"  # uint8 (P, 2, h, w): grey frame pairs for optical flow (motion)
+HEAVY_COLUMNS = (FRAMES, FRAME_TIMES, FRAME_SCORES, FRAME_SIMS, QFRAMES, MFRAMES)
 
 # Clip-level columns (after segmentation).
 CLIP_ID = "clip_id"
@@ -109,6 +113,29 @@ REJECTS_SCHEMA = pa.schema(
         (CLIP_URI, pa.string()),
     ]
 )
+
+# Latent shards (precompute -> training), under <output>/shards and <output>/rejects.
+SHARDS, SHARD_REJECTS = "shards", "rejects"
+PRECOMPUTE_INPUT = [CLIP_ID, CLIP_URI, "width", "height", "duration", "fps"]  # manifest columns precompute reads
+SHARD_SCHEMA = pa.schema([
+    (CLIP_ID, pa.string()),
+    ("bucket", pa.string()),
+    ("caption", pa.string()),
+    ("latent", pa.binary()),
+    ("latent_shape", pa.list_(pa.int32())),
+    ("text_embeds", pa.binary()),
+    ("text_shape", pa.list_(pa.int32())),
+    ("pooled", pa.binary()),
+    ("pooled_shape", pa.list_(pa.int32())),
+    ("dtype", pa.string()),
+])
+SHARD_REJECTS_SCHEMA = pa.schema([(CLIP_ID, pa.string()), (REJECT_STAGE, pa.string()),
+                                  (REJECT_REASON, pa.string()), (ERROR, pa.string())])
+
+# Med-VBench per-video rows (<output>/per_video): these columns plus every score_* and time_* one.
+PER_VIDEO_COLUMNS = ("video_id", "model", "adapter", "prompt", "prompt_index", "category", "clip_category",
+                     "clip_category_p", "video_uri", ERROR, REJECT_REASON)
+PER_VIDEO_PREFIXES = ("score_", "time_")
 
 # Defaults for columns that a row has not reached yet.
 COLUMN_DEFAULTS: dict[str, object] = {

@@ -101,7 +101,7 @@ def ray_cluster(s3):
 
 TINY_MODELS = [
     "curate.classify.clip_model=clip/tiny",
-    "curate.quality.aesthetic_model=aesthetic/tiny",
+    "curate.quality.aesthetic.model=aesthetic/tiny",
     # 2 CPUs: tiny-model actors take a fraction of a core so two tasks run beside them
     "curate.classify.pool.num_cpus=0.25",
     "curate.quality.pool.num_cpus=0.25",

@@ -8,7 +8,7 @@ and the rest of the batch goes on. Any other exception is a bug and fails the jo
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterable, Sequence
 
 from medgen_ray.core.batch import Batch, ensure_status, from_rows, mark_error, row_active, to_rows
 from medgen_ray.core.errors import DATA_ERRORS
@@ -17,8 +17,47 @@ from medgen_ray.core.observability import log_row_error
 Row = dict[str, Any]
 
 
+class StageOrderError(ValueError):
+    """A stage reads a column that no stage before it (nor the input rows) provides."""
+
+
+def check_chain(stages: Sequence[tuple[str, Any]], given: Iterable[str]) -> None:
+    """Check a pipeline's stages in order against their contracts (`reads`, `adds`, `drops`
+    class attributes) before anything runs; raises StageOrderError naming the stage that reads a
+    missing column and the stage that adds (or dropped) it, or saying that none does."""
+    available = set(given)
+    dropped_by: dict[str, str] = {}
+    for i, (name, stage) in enumerate(stages):
+        problems = []
+        for col in getattr(stage, "reads", ()):
+            if col in available:
+                continue
+            later = [n for n, s in stages[i + 1:] if col in getattr(s, "adds", ())]
+            if col in dropped_by:
+                problems.append(f"column {col!r} was dropped by stage {dropped_by[col]!r} before it")
+            elif later:
+                problems.append(f"column {col!r} is added by stage {later[0]!r}, which comes after it")
+            else:
+                problems.append(f"column {col!r} is added by no stage before it (nor by the input rows)")
+        if problems:
+            raise StageOrderError(f"stage {name!r} (step {i + 1}) cannot run there: " + "; ".join(problems))
+        for col in getattr(stage, "adds", ()):
+            available.add(col)
+            dropped_by.pop(col, None)
+        for col in getattr(stage, "drops", ()):
+            available.discard(col)
+            dropped_by[col] = name
+
+
 class RowStage:
+    """Base of row-wise stages: `process(row)` per active row, errors recorded on the row.
+
+    The contract: `reads` are the columns the stage needs, `adds` those it writes, `drops` those
+    it removes (heavy columns after their last reader); `check_chain` verifies a pipeline with them.
+    """
+
     name: ClassVar[str] = "stage"
+    reads: ClassVar[tuple[str, ...]] = ()
     adds: ClassVar[tuple[str, ...]] = ()
     drops: ClassVar[tuple[str, ...]] = ()
 

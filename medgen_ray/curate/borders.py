@@ -12,8 +12,9 @@ import math
 import cv2
 import numpy as np
 
+from medgen_ray.config import BorderConfig, CutConfig
 from medgen_ray.core.stage import Row, RowStage
-from medgen_ray.curate.clipframes import QFRAMES
+from medgen_ray.schema import CLIP_URI, QFRAMES
 
 SIDES = ("top", "bottom", "left", "right")
 
@@ -90,13 +91,15 @@ def content_box(scores: dict[str, float], width: int, height: int, persistence: 
 
 
 class BorderStage(RowStage):
-    """Scores bars; with `quality.border_action=crop` it also re-encodes the clip without them."""
+    """Scores bars; with `quality.borders.action=crop` it also re-encodes the clip without them."""
 
     name = "borders"
+    reads = (QFRAMES, CLIP_URI, "width", "height")
     adds = tuple(f"score_border_{s}" for s in SIDES) + tuple(f"border_{s}_frac" for s in SIDES) + ("crop_box",)
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: BorderConfig, cut: CutConfig):
         super().__init__(cfg)
+        self.cut = cut
 
     def empty_values(self) -> Row:
         return {"crop_box": ""}
@@ -108,13 +111,13 @@ class BorderStage(RowStage):
         scores = border_scores(frames)
         row.update(scores)
         row["crop_box"] = ""
-        q = self.cfg.quality
-        if q.border_action == "crop" and any(scores[f"score_border_{s}"] >= q.border_persistence for s in SIDES):
+        b = self.cfg
+        if b.action == "crop" and any(scores[f"score_border_{s}"] >= b.persistence for s in SIDES):
             from medgen_ray.core.decode import probe_video
 
             info = probe_video(row["clip_uri"])
-            box = content_box(scores, info.width, info.height, q.border_persistence)
-            c = self.cfg.cut
+            box = content_box(scores, info.width, info.height, b.persistence)
+            c = self.cut
             write_atomically(row["clip_uri"], lambda tmp: reencode_clip(row["clip_uri"], tmp, 0.0, math.inf, c.crf,
                                                                         c.preset, box))
             row["crop_box"] = ",".join(str(v) for v in box)

@@ -30,10 +30,10 @@ import numpy as np
 from medgen_ray.core.batch import Batch, ensure_status, from_rows, is_active, mark_reject, to_rows
 from medgen_ray.curate.clipframes import clip_frames
 from medgen_ray.curate.metadata import keyword_pattern
+from medgen_ray.schema import CAPTION_FIELDS, CLIP_URI, T_END, T_START
 
 CATEGORIES = ("medical teaching", "clinical practice", "medical popular science", "medical animation",
               "medical imaging")
-CAPTION_COLUMNS = ("caption_detailed", "caption_brief", "category", "caption_source", "caption_status")
 
 SYSTEM_PROMPT = (
     "You caption short medical video clips for a text-to-video training set. Describe only what "
@@ -224,6 +224,8 @@ class CaptionStage:
     """Captions kept clips; rejected rows pass through. Rows are captioned concurrently."""
 
     name = "caption"
+    reads = (CLIP_URI, T_START, T_END)
+    adds = (*CAPTION_FIELDS, "caption_error")
 
     def __init__(self, cfg, output: str):
         self.cfg = cfg  # CaptionConfig
@@ -264,9 +266,9 @@ class CaptionStage:
         todo = [r for r, a in zip(rows, active) if a and r.get("clip_id")]
         with ThreadPoolExecutor(max(1, self.cfg.concurrency)) as pool:
             list(pool.map(self.caption_row, todo))
-        columns = list(batch) + [c for c in (*CAPTION_COLUMNS, "caption_error") if c not in batch]
+        columns = list(batch) + [c for c in (*CAPTION_FIELDS, "caption_error") if c not in batch]
         for r in rows:
-            for c in (*CAPTION_COLUMNS, "caption_error"):
+            for c in (*CAPTION_FIELDS, "caption_error"):
                 r.setdefault(c, "")
         return from_rows(rows, columns)
 

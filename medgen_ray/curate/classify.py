@@ -38,7 +38,12 @@ class MedicalFrameScorer:
 
 
 class FrameClassifierStage:
+    """P(medical) of every sampled frame and adjacent-frame CLIP similarities, batched over rows."""
+
     name = "classify"
+    reads = (FRAMES,)
+    adds = (FRAME_SCORES, FRAME_SIMS)
+    drops = (FRAMES,)
 
     def __init__(self, cfg: CurateConfig, device: str | None = None):
         self.cfg = cfg

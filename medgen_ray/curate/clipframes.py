@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from medgen_ray.config import ClipFramesConfig
 from medgen_ray.core.decode import open_video
 from medgen_ray.core.errors import DataError
 from medgen_ray.core.stage import Row, RowStage
-from medgen_ray.schema import CLIP_URI
-
-QFRAMES = "qframes"
-MFRAMES = "mframes"
+from medgen_ray.schema import CLIP_URI, MFRAMES, QFRAMES
 
 
 def _size(w: int, h: int, max_side: int) -> tuple[int, int]:
@@ -58,17 +56,19 @@ def clip_frames(uri: str, n_quality: int, max_side: int, n_pairs: int, motion_wi
 
 
 class ClipFramesStage(RowStage):
+    """Decodes a clip once: the quality stages' uniform frames and the motion stage's flow pairs."""
+
     name = "clipframes"
+    reads = (CLIP_URI,)
     adds = (QFRAMES, MFRAMES)
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: ClipFramesConfig):
         super().__init__(cfg)
 
     def empty_values(self) -> Row:
         return {QFRAMES: np.zeros((0, 2, 2, 3), np.uint8), MFRAMES: np.zeros((0, 2, 2, 2), np.uint8)}
 
     def process(self, row: Row) -> Row:
-        q = self.cfg.quality
-        row[QFRAMES], row[MFRAMES] = clip_frames(row[CLIP_URI], q.frames, q.max_side, q.motion_pairs,
-                                                 q.motion_width)
+        c = self.cfg
+        row[QFRAMES], row[MFRAMES] = clip_frames(row[CLIP_URI], c.frames, c.max_side, c.motion_pairs, c.motion_width)
         return row

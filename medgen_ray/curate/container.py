@@ -10,6 +10,7 @@ from medgen_ray.schema import PROBE_COLUMNS, SOURCE_URI
 
 class ProbeStage(RowStage):
     name = "probe"
+    reads = (SOURCE_URI,)
     adds = PROBE_COLUMNS + ("interval_spread", "keyframes")
 
     def __init__(self, cfg: CurateConfig):

@@ -128,6 +128,7 @@ def write_atomically(dst: str, make) -> int:
 
 class CutStage(RowStage):
     name = "cut"
+    reads = (VIDEO_ID, SOURCE_URI, CLIP_ID, T_START, T_END, "duration", "keyframes", "bitrate")
     adds = (CLIP_URI, CUT_MODE, "clip_bytes")
 
     def __init__(self, cfg: CurateConfig):

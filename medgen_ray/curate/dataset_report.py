@@ -27,10 +27,10 @@ SCORES = {
     "score_text_medical": ("metadata.threshold", "metadata classifier P(medical)"),
     "score_frame_medical": ("classify.threshold", "frame classifier P(medical), clip mean"),
     "score_min_similarity": ("segment.similarity_threshold", "min adjacent CLIP similarity"),
-    "score_aesthetic": ("quality.aesthetic_min", "aesthetic (LAION scale)"),
-    "score_technical": ("quality.technical_min", "technical quality"),
-    "score_ocr_words": ("quality.ocr_max_words", "OCR words over sampled frames"),
-    "score_motion": ("quality.static_px", "motion (px/frame)"),
+    "score_aesthetic": ("quality.aesthetic.min", "aesthetic (LAION scale)"),
+    "score_technical": ("quality.technical.min", "technical quality"),
+    "score_ocr_words": ("quality.ocr.max_words", "OCR words over sampled frames"),
+    "score_motion": ("quality.motion.static_px", "motion (px/frame)"),
 }
 SHEET_COLS, SHEET_MAX = 6, 24
 

@@ -65,47 +65,47 @@ def _resolution(row: dict, cfg: CurateConfig) -> str | None:
 
 def _borders(row: dict, cfg: CurateConfig) -> str | None:
     q = cfg.quality
-    if q.border_action != "reject" or q.score_only:
+    if q.borders.action != "reject" or q.score_only:
         return None
-    sides = [s for s in ("top", "bottom", "left", "right") if row.get(f"score_border_{s}", 0.0) >= q.border_persistence]
+    sides = [s for s in ("top", "bottom", "left", "right") if row.get(f"score_border_{s}", 0.0) >= q.borders.persistence]
     if not sides:
         return None
     sizes = ", ".join(f"{s} {row[f'border_{s}_frac'] * 100:.0f}%" for s in sides)
-    return f"black bars ({sizes}) in >= {q.border_persistence:.0%} of frames"
+    return f"black bars ({sizes}) in >= {q.borders.persistence:.0%} of frames"
 
 
 def _ocr(row: dict, cfg: CurateConfig) -> str | None:
     words = row.get("score_ocr_words", 0.0)
-    if words > cfg.quality.ocr_max_words and not cfg.quality.score_only:
-        return (f"burned-in text: {int(words)} words over {cfg.quality.frames} frames > {cfg.quality.ocr_max_words} "
+    if words > cfg.quality.ocr.max_words and not cfg.quality.score_only:
+        return (f"burned-in text: {int(words)} words over {cfg.quality.clipframes.frames} frames > {cfg.quality.ocr.max_words} "
                 f"(text area {row.get('score_text_area', 0.0):.1%})")
     return None
 
 
 def _motion(row: dict, cfg: CurateConfig) -> str | None:
-    if cfg.quality.reject_static and not cfg.quality.score_only and row.get("label_camera_motion") == "static":
-        return f"static clip (mean flow {row['score_motion']:.3f} px/frame < {cfg.quality.static_px:g})"
+    if cfg.quality.motion.reject_static and not cfg.quality.score_only and row.get("label_camera_motion") == "static":
+        return f"static clip (mean flow {row['score_motion']:.3f} px/frame < {cfg.quality.motion.static_px:g})"
     return None
 
 
 def _aesthetic(row: dict, cfg: CurateConfig) -> str | None:
     q, a = cfg.quality, row.get("score_aesthetic", math.nan)
-    if q.score_only or math.isnan(a) or a >= q.aesthetic_min:
+    if q.score_only or math.isnan(a) or a >= q.aesthetic.min:
         return None
-    return f"aesthetic score {a:.2f} < {q.aesthetic_min:g}"
+    return f"aesthetic score {a:.2f} < {q.aesthetic.min:g}"
 
 
 def _technical(row: dict, cfg: CurateConfig) -> str | None:
     q = cfg.quality
     t, a = row.get("score_technical", math.nan), row.get("score_aesthetic", math.nan)
-    worse = t > q.technical_min if q.technical_lower_better else t < q.technical_min
+    worse = t > q.technical.min if q.technical.lower_better else t < q.technical.min
     if q.score_only or math.isnan(t) or not worse:
         return None
-    if not math.isnan(a) and a >= q.joint_aesthetic_max:
+    if not math.isnan(a) and a >= q.technical.joint_aesthetic_max:
         return None
-    op = ">" if q.technical_lower_better else "<"
-    return (f"low technical quality {t:.2f} {op} {q.technical_min:g} ({q.technical_metric}) with aesthetic "
-            f"{a:.2f} < {q.joint_aesthetic_max:g}")
+    op = ">" if q.technical.lower_better else "<"
+    return (f"low technical quality {t:.2f} {op} {q.technical.min:g} ({q.technical.metric}) with aesthetic "
+            f"{a:.2f} < {q.technical.joint_aesthetic_max:g}")
 
 
 RULES: dict[str, Rule] = {"aesthetic": _aesthetic, "technical": _technical, "metadata": _metadata, "probe": _probe, "resolution": _resolution,

@@ -36,7 +36,11 @@ def metadata_text(title: str, description: str) -> str:
 
 
 class MetadataStage:
+    """Keyword hits and P(medical) of each row's title + description (rows without text pass)."""
+
     name = "metadata"
+    reads = (TITLE, DESCRIPTION)
+    adds = ("score_text_keywords", "score_text_medical")
 
     def __init__(self, cfg: CurateConfig):
         self.cfg = cfg

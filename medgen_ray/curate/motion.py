@@ -10,8 +10,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from medgen_ray.config import MotionConfig
 from medgen_ray.core.stage import Row, RowStage
-from medgen_ray.curate.clipframes import MFRAMES
+from medgen_ray.schema import MFRAMES
 
 LABELS = ("static", "pan", "tilt", "zoom", "mixed")
 
@@ -52,18 +53,20 @@ def camera_motion(pairs: np.ndarray, static_px: float = 0.05, coherence: float =
 
 
 class MotionStage(RowStage):
+    """Mean optical-flow magnitude and the camera-motion label of a clip."""
+
     name = "motion"
+    reads = (MFRAMES,)
     adds = ("score_motion", "label_camera_motion")
     drops = (MFRAMES,)
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: MotionConfig):
         super().__init__(cfg)
 
     def empty_values(self) -> Row:
         return {"label_camera_motion": ""}
 
     def process(self, row: Row) -> Row:
-        q = self.cfg.quality
-        mag, label = camera_motion(np.asarray(row.pop(MFRAMES)), q.static_px, q.motion_coherence)
+        mag, label = camera_motion(np.asarray(row.pop(MFRAMES)), self.cfg.static_px, self.cfg.coherence)
         row["score_motion"], row["label_camera_motion"] = mag, label
         return row

@@ -1,7 +1,7 @@
 """Burned-in text and subtitles: OCR words over the clip's sampled frames (rapidocr by default).
 
 rapidocr ships its ONNX models in the wheel, so it runs offline. EasyOCR is an optional
-backend (`quality.ocr_backend=easyocr`, needs the easyocr package and its model files).
+backend (`quality.ocr.backend=easyocr`, needs the easyocr package and its model files).
 """
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from medgen_ray.config import OcrConfig
 from medgen_ray.core.stage import Row, RowStage
-from medgen_ray.curate.clipframes import QFRAMES
+from medgen_ray.schema import QFRAMES
 
 
 class RapidOcrBackend:
@@ -58,24 +59,27 @@ def text_stats(detections: list[tuple[str, float, np.ndarray]], shape: tuple[int
 
 
 class OcrStage(RowStage):
+    """Words and text-area share of burned-in text over a clip's sampled frames."""
+
     name = "ocr"
+    reads = (QFRAMES,)
     adds = ("score_ocr_words", "score_text_area")
     drops = (QFRAMES,)  # the last reader of the sampled frames
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: OcrConfig):
         super().__init__(cfg)
 
     def setup(self) -> None:
-        backend = self.cfg.quality.ocr_backend
+        backend = self.cfg.backend
         if backend not in BACKENDS:
             raise KeyError(f"unknown OCR backend {backend!r}; choices: {', '.join(BACKENDS)}")
-        self.ocr = BACKENDS[backend](self.cfg.quality.ocr_det_side)
+        self.ocr = BACKENDS[backend](self.cfg.det_side)
 
     def process(self, row: Row) -> Row:
         frames = np.asarray(row[QFRAMES])
         words, areas = 0, []
         for f in frames:
-            n, area = text_stats(self.ocr(f), f.shape[:2], self.cfg.quality.ocr_min_score)
+            n, area = text_stats(self.ocr(f), f.shape[:2], self.cfg.min_score)
             words += n
             areas.append(area)
         row["score_ocr_words"] = float(words)

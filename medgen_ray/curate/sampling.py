@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medgen_ray.config import CurateConfig
+from medgen_ray.config import SampleConfig
 from medgen_ray.core.decode import sample_frames
 from medgen_ray.core.errors import DataError
 from medgen_ray.core.stage import Row, RowStage
@@ -12,10 +12,13 @@ from medgen_ray.schema import FRAME_TIMES, FRAMES, SOURCE_URI
 
 
 class SampleStage(RowStage):
+    """1-fps frames of a source video, scaled to the frame classifier's input size."""
+
     name = "sample"
+    reads = (SOURCE_URI,)
     adds = (FRAMES, FRAME_TIMES)
 
-    def __init__(self, cfg: CurateConfig, image_size: int):
+    def __init__(self, cfg: SampleConfig, image_size: int):
         super().__init__(cfg)
         self.image_size = image_size
 
@@ -25,7 +28,7 @@ class SampleStage(RowStage):
 
     def process(self, row: Row) -> Row:
         frames, times = sample_frames(
-            row[SOURCE_URI], self.cfg.sample.fps, self.image_size, self.cfg.sample.decode_threads
+            row[SOURCE_URI], self.cfg.fps, self.image_size, self.cfg.decode_threads
         )
         if len(frames) == 0:
             raise DataError("no frame decoded")

@@ -74,6 +74,7 @@ def info_to_row(info: dict) -> dict[str, object]:
 
 class FileSourceStage(RowStage):
     name = "source"
+    reads = (VIDEO_ID, SOURCE_URI)
     adds = (SOURCE_URL, TITLE, DESCRIPTION, CHANNEL, LICENSE, TRANSCRIPT)
 
     def __init__(self, cfg: SourceConfig):

@@ -4,7 +4,7 @@
 [0, 1) as v / (v + k); blur, heavy compression and low light all lower it. `pyiqa:<metric>`
 runs any pyiqa no-reference metric (for example `pyiqa:musiq`, `pyiqa:dbcnn`, `pyiqa:clipiqa`;
 weights come from pyiqa's own cache, so pre-stage them for offline clusters; `pyiqa:piqe`
-needs none). Set `quality.technical_lower_better` to the metric's direction (checked).
+needs none). Set `quality.technical.lower_better` to the metric's direction (checked).
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ import cv2
 import numpy as np
 import torch
 
+from medgen_ray.config import TechnicalConfig
+from medgen_ray.core.cluster import pick_device
 from medgen_ray.core.stage import Row, RowStage
-from medgen_ray.curate.clipframes import QFRAMES
+from medgen_ray.schema import QFRAMES
 
 SHARPNESS_K = 0.002
 
@@ -44,20 +46,25 @@ def is_model_metric(metric: str) -> bool:
 
 
 class TechnicalStage(RowStage):
+    """Mean no-reference technical quality (sharpness or a pyiqa metric) over a clip's frames."""
+
     name = "technical"
+    reads = (QFRAMES,)
     adds = ("score_technical",)
 
-    def __init__(self, cfg, device: str = "cpu"):
+    def __init__(self, cfg: TechnicalConfig, num_gpus: float = 0.0, device: str | None = None):
         super().__init__(cfg)
+        self.num_gpus = num_gpus
         self.device = device
 
     def setup(self) -> None:
-        metric = self.cfg.quality.technical_metric
+        metric = self.cfg.metric
         if is_model_metric(metric):
-            self.fn = PyiqaMetric(metric.split(":", 1)[1], self.device)
-            if self.fn.lower_better != self.cfg.quality.technical_lower_better:
+            # chosen where the stage runs (an actor), never on the driver
+            self.fn = PyiqaMetric(metric.split(":", 1)[1], self.device or pick_device(self.num_gpus))
+            if self.fn.lower_better != self.cfg.lower_better:
                 raise ValueError(
-                    f"curate.quality.technical_lower_better must be {self.fn.lower_better} for {metric} "
+                    f"curate.quality.technical.lower_better must be {self.fn.lower_better} for {metric} "
                     f"(pyiqa says lower is {'better' if self.fn.lower_better else 'worse'})")
         elif metric == "sharpness":
             self.fn = lambda frames: np.array([sharpness(f) for f in frames])

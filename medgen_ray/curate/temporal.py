@@ -108,6 +108,7 @@ class SegmentStage(RowStage):
     """Fans a source row out into one row per candidate clip."""
 
     name = "segment"
+    reads = (VIDEO_ID, FRAME_SCORES, FRAME_SIMS, FRAME_TIMES, "duration", "keyframes")
     adds = (CLIP_ID, T_START, T_END, N_CANDIDATES, "score_frame_medical", "score_min_similarity")
     drops = (FRAME_SCORES, FRAME_SIMS, FRAME_TIMES)
 

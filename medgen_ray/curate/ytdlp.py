@@ -21,10 +21,19 @@ from medgen_ray.config import YtdlpConfig
 from medgen_ray.core.errors import DataError
 from medgen_ray.core.stage import Row, RowStage
 from medgen_ray.curate.sources import info_to_row
-from medgen_ray.schema import SOURCE_URI, SOURCE_URL, TRANSCRIPT, VIDEO_ID
+from medgen_ray.schema import (
+    CHANNEL,
+    DESCRIPTION,
+    INFO_JSON,
+    LICENSE,
+    REQUEST,
+    SOURCE_URI,
+    SOURCE_URL,
+    TITLE,
+    TRANSCRIPT,
+    VIDEO_ID,
+)
 
-REQUEST = "request"
-INFO_JSON = "info_json"
 YTDLP_ERRORS = (DownloadError, ExtractorError, OSError)
 
 
@@ -133,6 +142,9 @@ class YtdlpSearchStage(RowStage):
     """Request row -> one row per video with metadata (nothing downloaded yet)."""
 
     name = "source"
+    reads = (REQUEST, INFO_JSON)
+    adds = (VIDEO_ID, SOURCE_URI, SOURCE_URL, TITLE, DESCRIPTION, CHANNEL, LICENSE, INFO_JSON)
+    drops = (REQUEST,)
 
     def __init__(self, cfg: YtdlpConfig):
         super().__init__(cfg)
@@ -180,6 +192,7 @@ class YtdlpDownloadStage(RowStage):
     """Downloads one video per row (skipped when already on disk) and reads its captions."""
 
     name = "download"
+    reads = (VIDEO_ID, INFO_JSON)
     adds = (SOURCE_URI, TRANSCRIPT)
     drops = (INFO_JSON,)
 

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from medgen_ray.config import AppConfig, EvaluateConfig
 from medgen_ray.core.stage import Row, RowStage
+from medgen_ray.schema import PER_VIDEO_COLUMNS, PER_VIDEO_PREFIXES
 
 PAPER_DIMS = ("imaging_quality", "subject_consistency", "background_consistency", "motion_smoothness")
 
@@ -75,6 +76,7 @@ class GenerateStage(RowStage):
     """Offline generation (actor pool): one generator per actor, adapters by name."""
 
     name = "generate"
+    reads = ("prompt", "seed", "adapter", "video_uri")
 
     def __init__(self, app: AppConfig):
         super().__init__(app.evaluate)
@@ -104,6 +106,7 @@ class RemoteGenerateStage(RowStage):
     """Generation through a running service (task stage: it only waits on HTTP)."""
 
     name = "generate"
+    reads = ("prompt", "seed", "adapter", "video_uri")
 
     def __init__(self, cfg: EvaluateConfig, token: str | None):
         super().__init__(cfg)
@@ -148,9 +151,7 @@ def write_scores(output: str, batch: dict[str, np.ndarray]) -> dict[str, np.ndar
     """One Parquet part of per-video rows; returns the row count."""
     from medgen_ray.core.parts import write_table_atomic
 
-    keep = [k for k in batch if k in ("video_id", "model", "adapter", "prompt", "prompt_index", "category",
-                                      "clip_category", "clip_category_p", "video_uri", "error", "reject_reason")
-            or k.startswith(("score_", "time_"))]
+    keep = [k for k in batch if k in PER_VIDEO_COLUMNS or k.startswith(PER_VIDEO_PREFIXES)]
     n = len(batch["video_id"])
     cols = {k: [_py(batch[k][i]) for i in range(n)] for k in keep}
     fs, root = fsspec.core.url_to_fs(output)

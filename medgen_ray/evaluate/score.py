@@ -47,6 +47,7 @@ def _resize_short(frames: np.ndarray, side: int) -> np.ndarray:
 
 class VideoScoreStage(RowStage):
     name = "score"
+    reads = ("video_uri",)
 
     def __init__(self, cfg: EvaluateConfig, device: str | None = None):
         super().__init__(cfg)
@@ -62,12 +63,11 @@ class VideoScoreStage(RowStage):
         return {c: float("nan") for c in self.adds}
 
     def setup(self) -> None:
-        import torch
-
+        from medgen_ray.core.cluster import pick_device
         from medgen_ray.evaluate.models import load_all
 
         if self.device is None:
-            self.device = "cuda" if self.cfg.pool.num_gpus > 0 and torch.cuda.is_available() else "cpu"
+            self.device = pick_device(self.cfg.pool.num_gpus)
         self.models = load_all(self.cfg, self.device)
 
     def process(self, row: Row) -> Row:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from medgen_ray.config import ServeConfig
+from medgen_ray.core.cluster import pick_device
 from medgen_ray.core.encode import float_mp4_bytes
 from medgen_ray.serve.store import JobStore
 
@@ -36,7 +37,7 @@ class VideoGenerator:
         cfg = self.cfg
         if cfg.generator.threads:
             torch.set_num_threads(cfg.generator.threads)
-        device = "cuda" if cfg.generator.num_gpus > 0 and torch.cuda.is_available() else "cpu"
+        device = pick_device(cfg.generator.num_gpus)
         dtype = DTYPES[cfg.dtype] if device == "cuda" else torch.float32
         pipe = load_model(cfg.model, cfg.weights, "cpu", kind="video")
         for name, path in cfg.adapters.items():

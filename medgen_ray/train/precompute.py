@@ -21,30 +21,22 @@ import torch
 
 from medgen_ray.config import BucketConfig, PrecomputeConfig
 from medgen_ray.core.batch import mark_reject
+from medgen_ray.core.cluster import pick_device
 from medgen_ray.core.decode import open_video, sample_window
 from medgen_ray.core.errors import DataError
 from medgen_ray.core.stage import Row, RowStage
-from medgen_ray.schema import CLIP_ID, CLIP_URI
+from medgen_ray.schema import (
+    CLIP_ID,
+    CLIP_URI,
+    PRECOMPUTE_INPUT,
+    SHARD_REJECTS,
+    SHARD_REJECTS_SCHEMA,
+    SHARD_SCHEMA,
+    SHARDS,
+)
 
-SHARDS, REJECTS = "shards", "rejects"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _NP = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
-
-SHARD_SCHEMA = pa.schema([
-    (CLIP_ID, pa.string()),
-    ("bucket", pa.string()),
-    ("caption", pa.string()),
-    ("latent", pa.binary()),
-    ("latent_shape", pa.list_(pa.int32())),
-    ("text_embeds", pa.binary()),
-    ("text_shape", pa.list_(pa.int32())),
-    ("pooled", pa.binary()),
-    ("pooled_shape", pa.list_(pa.int32())),
-    ("dtype", pa.string()),
-])
-SHARD_REJECTS_SCHEMA = pa.schema([(CLIP_ID, pa.string()), ("reject_stage", pa.string()),
-                                  ("reject_reason", pa.string()), ("error", pa.string())])
-
 
 def bucket_key(b: BucketConfig) -> str:
     return f"{b.frames}x{b.height}x{b.width}"
@@ -84,6 +76,7 @@ class PrecomputeStage(RowStage):
     """Model stage (actor pool): decodes a clip into its bucket, encodes latents and the caption."""
 
     name = "precompute"
+    reads = tuple(PRECOMPUTE_INPUT)
     adds = ("bucket", "caption", "latent", "latent_shape", "text_embeds", "text_shape", "pooled", "pooled_shape",
             "dtype")
 
@@ -103,7 +96,7 @@ class PrecomputeStage(RowStage):
         from medgen_ray.models.registry import load_model
 
         if self.device is None:  # decided where the stage runs, never on the driver
-            self.device = "cuda" if self.cfg.pool.num_gpus > 0 and torch.cuda.is_available() else "cpu"
+            self.device = pick_device(self.cfg.pool.num_gpus)
         if self.device == "cpu" and self.dtype == torch.float16:
             self.dtype = torch.float32  # half-precision convolutions are not implemented on CPU
         pipe = load_model(self.cfg.model, self.cfg.weights, "cpu", kind="video")
@@ -246,7 +239,7 @@ def write_shard_batch(output: str, batch: dict[str, np.ndarray]) -> dict[str, in
     active = is_active(batch)
     part = uuid.uuid4().hex[:16]
     counts = {}
-    for name, rows, schema in ((REJECTS, np.flatnonzero(~active), SHARD_REJECTS_SCHEMA),
+    for name, rows, schema in ((SHARD_REJECTS, np.flatnonzero(~active), SHARD_REJECTS_SCHEMA),
                                (SHARDS, np.flatnonzero(active), SHARD_SCHEMA)):
         counts[name] = len(rows)
         if len(rows):
@@ -262,7 +255,7 @@ def done_clip_ids(output: str) -> set[str]:
 
     fs, root = fsspec.core.url_to_fs(output)
     done: set[str] = set()
-    for name in (SHARDS, REJECTS):
+    for name in (SHARDS, SHARD_REJECTS):
         folder = f"{root.rstrip('/')}/{name}"
         if not fs.exists(folder):
             continue

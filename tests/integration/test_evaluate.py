@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from medgen_ray.config import load_config
+from medgen_ray.config import derive, load_config
 from tests.integration.test_serve import TOKEN, _free_port, _make_adapters, _wait_healthy
 
 EVAL_TINY = ["evaluate.dino_model=dino/tiny", "evaluate.clip_model=clip/tiny", "evaluate.iqa_model=musiq/tiny",
@@ -49,10 +49,8 @@ def test_prompts_through_serve_to_report(tmp_path, ray_cluster, monkeypatch):
                 bad = model == "MedGen" and i < 2
                 for rater, rating in enumerate(["severe", "moderate", "no"] if bad else ["minor", "no", "no"]):
                     w.writerow([f"{model}/{i:04d}", rater, rating])
-    app.evaluate.ratings = [str(ratings)]
     ref = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "medvbench_table2.csv"
-    if ref.exists():
-        app.evaluate.reference_csv = str(ref)
+    app = derive(app, {"evaluate.ratings": [str(ratings)], **({"evaluate.reference_csv": str(ref)} if ref.exists() else {})})
     start_serve(app)
     try:
         _wait_healthy(f"http://127.0.0.1:{port}")

@@ -1,12 +1,16 @@
 """The benchmark scripts run (correctness only; their timings are printed, never asserted)."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load(name: str):
+    """A benchmark script as a module, as `python jobs/<name>.py` sees it (jobs/ on the path)."""
+    if str(ROOT / "jobs") not in sys.path:
+        sys.path.insert(0, str(ROOT / "jobs"))
     spec = importlib.util.spec_from_file_location(name, ROOT / "jobs" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -25,7 +29,8 @@ def test_train_benchmark_bare_loop_runs(tmp_path):
     import torch
 
     from medgen_ray.config import load_config
-    from medgen_ray.train.precompute import SHARD_SCHEMA, tensor_bytes
+    from medgen_ray.schema import SHARD_SCHEMA
+    from medgen_ray.train.precompute import tensor_bytes
 
     (tmp_path / "shards").mkdir()
     rows = []

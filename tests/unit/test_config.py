@@ -1,7 +1,7 @@
 import pytest
 
 from medgen_ray.cli import main
-from medgen_ray.config import ConfigError, load_config
+from medgen_ray.config import ConfigError, derive, load_config
 
 
 def test_overrides_are_typed_and_nested(tmp_path):
@@ -51,7 +51,7 @@ def test_actor_pools_that_starve_the_decode_tasks_are_refused():
                                          "curate.quality.pool: 1 x 1 CPU"):
         check_cpu_budget(cfg, 3)
     check_cpu_budget(cfg, 4)
-    cfg.classify.pool.num_cpus = cfg.metadata.pool.num_cpus = cfg.quality.pool.num_cpus = 0.25
+    cfg = derive(cfg, {"classify.pool.num_cpus": 0.25, "metadata.pool.num_cpus": 0.25, "quality.pool.num_cpus": 0.25})
     check_cpu_budget(cfg, 2)
 
 

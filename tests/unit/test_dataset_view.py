@@ -50,9 +50,9 @@ def no_models(monkeypatch):
 
 def test_view_reproduces_the_curated_funnel(tmp_path, no_models):
     rows = _clips()
-    cfg = load_config(None, ["curate.quality.technical_min=100"]).curate
+    cfg = load_config(None, ["curate.quality.technical.min=100"]).curate
     _curate(rows, cfg, tmp_path / "normal")
-    scored = load_config(None, ["curate.quality.technical_min=100", "curate.quality.score_only=true"]).curate
+    scored = load_config(None, ["curate.quality.technical.min=100", "curate.quality.score_only=true"]).curate
     _curate(rows, scored, tmp_path / "scored")
     assert len(_kept(tmp_path / "scored")) == len(rows)
     summary = build_view(str(tmp_path / "scored"), str(tmp_path / "view"), cfg)
@@ -69,9 +69,9 @@ def test_thresholds_and_disabled_stages(tmp_path, no_models):
     scored = load_config(None, ["curate.quality.score_only=true"]).curate
     _curate(rows, scored, tmp_path / "scored")
     strict = build_view(str(tmp_path / "scored"), str(tmp_path / "strict"),
-                        load_config(None, ["curate.quality.aesthetic_min=4.0"]).curate)
+                        load_config(None, ["curate.quality.aesthetic.min=4.0"]).curate)
     loose = build_view(str(tmp_path / "scored"), str(tmp_path / "loose"),
-                       load_config(None, ["curate.quality.aesthetic_min=4.0"]).curate, disable=["ocr", "borders"])
+                       load_config(None, ["curate.quality.aesthetic.min=4.0"]).curate, disable=["ocr", "borders"])
     expect_strict = {r["clip_id"] for r in rows if r["score_aesthetic"] >= 4.0 and r["score_ocr_words"] <= 20
                      and r["score_border_top"] < 0.8}
     assert _kept(tmp_path / "strict") == expect_strict

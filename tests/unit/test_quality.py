@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from medgen_ray.config import load_config
+from medgen_ray.config import derive, load_config
 from medgen_ray.core.batch import from_rows
 from medgen_ray.curate.borders import BorderStage
 from medgen_ray.curate.clipframes import ClipFramesStage
@@ -32,9 +32,9 @@ def clips(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scored(clips):
-    cfg = load_config(None, ["curate.quality.reject_static=true"]).curate
+    cfg = load_config(None, ["curate.quality.motion.reject_static=true"]).curate
     batch = from_rows([{"video_id": k, "clip_id": k, "clip_uri": v} for k, v in clips.items()])
-    stages = [ClipFramesStage(cfg), MotionStage(cfg), BorderStage(cfg), OcrStage(cfg)]
+    stages = [ClipFramesStage(cfg.quality.clipframes), MotionStage(cfg.quality.motion), BorderStage(cfg.quality.borders, cfg.cut), OcrStage(cfg.quality.ocr)]
     for stage, rule in zip(stages, (None, "motion", "borders", "ocr")):
         batch = stage(batch)
         if rule:
@@ -73,10 +73,10 @@ def test_aesthetic_and_technical_scores(clips):
     from medgen_ray.curate.aesthetic import AestheticStage
     from medgen_ray.curate.technical import TechnicalStage
 
-    cfg = load_config(None, ["curate.quality.aesthetic_model=aesthetic/tiny"]).curate
-    batch = ClipFramesStage(cfg)(from_rows([{"video_id": "c", "clip_id": "c", "clip_uri": clips["clean"]}]))
+    cfg = load_config(None, ["curate.quality.aesthetic.model=aesthetic/tiny"]).curate
+    batch = ClipFramesStage(cfg.quality.clipframes)(from_rows([{"video_id": "c", "clip_id": "c", "clip_uri": clips["clean"]}]))
     frames = batch["qframes"][0]
-    batch = TechnicalStage(cfg)(AestheticStage(cfg)(batch))
+    batch = TechnicalStage(cfg.quality.technical)(AestheticStage(cfg.quality.aesthetic)(batch))
     assert 4.0 < batch["score_aesthetic"][0] < 6.0  # tiny head: centred on the 1-10 scale's middle
     sharp = batch["score_technical"][0]
     import cv2
@@ -98,7 +98,7 @@ def test_quality_rules_and_score_only():
     out = apply_filters(apply_filters(from_rows(rows), cfg, "aesthetic"), cfg, "technical")
     assert list(out["reject_stage"]) == ["aesthetic", "technical", "", ""]
     assert out["reject_reason"][0] == "aesthetic: aesthetic score 2.50 < 3"
-    cfg.quality.score_only = True
+    cfg = derive(cfg, {"quality.score_only": True})
     out = apply_filters(apply_filters(from_rows(rows), cfg, "aesthetic"), cfg, "technical")
     assert list(out["reject_stage"]) == ["", "", "", ""]
 
@@ -106,16 +106,14 @@ def test_quality_rules_and_score_only():
 def test_pyiqa_metric_path_and_direction(clips):
     from medgen_ray.curate.technical import TechnicalStage
 
-    cfg = load_config(None, ["curate.quality.technical_metric=pyiqa:piqe", "curate.quality.technical_lower_better=true",
-                             "curate.quality.technical_min=50"]).curate
-    batch = ClipFramesStage(cfg)(from_rows([{"video_id": "c", "clip_id": "c", "clip_uri": clips["clean"]}]))
-    out = TechnicalStage(cfg)(batch)
+    cfg = load_config(None, ["curate.quality.technical.metric=pyiqa:piqe", "curate.quality.technical.lower_better=true",
+                             "curate.quality.technical.min=50"]).curate
+    batch = ClipFramesStage(cfg.quality.clipframes)(from_rows([{"video_id": "c", "clip_id": "c", "clip_uri": clips["clean"]}]))
+    out = TechnicalStage(cfg.quality.technical)(batch)
     assert 0 < out["score_technical"][0] < 100  # PIQE: 0 best .. 100 worst
-    cfg.quality.technical_lower_better = False
-    with pytest.raises(ValueError, match="technical_lower_better must be True"):
-        TechnicalStage(cfg).setup()
+    with pytest.raises(ValueError, match="technical.lower_better must be True"):
+        TechnicalStage(derive(cfg, {"quality.technical.lower_better": False}).quality.technical).setup()
     row = {"clip_id": "x", "score_technical": 80.0, "score_aesthetic": 3.5}
-    cfg.quality.technical_lower_better = True
     assert apply_filters(from_rows([row]), cfg, "technical")["reject_reason"][0].startswith(
         "technical: low technical quality 80.00 > 50")
 
@@ -127,12 +125,12 @@ def test_crop_action_removes_the_bars(clips, tmp_path):
 
     clip = tmp_path / "lb.mp4"
     shutil.copy(clips["letterbox"], clip)
-    cfg = load_config(None, ["curate.quality.border_action=crop"]).curate
-    batch = ClipFramesStage(cfg)(from_rows([{"video_id": "l", "clip_id": "l", "clip_uri": str(clip)}]))
-    out = apply_filters(BorderStage(cfg)(batch), cfg, "borders")
+    cfg = load_config(None, ["curate.quality.borders.action=crop"]).curate
+    batch = ClipFramesStage(cfg.quality.clipframes)(from_rows([{"video_id": "l", "clip_id": "l", "clip_uri": str(clip)}]))
+    out = apply_filters(BorderStage(cfg.quality.borders, cfg.cut)(batch), cfg, "borders")
     assert out["reject_reason"][0] == "" and out["crop_box"][0] == "0,60,640,360"
     info = probe_video(str(clip))
     assert (info.width, info.height) == (640, 360) and info.duration == pytest.approx(6.0, abs=0.05)
-    again = BorderStage(cfg)(ClipFramesStage(cfg)(from_rows([{"video_id": "l", "clip_id": "l",
+    again = BorderStage(cfg.quality.borders, cfg.cut)(ClipFramesStage(cfg.quality.clipframes)(from_rows([{"video_id": "l", "clip_id": "l",
                                                                 "clip_uri": str(clip)}])))
     assert again["crop_box"][0] == ""  # no bars left: nothing more to crop

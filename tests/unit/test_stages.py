@@ -68,7 +68,7 @@ def test_sample_classify_segment_cut_chain(tmp_path, one_video, frame_probe):
     cfg = _cfg(tmp_path, f"curate.classify.probe_path={frame_probe}", "curate.segment.similarity_threshold=0.0")
     batch = from_rows([{"video_id": "endo_game", "source_uri": str(one_video), "title": "", "description": ""}])
     batch = apply_filters(ProbeStage(cfg)(batch), cfg, "probe")
-    batch = SampleStage(cfg, 64)(batch)
+    batch = SampleStage(cfg.sample, 64)(batch)
     assert batch["frames"][0].shape == (20, 64, 64, 3)
     clf = FrameClassifierStage(cfg)
     clf.setup()
