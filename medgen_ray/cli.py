@@ -20,6 +20,7 @@ def _config(args: argparse.Namespace, default: str | None = None) -> AppConfig:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """`medgen demo`: the whole system on an embedded Ray with tiny models; exit 1 if inputs are unaccounted."""
     from medgen_ray.demo import run_demo
 
     result = run_demo(_config(args, "demo.yaml"))
@@ -27,6 +28,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_curate(args: argparse.Namespace) -> int:
+    """`medgen curate`: the curation job; exit 1 if some input ended neither kept, rejected nor errored."""
     from medgen_ray.runner import run_curate
 
     summary = run_curate(_config(args))
@@ -34,6 +36,7 @@ def cmd_curate(args: argparse.Namespace) -> int:
 
 
 def cmd_precompute(args: argparse.Namespace) -> int:
+    """`medgen precompute`: latent and text-embedding shards of a curated dataset."""
     from medgen_ray.runner import run_precompute
 
     run_precompute(_config(args))
@@ -41,6 +44,7 @@ def cmd_precompute(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """`medgen train`: LoRA fine-tuning on Ray Train."""
     from medgen_ray.runner import run_train
 
     run_train(_config(args))
@@ -48,6 +52,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_lora_merge(args: argparse.Namespace) -> int:
+    """`medgen lora merge`: save a pipeline with a LoRA folded into its weights."""
     from medgen_ray.models.registry import load_model
     from medgen_ray.train.lora import merge_lora_into_pipeline
 
@@ -81,6 +86,7 @@ def cmd_lora_export(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """`medgen serve`: the generation service until Ctrl-C."""
     from medgen_ray.serve.launch import run_serve
 
     run_serve(_config(args))
@@ -88,6 +94,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    """`medgen generate`: one video from a running service; exit 1 on a service error."""
     from medgen_ray.serve.client import ServiceError, generate
 
     request = {"prompt": args.prompt, "seed": args.seed, "adapter": args.adapter}
@@ -104,6 +111,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """`medgen evaluate`: Med-VBench; exit 1 if no video was scored."""
     from medgen_ray.config import derive
     from medgen_ray.runner import run_evaluate
 
@@ -114,15 +122,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_dataset_view(args: argparse.Namespace) -> int:
-    from medgen_ray.curate.view import build_view, print_view
+    """`medgen dataset view`: re-apply clip filters to stored scores into a new dataset folder."""
+    from medgen_ray.curate.view import print_view, write_view
 
-    summary = build_view(args.dataset, args.out, _config(args).curate,
+    summary = write_view(args.dataset, args.out, _config(args).curate,
                          [d for d in (args.disable or "").split(",") if d])
     print_view(summary, sys.stdout)
     return 0
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
+    """`medgen experiment`: arms or a sweep of LoRAs, evaluated side by side."""
     from medgen_ray.runner import run_experiment
 
     run_experiment(_config(args))
@@ -130,6 +140,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
+    """`medgen caption`: fill captions left pending by an LLM outage or budget."""
     from medgen_ray.curate.captions import fill_pending_captions
 
     counts = fill_pending_captions(args.dataset, _config(args).curate.captions)
@@ -138,13 +149,15 @@ def cmd_caption(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from medgen_ray.curate.dataset_report import build_report
+    """`medgen report`: the dataset's HTML report."""
+    from medgen_ray.curate.dataset_report import write_dataset_report
 
-    print(build_report(args.dataset, _config(args).curate, args.out))
+    print(write_dataset_report(args.dataset, _config(args).curate, args.out))
     return 0
 
 
 def cmd_review(args: argparse.Namespace) -> int:
+    """`medgen review`: draw a review sample of a stage's decisions, or score a filled review sheet."""
     from medgen_ray.curate.review import draw_review, score_review
 
     if args.score:
@@ -155,6 +168,7 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 
 def cmd_train_text(args: argparse.Namespace) -> int:
+    """`medgen classifier train-text`: the metadata relevance classifier."""
     from medgen_ray.curate.classifiers import train_text_classifier
 
     rep = train_text_classifier(args.csv, args.embedder, args.out, seed=args.seed)
@@ -163,6 +177,7 @@ def cmd_train_text(args: argparse.Namespace) -> int:
 
 
 def cmd_train_frames(args: argparse.Namespace) -> int:
+    """`medgen classifier train-frames`: the frame linear probe on CLIP features."""
     from medgen_ray.curate.classifiers import train_frame_probe
 
     rep = train_frame_probe(args.csv, args.clip_model, args.out, args.weights, seed=args.seed)
@@ -171,6 +186,7 @@ def cmd_train_frames(args: argparse.Namespace) -> int:
 
 
 def cmd_train_categories(args: argparse.Namespace) -> int:
+    """`medgen classifier train-categories`: the prompt/clip category probe."""
     from medgen_ray.curate.classifiers import dataset_captions, read_category_csv, train_category_classifier
 
     if bool(args.dataset) == bool(args.csv):
@@ -184,6 +200,7 @@ def cmd_train_categories(args: argparse.Namespace) -> int:
 
 
 def cmd_weights_list(args: argparse.Namespace) -> int:
+    """`medgen weights list`: every registered model with its hub id."""
     from medgen_ray.models.registry import REGISTRY
 
     for name, spec in sorted(REGISTRY.items()):
@@ -192,6 +209,7 @@ def cmd_weights_list(args: argparse.Namespace) -> int:
 
 
 def cmd_weights_pull(args: argparse.Namespace) -> int:
+    """`medgen weights pull`: pre-stage models' weights for an offline cluster."""
     from medgen_ray.models.registry import pull_weights
 
     for name in args.names:
@@ -200,6 +218,7 @@ def cmd_weights_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_samples(args: argparse.Namespace) -> int:
+    """`medgen samples`: a generated corpus (and broken files) whose truth is known."""
     from medgen_ray.samples.bad import BAD_KINDS, make_bad_input
     from medgen_ray.samples.generator import make_corpus
 
@@ -212,6 +231,7 @@ def cmd_samples(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `medgen` argument parser with every subcommand."""
     p = argparse.ArgumentParser(prog="medgen", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -343,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of `medgen`; returns the exit code (2 for a bad config)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:

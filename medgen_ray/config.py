@@ -40,6 +40,8 @@ def _ordered(cfg: Any, low: str, high: str) -> Any:
 
 
 class RayConfig(Strict):
+    """Which Ray to use: a cluster address, or an embedded one on 127.0.0.1."""
+
     address: str | None = Field(None, description="None starts an embedded local Ray bound to 127.0.0.1")
     num_cpus: int | None = Field(None, ge=1)
     include_dashboard: bool = False
@@ -60,6 +62,8 @@ class PoolConfig(Strict):
 
 
 class YtdlpConfig(Strict):
+    """yt-dlp sources: what to list, how to download, and which sites are allowed."""
+
     queries: list[str] = Field(default_factory=list, description="keyword searches (ytsearchN:)")
     channels: list[str] = Field(default_factory=list, description="channel URLs to list")
     urls: list[str] = Field(default_factory=list, description="video page URLs")
@@ -76,6 +80,8 @@ class YtdlpConfig(Strict):
 
 
 class SourceConfig(Strict):
+    """Where source videos come from: files (any fsspec URI) or yt-dlp."""
+
     kind: Literal["files", "ytdlp"] = "files"
     uris: list[str] = Field(default_factory=list, description="files, folders or globs; local, s3://, gs://")
     extensions: list[str] = Field(default_factory=lambda: [".mp4", ".mkv", ".webm", ".mov", ".avi"])
@@ -83,6 +89,8 @@ class SourceConfig(Strict):
 
 
 class MetadataConfig(Strict):
+    """The metadata filter: keyword hits and a text classifier on title + description."""
+
     enabled: bool = True
     keywords_file: str | None = Field(None, description="one keyword per line; default: shipped list")
     embedder: str = "minilm"
@@ -95,6 +103,8 @@ class MetadataConfig(Strict):
 
 
 class ProbeConfig(Strict):
+    """Container checks before any decode: codecs, sizes, rotation, frame-rate spread, length."""
+
     allowed_codecs: list[str] = Field(default_factory=lambda: ["h264", "hevc", "vp9", "av1", "vp8", "mpeg4"])
     min_side: int = Field(16, ge=1, description="smaller frames are not video (1x1 px)")
     max_duration_s: float = Field(4 * 3600, gt=0)
@@ -104,11 +114,15 @@ class ProbeConfig(Strict):
 
 
 class SampleConfig(Strict):
+    """Frame sampling for the frame classifier (the paper: 1 fps)."""
+
     fps: float = Field(1.0, gt=0)
     decode_threads: int = Field(2, ge=0, description="0 lets FFmpeg choose")
 
 
 class FrameClassifierConfig(Strict):
+    """The medical frame classifier: CLIP model, linear probe or zero-shot prompts, actor pool."""
+
     clip_model: str = "clip/vit-b-32"
     weights: str | None = Field(None, description="local or s3:// path of the CLIP weights")
     probe_path: str | None = Field(None, description="linear probe from `medgen classifier train-frames`")
@@ -135,6 +149,8 @@ class FrameClassifierConfig(Strict):
 
 
 class SegmentConfig(Strict):
+    """The paper's clip rule: runs of medical frames, length bounds, similarity threshold tau."""
+
     min_seconds: float = Field(6.0, gt=0, description="paper: j - i >= 6")
     max_seconds: float = Field(10.0, gt=0, description="longer runs are split")
     similarity_threshold: float = Field(0.8, ge=-1, le=1, description="tau: adjacent CLIP cosine")
@@ -147,10 +163,14 @@ class SegmentConfig(Strict):
 
 
 class ResolutionConfig(Strict):
+    """Minimum short side of a source video."""
+
     min_short_side: int = Field(480, ge=1)
 
 
 class CutConfig(Strict):
+    """How clips are cut: stream copy at keyframes or exact re-encode."""
+
     mode: Literal["auto", "copy", "reencode"] = "auto"
     keyframe_tolerance_s: float = Field(0.05, ge=0)
     snap_to_keyframes_s: float = Field(
@@ -264,6 +284,8 @@ class QualityConfig(Strict):
 
 
 class CaptionConfig(Strict):
+    """LLM captions (OpenAI-compatible) or the metadata captioner, with retries and budget."""
+
     enabled: bool = True
     backend: Literal["auto", "openai", "metadata"] = Field(
         "auto", description="auto: the LLM when a key is found, else the metadata captioner"
@@ -288,6 +310,8 @@ class CaptionConfig(Strict):
 
 
 class CurateConfig(Strict):
+    """The curation job: output folder, one section per stage, resume and task sizing."""
+
     output: str = Field("medgen_out", description="dataset folder: local path or s3:// URI")
     source: SourceConfig = Field(default_factory=SourceConfig)
     metadata: MetadataConfig = Field(default_factory=MetadataConfig)
@@ -308,6 +332,8 @@ class CurateConfig(Strict):
 
 
 class BucketConfig(Strict):
+    """One training shape (frames x height x width) clips are resized into."""
+
     frames: int = Field(..., ge=1, description="4k+1 frames")
     height: int = Field(..., ge=16)
     width: int = Field(..., ge=16)
@@ -345,6 +371,8 @@ class PrecomputeConfig(Strict):
 
 
 class LoraConfig(Strict):
+    """LoRA rank, alpha, dropout and target modules."""
+
     rank: int = Field(32, ge=1)
     alpha: float = Field(32.0, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
@@ -352,6 +380,8 @@ class LoraConfig(Strict):
 
 
 class ValidationConfig(Strict):
+    """Validation videos written during training."""
+
     every_steps: int = Field(0, ge=0, description="0 = only at the end")
     prompts: list[str] = Field(default_factory=lambda: ["An endoscopic view of the stomach lining during a gastroscopy."])
     height: int = Field(320, ge=16)
@@ -418,6 +448,8 @@ class ServeLimits(Strict):
 
 
 class GeneratorPoolConfig(Strict):
+    """The Serve generator replicas: count and resources."""
+
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(1, ge=1)
     num_gpus: float = Field(1.0, ge=0)
@@ -505,6 +537,8 @@ class PromptClassifierConfig(Strict):
 
 
 class EvalModelConfig(Strict):
+    """One evaluated model: its report label and the adapter that generates it."""
+
     name: str = Field(..., min_length=1, description="row label in the report")
     adapter: str = Field("base", description="adapter of the generator (serve.adapters), or base")
 
@@ -561,6 +595,8 @@ class EvaluateConfig(Strict):
 
 
 class MixConfig(Strict):
+    """A second dataset mixed into an experiment arm at a given share."""
+
     dataset: str = Field(..., description="a second curated dataset (e.g. general, non-medical clips)")
     share: float = Field(..., ge=0, lt=1, description="share of the arm's training clips taken from it")
 
@@ -597,6 +633,8 @@ class SweepConfig(Strict):
 
 
 class ExperimentConfig(Strict):
+    """An experiment: arms (or a sweep) on one scored dataset, compared against a reference."""
+
     name: str = "experiment"
     dataset: str = Field("medgen_out", description="scored dataset (curate with quality.score_only=true to loosen)")
     output: str = "medgen_experiments"
@@ -622,6 +660,8 @@ class ExperimentConfig(Strict):
 
 
 class DemoConfig(Strict):
+    """The local demo: working folder, corpus size and training sizes."""
+
     workdir: str = "medgen_demo"
     videos: int = Field(10, ge=2)
     seconds: float = Field(30.0, ge=8)
@@ -632,6 +672,8 @@ class DemoConfig(Strict):
 
 
 class AppConfig(Strict):
+    """The whole config tree: one section per job."""
+
     ray: RayConfig = Field(default_factory=RayConfig)
     curate: CurateConfig = Field(default_factory=CurateConfig)
     precompute: PrecomputeConfig = Field(default_factory=PrecomputeConfig)
@@ -656,6 +698,7 @@ def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    """`a.b=c` strings as (dotted key, YAML-parsed value) pairs; raises ConfigError on bad ones."""
     parsed: list[tuple[str, Any]] = []
     problems = []
     for item in overrides:

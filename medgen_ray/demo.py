@@ -34,6 +34,7 @@ DEFECT_STAGE = {"low_resolution": "resolution", "letterbox": "borders", "burned_
 
 
 def write_text_training(path: Path, n_per_class: int, seed: int) -> None:
+    """Write labelled generated titles and descriptions for the metadata classifier."""
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["text", "label"])
@@ -102,6 +103,7 @@ def calibrate_tau(clip_model: str, seed: int, n: int = 24) -> dict[str, float]:
 
 
 def check_against_truth(output: str, truth: dict[str, Any], bad: dict[str, str]) -> dict[str, Any]:
+    """Precision and recall of kept seconds and each filter's hits, against the generator's truth."""
     import pyarrow.dataset as pads
 
     out = Path(output)
@@ -172,6 +174,7 @@ def check_against_truth(output: str, truth: dict[str, Any], bad: dict[str, str])
 
 
 def run_demo(app: AppConfig) -> dict[str, Any]:
+    """The demo: samples, classifiers, curation with a self-check, then LoRA, service and Med-VBench."""
     from medgen_ray.runner import run_curate
 
     d = app.demo
@@ -214,9 +217,9 @@ def run_demo(app: AppConfig) -> dict[str, Any]:
     for kind, e in check["defects"].items():
         extra = f"  {e['seconds_in_kept_clips']} s left in kept clips" if "seconds_in_kept_clips" in e else ""
         print(f"[demo]   {kind:16s} {e['planted']:7d} {e['reached']:7d} {e['caught']:6d}  {e['by']:11s}{extra}")
-    from medgen_ray.curate.dataset_report import build_report
+    from medgen_ray.curate.dataset_report import write_dataset_report
 
-    page = build_report(cur.output, cur)
+    page = write_dataset_report(cur.output, cur)
     print(f"[demo] dataset: {cur.output} (manifest/, rejects/, clips/, summary.json, self_check.json)")
     print(f"[demo] report: {page}")
     result = {"summary": summary, "check": check}

@@ -362,7 +362,7 @@ def run_evaluate(app: AppConfig) -> dict[str, Any]:
         read_per_video,
         write_scores,
     )
-    from medgen_ray.evaluate.medvbench_report import build_eval_report
+    from medgen_ray.evaluate.medvbench_report import write_eval_report
     from medgen_ray.evaluate.score import VideoScoreStage
 
     cfg = app.evaluate
@@ -424,7 +424,7 @@ def run_evaluate(app: AppConfig) -> dict[str, Any]:
     if per_category:
         with fs.open(f"{root.rstrip('/')}/per_category.parquet", "wb") as fh:
             pq.write_table(pa.Table.from_pylist(per_category), fh)
-    page = build_eval_report(cfg.output, per_model, df, cfg, per_category)
+    page = write_eval_report(cfg.output, per_model, df, cfg, per_category)
     for r in per_model:
         print("evaluate: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                                        for k, v in r.items() if v is not None), file=sys.stdout)
@@ -434,6 +434,7 @@ def run_evaluate(app: AppConfig) -> dict[str, Any]:
 
 
 def print_summary(summary: dict[str, Any], out) -> None:
+    """Print the curation funnel and outcome counts."""
     print(f"inputs {summary['inputs']}: kept {summary['videos_kept']}, rejected {summary['videos_rejected']}, "
           f"errored {summary['videos_errored']} (accounted: {summary['accounted']})", file=out)
     for f in summary["funnel"]:

@@ -12,10 +12,12 @@ Batch = dict[str, np.ndarray]
 
 
 def batch_len(batch: Batch) -> int:
+    """Rows in a batch."""
     return len(next(iter(batch.values()))) if batch else 0
 
 
 def to_rows(batch: Batch) -> list[dict[str, Any]]:
+    """A columnar batch as a list of row dicts (numpy scalars made Python values)."""
     n = batch_len(batch)
     return [{k: _scalar(v[i]) for k, v in batch.items()} for i in range(n)]
 
@@ -65,20 +67,24 @@ def is_active(batch: Batch) -> np.ndarray:
 
 
 def row_active(row: dict[str, Any]) -> bool:
+    """True when a row is neither rejected nor errored."""
     return not row.get(REJECT_REASON) and not row.get(ERROR)
 
 
 def mark_error(row: dict[str, Any], stage: str, message: str) -> None:
+    """Record a data error on a row, naming the stage."""
     row[REJECT_STAGE] = stage
     row[ERROR] = f"{stage}: {message}"
 
 
 def mark_reject(row: dict[str, Any], stage: str, reason: str) -> None:
+    """Record a rejection with its reason on a row, naming the stage."""
     row[REJECT_STAGE] = stage
     row[REJECT_REASON] = f"{stage}: {reason}"
 
 
 def ensure_status(batch: Batch) -> Batch:
+    """The batch with the status columns (reject_stage, reject_reason, error) present."""
     n = batch_len(batch)
     for col in (REJECT_STAGE, REJECT_REASON, ERROR):
         if col not in batch:

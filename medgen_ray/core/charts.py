@@ -7,6 +7,7 @@ import io
 
 
 def pyplot():
+    """matplotlib's pyplot on the headless Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -16,6 +17,7 @@ def pyplot():
 
 
 def png_bytes(fig, dpi: int = 100) -> bytes:
+    """A figure as PNG bytes; the figure is closed."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()

@@ -25,6 +25,8 @@ class ProbeError(DataError):
 
 @dataclass
 class ProbeResult:
+    """What a container says about its video stream, without decoding it."""
+
     width: int
     height: int
     fps: float
@@ -83,6 +85,7 @@ def _ffmpeg_message(exc: Exception) -> str:
 
 
 def probe_video(uri: str) -> ProbeResult:
+    """Demux a video's packets (no decode) into a ProbeResult; raises ProbeError for files that are not video."""
     with open_video(uri) as container:
         if not container.streams.video:
             kinds = sorted({s.type for s in container.streams})

@@ -67,6 +67,7 @@ def record_stage(stage: str, rows_in: int, batch: dict[str, np.ndarray], seconds
 
 
 def timed_stage(stage: str, fn, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run a stage on a batch and record rows in/out and seconds as metrics."""
     n_in = len(next(iter(batch.values()))) if batch else 0
     t0 = time.perf_counter()
     out = fn(batch)
@@ -76,12 +77,14 @@ def timed_stage(stage: str, fn, batch: dict[str, np.ndarray]) -> dict[str, np.nd
 
 
 def serve_queue(depth: int) -> None:
+    """Report the ingress replica's queue depth as a gauge."""
     g = _metric("medgen_serve_queue_depth", "gauge", "jobs queued or running in an ingress replica")
     if g is not None:
         g.set(depth)
 
 
 def serve_job_finished(outcome: str, seconds: float) -> None:
+    """Count a finished generation job by outcome and record its seconds."""
     c = _metric("medgen_serve_jobs_total", "counter", "finished generation jobs", ("outcome",))
     if c is None:
         return
@@ -90,6 +93,7 @@ def serve_job_finished(outcome: str, seconds: float) -> None:
 
 
 def log_row_error(stage: str, row: dict[str, Any], message: str) -> None:
+    """Log a row's data error as one JSON line."""
     log.warning(json.dumps({"event": "row_error", "stage": stage, "clip_id": _s(row.get("clip_id")),
                             "video_id": _s(row.get("video_id")), "error": message}))
 

@@ -92,6 +92,7 @@ def transcript_lines(transcript: str, t0: float, t1: float) -> list[str]:
 
 
 def load_api_key(env: str, file: str | None) -> str | None:
+    """The LLM API key from the environment variable or a secret file, or None."""
     if os.environ.get(env):
         return os.environ[env]
     if file:
@@ -135,6 +136,8 @@ def _jpeg_data_url(rgb: np.ndarray) -> str:
 
 @dataclass
 class Spend:
+    """Money and calls spent by one caption worker."""
+
     usd: float = 0.0
     calls: int = 0
 

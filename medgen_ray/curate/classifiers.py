@@ -28,6 +28,8 @@ _LABELS = {"1": 1, "0": 0, "medical": 1, "other": 0, "non-medical": 0, "nonmedic
 
 @dataclass
 class TrainReport:
+    """Sizes and held-out accuracy of a trained classifier, and where it was saved."""
+
     n_train: int
     n_test: int
     test_accuracy: float
@@ -79,6 +81,7 @@ def _fit_and_save(feats: np.ndarray, labels: np.ndarray, embedder: str, output: 
 
 def train_text_classifier(csv_path: str, embedder: str, output: str, test_fraction: float = 0.2,
                           seed: int = 0) -> TrainReport:
+    """Fit and save the metadata relevance probe on sentence embeddings of a labelled CSV; returns its report."""
     rows = _read_csv(csv_path, [["text", "label"], ["title", "description", "label"]])
     texts = [r["text"] if "text" in r else metadata_text(r["title"], r["description"]) for r in rows]
     labels = np.array([_label(r["label"], f"{csv_path} row {i + 2}") for i, r in enumerate(rows)])
@@ -94,6 +97,7 @@ def load_frame(path: Path, size: int) -> np.ndarray:
 
 def train_frame_probe(csv_path: str, clip_model: str, output: str, weights: str | None = None,
                       test_fraction: float = 0.2, seed: int = 0) -> TrainReport:
+    """Fit and save the frame linear probe on CLIP features of labelled frames; returns its report."""
     rows = _read_csv(csv_path, [["path", "label"]])
     base = Path(csv_path).parent
     encoder = load_model(clip_model, weights, kind="clip")
@@ -157,5 +161,6 @@ def train_category_classifier(texts: list[str], labels: list[str], embedder: str
 
 
 def read_category_csv(path: str) -> tuple[list[str], list[str]]:
+    """(texts, categories) from a text,category CSV."""
     rows = _read_csv(path, [["text", "category"]])
     return [r["text"] for r in rows], [r["category"].strip() for r in rows]

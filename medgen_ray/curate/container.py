@@ -9,6 +9,8 @@ from medgen_ray.schema import PROBE_COLUMNS, SOURCE_URI
 
 
 class ProbeStage(RowStage):
+    """Container facts of a source video (no decode); files that are not video become errors."""
+
     name = "probe"
     reads = (SOURCE_URI,)
     adds = PROBE_COLUMNS + ("interval_spread", "keyframes")

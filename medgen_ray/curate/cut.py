@@ -24,14 +24,17 @@ from medgen_ray.schema import CLIP_ID, CLIP_URI, CUT_MODE, SOURCE_URI, T_END, T_
 
 
 def clip_uri(output: str, video_id: str, clip_id: str) -> str:
+    """Where a clip's mp4 is written under the dataset folder."""
     return f"{output.rstrip('/')}/clips/{video_id}/{clip_id}.mp4"
 
 
 def on_keyframe(keyframes: np.ndarray, t: float, tol: float) -> bool:
+    """True when time t lies within tol of a keyframe."""
     return bool(len(keyframes)) and bool(np.min(np.abs(np.asarray(keyframes) - t)) <= tol)
 
 
 def choose_mode(mode: str, keyframes: np.ndarray, t0: float, t1: float, duration: float, tol: float) -> str:
+    """'copy' when both clip ends sit on keyframes (or the end of the file), else 'reencode'; a fixed mode wins."""
     if mode != "auto":
         return mode
     end_ok = on_keyframe(keyframes, t1, tol) or abs(t1 - duration) <= tol
@@ -127,6 +130,8 @@ def write_atomically(dst: str, make) -> int:
 
 
 class CutStage(RowStage):
+    """Writes each candidate clip's mp4 (stream copy or exact re-encode, tmp + rename)."""
+
     name = "cut"
     reads = (VIDEO_ID, SOURCE_URI, CLIP_ID, T_START, T_END, "duration", "keyframes", "bitrate")
     adds = (CLIP_URI, CUT_MODE, "clip_bytes")

@@ -72,6 +72,7 @@ def _thumb(uri: str, width: int = 192) -> np.ndarray | None:
 
 
 def contact_sheet(uris: list[str], path: Path, width: int = 192) -> int:
+    """Write a JPEG grid of first frames of the given clips; returns how many were drawn."""
     tiles = [t for t in (_thumb(u, width) for u in uris[:SHEET_MAX])]
     h = max((t.shape[0] for t in tiles if t is not None), default=108)
     tiles = [cv2.resize(t, (width, h)) if t is not None else np.full((h, width, 3), 90, np.uint8) for t in tiles]
@@ -152,7 +153,7 @@ def _plots(folder: Path, summary: dict, scores: dict[str, list[float]], kept_sco
     return out
 
 
-def build_report(output: str, cfg: CurateConfig, dest: str | None = None) -> Path:
+def write_dataset_report(output: str, cfg: CurateConfig, dest: str | None = None) -> Path:
     """Write `<dest or output/report>/report.html` and its images; returns the page's path."""
     folder = Path(dest or f"{output.rstrip('/')}/report")
     folder.mkdir(parents=True, exist_ok=True)

@@ -113,6 +113,7 @@ RULES: dict[str, Rule] = {"aesthetic": _aesthetic, "technical": _technical, "met
 
 
 def apply_filters(batch: Batch, cfg: CurateConfig, stage: str) -> Batch:
+    """The batch with the config's rule for `stage` applied: failing rows get reject_stage and reason."""
     if stage not in RULES:
         raise KeyError(f"no filter rule for stage {stage!r}; choices: {', '.join(RULES)}")
     rule = RULES[stage]

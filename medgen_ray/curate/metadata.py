@@ -17,6 +17,7 @@ from medgen_ray.schema import DESCRIPTION, TITLE
 
 
 def load_keywords(path: str | None = None) -> list[str]:
+    """Medical keywords (lowercase) from a file, or the shipped list."""
     if path is None:
         text = resources.files("medgen_ray.resources").joinpath("medical_keywords.txt").read_text()
     else:
@@ -27,11 +28,13 @@ def load_keywords(path: str | None = None) -> list[str]:
 
 
 def keyword_pattern(keywords: list[str]) -> re.Pattern:
+    """A case-insensitive whole-word regex for the keywords, longest first."""
     alts = sorted((re.escape(k) for k in keywords), key=len, reverse=True)
     return re.compile(r"(?<![\w-])(" + "|".join(alts) + r")(?![\w-])", re.IGNORECASE)
 
 
 def metadata_text(title: str, description: str) -> str:
+    """Title and description as the text the classifier embeds."""
     return f"{title or ''}\n{description or ''}".strip()
 
 

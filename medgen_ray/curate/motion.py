@@ -18,6 +18,7 @@ LABELS = ("static", "pan", "tilt", "zoom", "mixed")
 
 
 def pair_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Farneback optical flow (H, W, 2) between two grey frames."""
     return cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0)
 
 

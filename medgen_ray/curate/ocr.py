@@ -15,6 +15,8 @@ from medgen_ray.schema import QFRAMES
 
 
 class RapidOcrBackend:
+    """rapidocr (ONNX models shipped in the wheel): boxes and texts of one frame."""
+
     def __init__(self, det_side: int = 480):
         from rapidocr import RapidOCR
 
@@ -32,6 +34,8 @@ class RapidOcrBackend:
 
 
 class EasyOcrBackend:
+    """EasyOCR (optional dependency): boxes and texts of one frame."""
+
     def __init__(self, det_side: int = 480):
         import easyocr  # optional dependency
 

@@ -22,6 +22,7 @@ ACCEPT_CLEAN_RATE = 0.95
 
 
 def draw_review(output: str, stage: str, sample: int, seed: int = 0) -> Path:
+    """Write a review sheet (CSV + contact sheet) of a random sample of one stage's decisions; returns the CSV path."""
     cols = ["clip_id", "video_id", "clip_uri", "source_uri", "reject_stage", "reject_reason", "caption_brief"]
     if stage == "kept":
         pool = list(read_rows(output, "manifest", cols))
@@ -53,6 +54,7 @@ def draw_review(output: str, stage: str, sample: int, seed: int = 0) -> Path:
 
 
 def score_review(csv_path: str) -> dict[str, object]:
+    """Agreement of a filled review sheet with the pipeline's decisions."""
     with open(csv_path, newline="") as fh:
         rows = list(csv.DictReader(fh))
     verdicts = [(r.get("verdict") or "").strip().lower() for r in rows]

@@ -61,6 +61,7 @@ def _provenance(batch: Batch, i: int) -> str:
 
 
 def split_batch(batch: Batch) -> tuple[pa.Table, pa.Table]:
+    """(manifest table, rejects table) of a batch: kept clips versus rejected or errored rows."""
     n = batch_len(batch)
     reason, error = batch.get(REJECT_REASON), batch.get(ERROR)
     clip = batch.get(CLIP_ID, np.full(n, "", dtype=object))
@@ -220,6 +221,7 @@ def _reason_key(text: str) -> str:
 
 
 def write_summary(output: str, summary: dict[str, Any]) -> None:
+    """Write summary.json into the dataset folder."""
     fs, root = _fs(output)
     fs.makedirs(root, exist_ok=True)
     with fs.open(f"{root}/summary.json", "w") as fh:

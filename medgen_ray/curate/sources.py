@@ -57,6 +57,7 @@ def list_file_sources(cfg: SourceConfig) -> list[dict[str, str]]:
 
 
 def sidecar_uri(uri: str) -> str:
+    """The yt-dlp .info.json sidecar that belongs to a video file."""
     base = uri.rsplit(".", 1)[0]
     return base + ".info.json"
 
@@ -73,6 +74,8 @@ def info_to_row(info: dict) -> dict[str, object]:
 
 
 class FileSourceStage(RowStage):
+    """Metadata of a video file from its yt-dlp sidecar, when there is one."""
+
     name = "source"
     reads = (VIDEO_ID, SOURCE_URI)
     adds = (SOURCE_URL, TITLE, DESCRIPTION, CHANNEL, LICENSE, TRANSCRIPT)

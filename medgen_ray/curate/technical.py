@@ -22,12 +22,15 @@ SHARPNESS_K = 0.002
 
 
 def sharpness(rgb: np.ndarray) -> float:
+    """Laplacian-variance sharpness of an RGB frame, squashed to [0, 1)."""
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
     v = float(cv2.Laplacian(grey, cv2.CV_32F).var())
     return v / (v + SHARPNESS_K)
 
 
 class PyiqaMetric:
+    """A pyiqa no-reference metric over uint8 frames, with its direction."""
+
     def __init__(self, name: str, device: str):
         import pyiqa
 
@@ -42,6 +45,7 @@ class PyiqaMetric:
 
 
 def is_model_metric(metric: str) -> bool:
+    """True for pyiqa metrics (they run in an actor pool)."""
     return metric.startswith("pyiqa:")
 
 

@@ -49,6 +49,7 @@ def medical_runs(medical: np.ndarray, sims: np.ndarray, tau: float) -> list[tupl
 
 
 def split_run(times: np.ndarray, i: int, j: int, min_s: float, max_s: float) -> list[tuple[int, int]]:
+    """Split a qualifying run into the fewest equal pieces no longer than max_s (index pairs)."""
     eps = 1e-9
     span = times[j] - times[i]
     if span < min_s - eps:
@@ -73,6 +74,7 @@ def find_segments(
     times: np.ndarray, scores: np.ndarray, sims: np.ndarray, threshold: float, tau: float,
     min_s: float, max_s: float,
 ) -> list[tuple[int, int]]:
+    """The paper's clip rule over 1-fps scores and similarities: (start, end) index pairs of candidate clips."""
     medical = np.asarray(scores) >= threshold
     out: list[tuple[int, int]] = []
     for i, j in medical_runs(medical, np.asarray(sims), tau):

@@ -39,7 +39,7 @@ def _funnel(stages: list[str], n: int) -> list[dict[str, Any]]:
     return out
 
 
-def build_view(base: str, out: str, cfg: CurateConfig, disable: list[str] | None = None) -> dict[str, Any]:
+def write_view(base: str, out: str, cfg: CurateConfig, disable: list[str] | None = None) -> dict[str, Any]:
     """Write the view of `base` under `out`; returns the summary also written to view.json."""
     disable = list(disable or [])
     unknown = [d for d in disable if d not in CLIP_FILTERS]
@@ -87,6 +87,7 @@ def build_view(base: str, out: str, cfg: CurateConfig, disable: list[str] | None
 
 
 def print_view(summary: dict[str, Any], out) -> None:
+    """Print a view's funnel: clips kept of those scored, and per filter."""
     print(f"view of {summary['base']}: {summary['clips_kept']} of {summary['clips_scored']} scored clips kept"
           + (f" (disabled: {', '.join(summary['disabled'])})" if summary["disabled"] else ""), file=out)
     print(f"  {'stage':10s} {'base rejected':>14s} {'view rejected':>14s}", file=out)

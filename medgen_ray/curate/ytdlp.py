@@ -38,6 +38,7 @@ YTDLP_ERRORS = (DownloadError, ExtractorError, OSError)
 
 
 def build_requests(cfg: YtdlpConfig) -> list[dict[str, str]]:
+    """One request row per search, channel, page URL or saved info JSON."""
     reqs = [f"ytsearch{cfg.max_results_per_query}:{q}" for q in cfg.queries]
     reqs += [c.rstrip("/") + ("" if c.rstrip("/").endswith("/videos") else "/videos") for c in cfg.channels]
     reqs += list(cfg.urls)
@@ -52,6 +53,7 @@ def build_requests(cfg: YtdlpConfig) -> list[dict[str, str]]:
 
 
 def parse_rate(rate: str | None) -> int | None:
+    """Bytes per second from yt-dlp rate syntax (4M, 500K), or None."""
     if rate is None:
         return None
     m = re.fullmatch(r"\s*([\d.]+)\s*([KMG]?)\s*", rate, re.IGNORECASE)
@@ -61,6 +63,7 @@ def parse_rate(rate: str | None) -> int | None:
 
 
 def ytdlp_options(cfg: YtdlpConfig, download_dir: str) -> dict:
+    """The YoutubeDL options of a download: video only, height cap, rate, retries, captions."""
     h = cfg.max_height
     return {
         # Video only: captions need no audio, and a single stream needs no ffmpeg merge.

@@ -27,6 +27,8 @@ ZERO_SHOT_TEMPERATURE = 0.05  # cosine gaps between categories are small; sharpe
 
 
 class PromptCategorizer:
+    """Puts prompts into clip categories: a category probe, or zero-shot by phrase similarity."""
+
     def __init__(self, embedder, probe: CategoryProbe | None = None,
                  descriptions: dict[str, list[str]] | None = None):
         if probe is None and not descriptions:

@@ -44,6 +44,7 @@ def read_prompts(path: str, limit: int | None) -> list[tuple[str, str]]:
 
 
 def generation_rows(cfg: EvaluateConfig) -> list[dict[str, Any]]:
+    """One row per (model, prompt) to generate and score."""
     prompts = read_prompts(cfg.prompts, cfg.max_prompts) if cfg.prompts else []
     out = cfg.output.rstrip("/")
     return [{"video_id": f"{m.name}/{i:04d}", "model": m.name, "adapter": m.adapter, "prompt_index": i,
@@ -162,6 +163,7 @@ def write_scores(output: str, batch: dict[str, np.ndarray]) -> dict[str, np.ndar
 
 
 def read_per_video(output: str):
+    """Every per-video score row written so far, as a DataFrame (empty when none)."""
     import pandas as pd
 
     fs, root = fsspec.core.url_to_fs(output)

@@ -23,6 +23,7 @@ RADAR = ["imaging_quality", "subject_consistency", "background_consistency", "mo
 
 
 def load_reference(path: str) -> list[dict[str, Any]]:
+    """Published Med-VBench rows (Table 2 format) to show beside ours."""
     with fsspec.open(path, "r") as fh:
         rows = list(csv.DictReader(fh))
     out = []
@@ -45,6 +46,7 @@ def _fmt(v: Any, row: dict[str, Any] | None = None, col: str = "") -> str:
 
 
 def charts(rows: list[dict[str, Any]]) -> dict[str, bytes]:
+    """Bar and radar charts of the per-model scores, as PNG bytes by file name."""
     plt = pyplot()
     dims = [d for d in COLUMNS if any(r.get(d) is not None for r in rows) and d != "warping_auto"]
     fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(dims)), 3.8))
@@ -92,8 +94,9 @@ def thumbnails(df, per_model: int = 6) -> tuple[dict[str, bytes], list[str]]:
     return out, failed
 
 
-def build_eval_report(output: str, rows: list[dict[str, Any]], df, cfg: EvaluateConfig,
+def write_eval_report(output: str, rows: list[dict[str, Any]], df, cfg: EvaluateConfig,
                       per_category: list[dict[str, Any]] | None = None) -> str:
+    """Write report.html, report.md, charts and thumbnails; returns the HTML path."""
     ref = load_reference(cfg.reference_csv) if cfg.reference_csv else []
     table = rows + ref
     thumbs_files, unreadable = thumbnails(df)

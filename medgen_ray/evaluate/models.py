@@ -38,6 +38,8 @@ def _resize_batch(frames: np.ndarray, size: int) -> torch.Tensor:
 
 
 class DinoEncoder:
+    """DINO ViT features (CLS token) of frames, for subject consistency."""
+
     def __init__(self, model, size: int, device: str):
         self.model, self.size, self.device = model.to(device).eval(), size, device
 
@@ -48,6 +50,7 @@ class DinoEncoder:
 
 
 def load_dino(name: str, weights: str | None = None, device: str = "cpu") -> DinoEncoder:
+    """The DINO encoder: the seeded tiny ViT or the real one."""
     from transformers import ViTConfig, ViTModel
 
     if name == "dino/tiny":
@@ -83,6 +86,7 @@ class ImagingQuality:
 
 
 def load_iqa(name: str, device: str = "cpu") -> ImagingQuality:
+    """The imaging-quality scorer: MUSIQ (tiny or real) or weight-free PIQE."""
     if name == "musiq/tiny":
         from pyiqa.archs.musiq_arch import MUSIQ
 
@@ -144,6 +148,7 @@ def raft_flow_fn(model: torch.nn.Module, device: str) -> FlowFn:
 
 
 def load_flow(name: str, weights: str | None = None, device: str = "cpu") -> FlowFn:
+    """The optical-flow function: RAFT (torchvision) or OpenCV Farneback."""
     if name == "farneback":
         return farneback_flow
     if name == "raft/large":

@@ -25,6 +25,7 @@ from medgen_ray.evaluate import metrics
 
 
 def read_frames(uri: str, max_frames: int) -> np.ndarray:
+    """Up to max_frames RGB frames of a video; raises DataError when fewer than 2 decode."""
     frames = []
     with open_video(uri) as c:
         for frame in c.decode(video=0):
@@ -46,6 +47,8 @@ def _resize_short(frames: np.ndarray, side: int) -> np.ndarray:
 
 
 class VideoScoreStage(RowStage):
+    """Every configured Med-VBench dimension of one generated video, with its time."""
+
     name = "score"
     reads = ("video_uri",)
 

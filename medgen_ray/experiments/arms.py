@@ -36,9 +36,9 @@ class Jobs(NamedTuple):
 
 def _view(app: AppConfig, arm: ArmConfig, base: str, out: str) -> dict[str, Any]:
     from medgen_ray.core.parts import list_parts, read_part, write_table_atomic
-    from medgen_ray.curate.view import build_view
+    from medgen_ray.curate.view import write_view
 
-    summary = build_view(base, out, app.curate, arm.disable)
+    summary = write_view(base, out, app.curate, arm.disable)
     fs, root = fsspec.core.url_to_fs(out)
     parts = list_parts(out, "manifest")
     if arm.categories:  # cross-domain hold-out: train on these categories only

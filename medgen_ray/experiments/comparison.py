@@ -176,6 +176,7 @@ Section = tuple[str, list[str], list[list[str]], str]  # title, header, rows, no
 
 
 def sections(result: dict[str, Any], dims: list[str]) -> list[Section]:
+    """The experiment report's tables: (title, header, rows, note) per section."""
     ref = result["reference"]
     out: list[Section] = []
     arm_rows = ([("base", {"clips": "", "rank": "", "final_loss": None, "medvbench": result["base"]})]

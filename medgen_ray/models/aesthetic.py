@@ -15,6 +15,8 @@ from medgen_ray.models.clip import square_crop
 
 
 class AestheticHead(nn.Module):
+    """The LAION improved aesthetic predictor's MLP over CLIP image embeddings."""
+
     def __init__(self, dim: int, widths: tuple[int, ...] = (1024, 128, 64, 16)):
         super().__init__()
         layers: list[nn.Module] = []
@@ -32,6 +34,8 @@ class AestheticHead(nn.Module):
 
 
 class AestheticScorer:
+    """Aesthetic scores (1-10 scale) of uint8 frames: CLIP embedding, then the head."""
+
     def __init__(self, encoder, head: AestheticHead, name: str):
         self.encoder = encoder
         self.head = head.to(encoder.device).eval()

@@ -67,6 +67,7 @@ def template_crop_start(tokenizer, template: str = PROMPT_TEMPLATE) -> int:
 
 
 def build_tiny_components() -> dict[str, Any]:
+    """The tiny HunyuanVideo twin's components (transformer, VAE, both text encoders, tokenizers, scheduler), seeded."""
     from diffusers import AutoencoderKLHunyuanVideo, FlowMatchEulerDiscreteScheduler, HunyuanVideoTransformer3DModel
     from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel
 
@@ -94,18 +95,21 @@ def build_tiny_components() -> dict[str, Any]:
 
 
 def build_pipeline(components: dict[str, Any]):
+    """A HunyuanVideoPipeline from components."""
     from diffusers import HunyuanVideoPipeline
 
     return HunyuanVideoPipeline(**components)
 
 
 def prompt_template_for(pipe) -> dict[str, Any]:
+    """The prompt template (and crop start) that matches the pipeline's tokenizer."""
     tiny = len(pipe.tokenizer) < 1024  # the byte-level twin; the released Llama vocab is 128k
     crop = template_crop_start(pipe.tokenizer) if tiny else REAL_CROP_START
     return {"template": PROMPT_TEMPLATE, "crop_start": crop}
 
 
 def load_tiny_pipeline(weights: str | None, device: str):
+    """The tiny twin pipeline on a device, built or from a saved folder."""
     if weights not in (None, RANDOM):
         return _from_folder(weights, device)
     return build_pipeline(build_tiny_components()).to(device)

@@ -43,6 +43,8 @@ def _logits(probe, features: np.ndarray) -> np.ndarray:
 
 @dataclass
 class LinearProbe:
+    """A logistic-regression probe on standardised features, saved as .npz with its embedder's name."""
+
     weight: np.ndarray  # (D,)
     bias: float
     mean: np.ndarray  # (D,) feature standardisation learned at fit time
@@ -150,6 +152,7 @@ class CategoryProbe:
 
 
 def load_category_probe(path: str, expect_embedder: str | None = None) -> CategoryProbe:
+    """A saved category probe; refuses one trained on another embedder."""
     try:
         with fsspec.open(path, "rb") as fh:
             data = np.load(fh, allow_pickle=False)
@@ -185,9 +188,11 @@ def fit_category_probe(features: np.ndarray, labels: list[str], embedder: str, l
 
 
 def probe_accuracy(probe: LinearProbe, features: np.ndarray, labels: np.ndarray) -> float:
+    """Share of labels the probe gets right at threshold 0.5."""
     pred = probe.predict_proba(np.asarray(features, dtype=np.float64)) >= 0.5
     return float(np.mean(pred == (np.asarray(labels) > 0.5)))
 
 
 def default_probe_path(folder: str | Path, name: str) -> str:
+    """Default file name of a probe in a folder."""
     return str(Path(folder) / f"{name}.probe.npz")

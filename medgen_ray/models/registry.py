@@ -30,6 +30,8 @@ from medgen_ray.models.weights import (
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """A registered model: name, kind, hub id, whether it is a tiny twin, and its builder."""
+
     name: str
     kind: str  # "clip" | "text"
     hub_id: str | None
@@ -251,6 +253,7 @@ REGISTRY: dict[str, ModelSpec] = {
 
 
 def get_spec(name: str, kind: str | None = None) -> ModelSpec:
+    """The spec of a registered model; KeyError listing the choices for an unknown name or kind."""
     spec = REGISTRY.get(name)
     if spec is None or (kind is not None and spec.kind != kind):
         choices = sorted(n for n, s in REGISTRY.items() if kind is None or s.kind == kind)
@@ -259,6 +262,7 @@ def get_spec(name: str, kind: str | None = None) -> ModelSpec:
 
 
 def load_model(name: str, weights: str | None = None, device: str = "cpu", kind: str | None = None) -> Any:
+    """Build a registered model on a device, from a weights path/URI, the hub cache, or its tiny twin."""
     spec = get_spec(name, kind)
     local = stage_weights(weights) if weights and weights != RANDOM else weights
     return spec.build(local, device)

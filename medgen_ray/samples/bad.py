@@ -90,4 +90,5 @@ def make_bad_input(kind: str, folder: str | Path) -> Path:
 
 
 def make_bad_inputs(folder: str | Path) -> dict[str, Path]:
+    """One broken file of every kind in a folder, by kind."""
     return {kind: make_bad_input(kind, folder) for kind in BAD_KINDS}

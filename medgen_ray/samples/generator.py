@@ -27,6 +27,8 @@ SUBTITLE_WORDS = (
 
 @dataclass
 class Segment:
+    """A stretch of a generated video: its scene, length and planted defects."""
+
     scene: str
     seconds: float
     static: bool = False  # frozen frame: same picture for the whole segment
@@ -39,6 +41,8 @@ class Segment:
 
 @dataclass
 class VideoSpec:
+    """A generated video: segments, size, frame rate, letterbox and metadata."""
+
     video_id: str
     segments: list[Segment]
     width: int = 640

@@ -34,6 +34,8 @@ class Scene:
 
 
 class Endoscopy(Scene):
+    """Endoscopy-like frames: pink-red mucosa texture with a moving instrument."""
+
     medical = True
 
     def __init__(self, h, w, rng):
@@ -64,6 +66,8 @@ class Endoscopy(Scene):
 
 
 class Ultrasound(Scene):
+    """Ultrasound-like frames: a speckled grey fan on black."""
+
     medical = True
 
     def __init__(self, h, w, rng):
@@ -87,6 +91,8 @@ class Ultrasound(Scene):
 
 
 class Anatomy(Scene):
+    """Anatomy-diagram frames: labelled organ shapes on a plain background."""
+
     medical = True
 
     def __init__(self, h, w, rng):
@@ -114,6 +120,8 @@ class Anatomy(Scene):
 
 
 class Game(Scene):
+    """Gameplay-like frames: saturated tiles and sprites."""
+
     def __init__(self, h, w, rng):
         super().__init__(h, w, rng)
         tile = max(8, w // 16)
@@ -132,6 +140,8 @@ class Game(Scene):
 
 
 class Slide(Scene):
+    """Presentation-slide frames: text lines on a coloured background."""
+
     def __init__(self, h, w, rng):
         super().__init__(h, w, rng)
         bg = tuple(int(v) for v in rng.choice([(20, 40, 110), (30, 30, 30), (60, 20, 70)]))
@@ -148,6 +158,8 @@ class Slide(Scene):
 
 
 class TalkingHead(Scene):
+    """Talking-head frames: a face blob in front of a wall."""
+
     def __init__(self, h, w, rng):
         super().__init__(h, w, rng)
         wall = np.array(rng.choice([(120, 140, 160), (170, 150, 120), (90, 110, 90)]), np.float32)
@@ -176,6 +188,7 @@ SCENES: dict[str, type[Scene]] = {
 
 
 def make_scene(name: str, h: int, w: int, rng: np.random.Generator) -> Scene:
+    """A scene renderer by name; KeyError listing the choices."""
     if name not in SCENES:
         raise KeyError(f"unknown scene {name!r}; choices: {', '.join(SCENES)}")
     return SCENES[name](h, w, rng)

@@ -28,6 +28,7 @@ _OTHER_CHANNELS = ["GameZone", "Kitchen Stories", "Wanderlust", "TechUnboxed"]
 
 
 def make_metadata(rng: np.random.Generator, medical: bool) -> tuple[str, str, str]:
+    """(title, description, channel) of a generated medical or non-medical video."""
     topics, titles, descs, chans = (
         (_MED_TOPICS, _MED_TITLES, _MED_DESC, _MED_CHANNELS)
         if medical

@@ -50,6 +50,8 @@ def resolve_token(cfg: ServeConfig) -> str | None:
 
 @serve.deployment(max_ongoing_requests=1)
 class GeneratorDeployment:
+    """Serve deployment holding one VideoGenerator; runs one job at a time."""
+
     def __init__(self, cfg: dict[str, Any]):
         from medgen_ray.serve.generator import VideoGenerator
 
@@ -79,6 +81,8 @@ def _view(record: dict[str, Any]) -> dict[str, Any]:
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})
 @serve.ingress(api)
 class Ingress:
+    """The HTTP API (FastAPI) and web page: validates, queues and tracks jobs, streams results."""
+
     def __init__(self, generator, cfg: dict[str, Any]):
         self.cfg = ServeConfig.model_validate(cfg)
         self.token = resolve_token(self.cfg)

@@ -12,6 +12,8 @@ from typing import Any
 
 
 class ServiceError(RuntimeError):
+    """The service answered with an error or the job failed."""
+
     pass
 
 
@@ -44,6 +46,7 @@ def _detail(body: bytes) -> str:
 
 def generate(base_url: str, request: dict[str, Any], out: str, token: str | None = None, poll_s: float = 1.0,
              timeout_s: float = 3600, log=sys.stderr) -> dict[str, Any]:
+    """Submit a job to a running service, poll it and download the mp4 to `out`; returns the job record."""
     base = base_url.rstrip("/")
     token = token or os.environ.get("MEDGEN_SERVE_TOKEN")
     deadline = time.monotonic() + timeout_s

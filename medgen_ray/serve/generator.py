@@ -24,6 +24,8 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 class VideoGenerator:
+    """One pipeline with its LoRA adapters loaded by name; generates and stores jobs."""
+
     def __init__(self, cfg: ServeConfig):
         self.cfg = cfg
         self.pipe: Any = None

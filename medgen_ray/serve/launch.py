@@ -28,6 +28,7 @@ def start_serve(app: AppConfig) -> str:
 
 
 def run_serve(app: AppConfig) -> None:
+    """Deploy the service and block until SIGINT/SIGTERM, then shut Serve down."""
     from ray import serve
 
     url = start_serve(app)

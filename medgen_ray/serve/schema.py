@@ -15,6 +15,8 @@ from medgen_ray.config import ServeConfig
 
 
 class VideoRequest(BaseModel):
+    """A generation request as clients send it (unknown fields refused)."""
+
     model_config = ConfigDict(extra="forbid")
 
     prompt: str = Field(..., min_length=1)
@@ -51,6 +53,8 @@ class VideoRequest(BaseModel):
 
 
 class JobView(BaseModel):
+    """A job as the API shows it: status, progress and links."""
+
     id: str
     status: Literal["queued", "running", "done", "failed"]
     progress: dict[str, int]

@@ -19,6 +19,8 @@ STATUSES = ("queued", "running", "done", "failed")
 
 
 class JobStore:
+    """Job records and finished videos under a folder (local or s3://)."""
+
     def __init__(self, root: str):
         self.fs, path = fsspec.core.url_to_fs(root)
         self.root = path.rstrip("/")

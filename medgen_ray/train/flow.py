@@ -39,11 +39,13 @@ def _expand(sigmas: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def noisy_latents(x0: torch.Tensor, noise: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """Flow-matching interpolation (1 - sigma) * x0 + sigma * noise."""
     s = _expand(sigmas, x0)
     return (1.0 - s) * x0 + s * noise
 
 
 def velocity_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """The flow-matching target noise - x0."""
     return noise - x0
 
 
@@ -53,4 +55,5 @@ def flow_loss(pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor) -> torc
 
 
 def timesteps_for(sigmas: torch.Tensor) -> torch.Tensor:
+    """Transformer timesteps (x1000) for sigmas."""
     return sigmas * TIMESTEP_SCALE

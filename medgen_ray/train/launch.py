@@ -37,7 +37,7 @@ def fit_lora(cfg: TrainConfig, check: Any, train_ds: Any) -> dict[str, Any]:
     from ray.train.torch import TorchTrainer
 
     from medgen_ray.train.loop import train_loop_per_worker
-    from medgen_ray.train.outputs import export_dir, run_dir
+    from medgen_ray.train.outputs import export_dir, train_run_dir
 
     storage_path, storage_fs = storage_for(cfg.storage_path)
     trainer = TorchTrainer(
@@ -57,7 +57,7 @@ def fit_lora(cfg: TrainConfig, check: Any, train_ds: Any) -> dict[str, Any]:
         "final_loss": result.metrics.get("loss") if result.metrics else None,
         "checkpoint": result.checkpoint.path if result.checkpoint else None,
         "lora": export_dir(cfg),
-        "run_dir": run_dir(cfg),
+        "run_dir": train_run_dir(cfg),
         "shards": {"files": check.files, "rows": check.rows, "buckets": check.buckets},
     }
     print(f"train: {summary}", file=sys.stdout)

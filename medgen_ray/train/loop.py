@@ -30,6 +30,8 @@ PRECISION = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": torch.float32}
 
 @dataclass
 class LoopState:
+    """What a checkpoint restores: step, epoch and the clips consumed this epoch."""
+
     step: int = 0
     epoch: int = 0
     consumed: list[str] = field(default_factory=list)  # clip ids trained on in this epoch
@@ -53,6 +55,7 @@ def bucket_batches(rows: Iterator[dict[str, Any]], micro_batch: int, skip: set[s
 
 def flow_step_loss(model, batch: dict[str, torch.Tensor], cfg: TrainConfig, gen: torch.Generator,
                    device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The flow-matching loss of one micro-batch (noise, sigma sampling, forward, MSE)."""
     x0 = batch["latent"].to(device, torch.float32)
     n = x0.shape[0]
     noise = torch.randn(x0.shape, generator=gen).to(device)
@@ -76,13 +79,14 @@ def _ema_update(ema: dict[str, torch.Tensor], named: list[tuple[str, torch.nn.Pa
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train's per-worker loop: LoRA on the transformer, shard iteration, checkpoints, exports."""
     import ray.train
     import torch.distributed as dist
 
     from medgen_ray.models.attention import set_unpadded_attention
     from medgen_ray.models.registry import load_transformer
     from medgen_ray.train.lora import add_lora
-    from medgen_ray.train.outputs import finish_run, log_metrics, run_dir, validate
+    from medgen_ray.train.outputs import finish_run, log_metrics, train_run_dir, validate
     from medgen_ray.train.strategy import make_strategy
 
     cfg = TrainConfig.model_validate(config["train"])
@@ -163,7 +167,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 _report(strategy, state, ema, rank, {k: v for k, v in entry.items() if k != "clips"})
             if rank == 0 and cfg.validation.every_steps and state.step % cfg.validation.every_steps == 0 \
                     and not last and not (cfg.strategy == "deepspeed" and cfg.zero_stage == 3):
-                validate(cfg, transformer, state.step, run_dir(cfg))
+                validate(cfg, transformer, state.step, train_run_dir(cfg))
         if state.step < cfg.max_steps:
             state.epoch += 1
             state.consumed = []

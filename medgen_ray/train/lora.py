@@ -40,6 +40,7 @@ def add_lora(transformer: torch.nn.Module, rank: int, alpha: float, targets: lis
 
 
 def trainable_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters that require gradients (the LoRA weights)."""
     return [p for p in module.parameters() if p.requires_grad]
 
 
@@ -51,6 +52,7 @@ def lora_state(transformer: torch.nn.Module, adapter: str = ADAPTER) -> dict[str
 
 
 def load_lora_state(transformer: torch.nn.Module, state: dict[str, torch.Tensor], adapter: str = ADAPTER) -> None:
+    """Load a LoRA state dict into the model's adapter; raises on unexpected keys."""
     from peft.utils import set_peft_model_state_dict
 
     result = set_peft_model_state_dict(transformer, state, adapter_name=adapter)
@@ -66,6 +68,7 @@ def scaled_state(state: dict[str, torch.Tensor], rank: int, alpha: float) -> dic
 
 
 def save_diffusers_lora(state: dict[str, torch.Tensor], rank: int, alpha: float, out_dir: str) -> str:
+    """Write the diffusers-format LoRA file; returns its path."""
     from safetensors.torch import save_file
 
     Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -166,6 +169,7 @@ def from_original_keys(state: dict[str, torch.Tensor], transformer_cfg: dict[str
 
 def save_original_lora(state: dict[str, torch.Tensor], transformer_cfg: dict[str, Any], rank: int, alpha: float,
                        out_dir: str) -> str:
+    """Write the LoRA with the original (ComfyUI) key names; returns its path."""
     from safetensors.torch import save_file
 
     Path(out_dir).mkdir(parents=True, exist_ok=True)

@@ -25,12 +25,14 @@ from medgen_ray.config import TrainConfig
 from medgen_ray.core.encode import write_mp4
 
 
-def run_dir(cfg: TrainConfig) -> str:
+def train_run_dir(cfg: TrainConfig) -> str:
+    """The folder of a training run under storage_path."""
     return f"{cfg.storage_path.rstrip('/')}/{cfg.name}"
 
 
 def export_dir(cfg: TrainConfig) -> str:
-    return cfg.export_dir or f"{run_dir(cfg)}/lora"
+    """Where the run's LoRA files are exported."""
+    return cfg.export_dir or f"{train_run_dir(cfg)}/lora"
 
 
 def log_metrics(metrics: dict[str, Any], step: int) -> None:
@@ -97,6 +99,7 @@ def validate(cfg: TrainConfig, transformer: torch.nn.Module, step: int, out: str
 
 
 def write_loss_curve(history: list[dict[str, Any]], out: str) -> None:
+    """Write loss.csv and loss.png of a run's history."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -133,7 +136,7 @@ def finish_run(cfg: TrainConfig, transformer: torch.nn.Module, lora: dict[str, t
 
     if ema is not None:
         lora = {_peft_key(k): v for k, v in ema.items()}
-    out = run_dir(cfg)
+    out = train_run_dir(cfg)
     tcfg = dict(transformer.config)
     with tempfile.TemporaryDirectory() as tmp:
         save_diffusers_lora(lora, cfg.lora.rank, cfg.lora.alpha, tmp)

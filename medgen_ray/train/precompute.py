@@ -39,6 +39,7 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _NP = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
 
 def bucket_key(b: BucketConfig) -> str:
+    """A bucket's name, frames x height x width."""
     return f"{b.frames}x{b.height}x{b.width}"
 
 
@@ -53,18 +54,21 @@ def choose_bucket(buckets: list[BucketConfig], width: int, height: int, n_frames
 
 
 def tensor_bytes(t: torch.Tensor) -> tuple[bytes, list[int]]:
+    """(raw bytes, shape) of a tensor for a Parquet shard (bf16 stored as int16)."""
     t = t.detach().cpu().contiguous()
     raw = t.view(torch.int16) if t.dtype == torch.bfloat16 else t
     return raw.numpy().tobytes(), list(t.shape)
 
 
 def bytes_tensor(raw: bytes, shape: list[int], dtype: str) -> torch.Tensor:
+    """The tensor back from shard bytes, shape and dtype."""
     if dtype == "bfloat16":
         return torch.frombuffer(bytearray(raw), dtype=torch.int16).view(torch.bfloat16).reshape(shape)
     return torch.from_numpy(np.frombuffer(raw, dtype=dtype).copy()).reshape(shape)
 
 
 def caption_of(row: Row, cfg: PrecomputeConfig) -> str:
+    """The clip's caption from the configured field or its fallback; raises DataError when both are empty."""
     for field in (cfg.caption_field, cfg.fallback_caption_field):
         if field and isinstance(row.get(field), str) and row[field].strip():
             return row[field].strip()
@@ -159,6 +163,8 @@ class PrecomputeStage(RowStage):
 
 @dataclass
 class ShardCheck:
+    """What a shard folder holds: files, rows and clips per bucket."""
+
     files: int
     rows: int
     buckets: dict[str, int]
@@ -203,6 +209,7 @@ def check_shards(data: str) -> ShardCheck:
 
 
 def decode_row(row: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """A shard row's tensors (latent, text embeddings, pooled)."""
     dtype = row["dtype"]
     return {
         "latent": bytes_tensor(row["latent"], list(row["latent_shape"]), dtype),

@@ -28,11 +28,14 @@ def warmup_lambda(warmup_steps: int):
 
 
 def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW over the LoRA parameters (fused on GPU)."""
     fused = bool(params) and params[0].is_cuda  # one kernel for all LoRA tensors on GPU
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
 
 
 class DdpStrategy:
+    """Plain DDP: gradient all-reduce, clipping and optimizer steps with accumulation."""
+
     def __init__(self, model: torch.nn.Module, params: list[torch.nn.Parameter], cfg: TrainConfig, world: int):
         self.cfg = cfg
         self.params = params
@@ -91,6 +94,7 @@ class DdpStrategy:
 
 
 def deepspeed_config(cfg: TrainConfig, on_gpu: bool) -> dict[str, Any]:
+    """The DeepSpeed config dict for the training settings."""
     mp = cfg.mixed_precision if on_gpu else "no"
     return {
         "train_micro_batch_size_per_gpu": cfg.micro_batch,
@@ -107,6 +111,8 @@ def deepspeed_config(cfg: TrainConfig, on_gpu: bool) -> dict[str, Any]:
 
 
 class DeepSpeedStrategy:
+    """DeepSpeed ZeRO (stage 1-3) over the LoRA parameters."""
+
     def __init__(self, model: torch.nn.Module, params: list[torch.nn.Parameter], cfg: TrainConfig, world: int):
         import deepspeed
 
@@ -155,6 +161,7 @@ class DeepSpeedStrategy:
 
 
 def make_strategy(model, params, cfg: TrainConfig, world: int):
+    """The DDP or DeepSpeed strategy the config names."""
     if cfg.strategy == "deepspeed":
         return DeepSpeedStrategy(model, params, cfg, world)
     return DdpStrategy(model, params, cfg, world)

@@ -5,7 +5,7 @@ import shutil
 import subprocess
 
 from medgen_ray.config import load_config
-from medgen_ray.curate.dataset_report import build_report
+from medgen_ray.curate.dataset_report import write_dataset_report
 from medgen_ray.runner import run_curate
 from tests.conftest import tiny_overrides
 
@@ -24,7 +24,7 @@ def test_report_opens_in_chromium(ray_cluster, corpus, bad_inputs, frame_probe, 
     cfg = load_config(None, tiny_overrides(out, [str(folder)]) + [f"curate.classify.probe_path={frame_probe}",
                                                                   "curate.segment.similarity_threshold=0.99"])
     run_curate(cfg)
-    page = build_report(str(out), cfg.curate)
+    page = write_dataset_report(str(out), cfg.curate)
     text = page.read_text()
     assert "Dataset report" in text and "funnel.png" in text and "sheet_kept.jpg" in text
     assert "probe: rejected" in text

@@ -10,7 +10,7 @@ from medgen_ray.config import load_config
 from medgen_ray.core.batch import from_rows
 from medgen_ray.curate.filters import apply_filters
 from medgen_ray.curate.sink import write_batch
-from medgen_ray.curate.view import CLIP_FILTERS, build_view
+from medgen_ray.curate.view import CLIP_FILTERS, write_view
 
 
 def _clips(n=40, seed=0):
@@ -55,7 +55,7 @@ def test_view_reproduces_the_curated_funnel(tmp_path, no_models):
     scored = load_config(None, ["curate.quality.technical.min=100", "curate.quality.score_only=true"]).curate
     _curate(rows, scored, tmp_path / "scored")
     assert len(_kept(tmp_path / "scored")) == len(rows)
-    summary = build_view(str(tmp_path / "scored"), str(tmp_path / "view"), cfg)
+    summary = write_view(str(tmp_path / "scored"), str(tmp_path / "view"), cfg)
     assert _kept(tmp_path / "view") == _kept(tmp_path / "normal")
     normal_rejects = pq.read_table(str(tmp_path / "normal" / "rejects")).to_pandas()
     view_rejects = pq.read_table(str(tmp_path / "view" / "rejects")).to_pandas()
@@ -68,9 +68,9 @@ def test_thresholds_and_disabled_stages(tmp_path, no_models):
     rows = _clips()
     scored = load_config(None, ["curate.quality.score_only=true"]).curate
     _curate(rows, scored, tmp_path / "scored")
-    strict = build_view(str(tmp_path / "scored"), str(tmp_path / "strict"),
+    strict = write_view(str(tmp_path / "scored"), str(tmp_path / "strict"),
                         load_config(None, ["curate.quality.aesthetic.min=4.0"]).curate)
-    loose = build_view(str(tmp_path / "scored"), str(tmp_path / "loose"),
+    loose = write_view(str(tmp_path / "scored"), str(tmp_path / "loose"),
                        load_config(None, ["curate.quality.aesthetic.min=4.0"]).curate, disable=["ocr", "borders"])
     expect_strict = {r["clip_id"] for r in rows if r["score_aesthetic"] >= 4.0 and r["score_ocr_words"] <= 20
                      and r["score_border_top"] < 0.8}
@@ -82,7 +82,7 @@ def test_thresholds_and_disabled_stages(tmp_path, no_models):
 
 def test_bad_view_requests_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        build_view(str(tmp_path / "nowhere"), str(tmp_path / "v"), load_config().curate)
+        write_view(str(tmp_path / "nowhere"), str(tmp_path / "v"), load_config().curate)
     _curate(_clips(4), load_config().curate, tmp_path / "d")
     with pytest.raises(ValueError, match="captions"):
-        build_view(str(tmp_path / "d"), str(tmp_path / "v"), load_config().curate, disable=["captions"])
+        write_view(str(tmp_path / "d"), str(tmp_path / "v"), load_config().curate, disable=["captions"])
