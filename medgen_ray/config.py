@@ -444,7 +444,9 @@ class ServeLimits(Strict):
     max_steps: int = Field(100, ge=1)
     max_guidance: float = Field(20.0, gt=0)
     max_prompt_chars: int = Field(2000, ge=1)
-    sync_max_steps: int = Field(50, ge=1, description="the synchronous endpoint takes only short jobs")
+    sync_max_steps: int = Field(50, ge=1, description="the synchronous endpoint takes only short jobs; a sync "
+                                                    "request that omits steps runs min(default_steps, this)")
+    max_body_bytes: int = Field(65536, ge=1024, description="larger request bodies get 413")
 
 
 class GeneratorPoolConfig(Strict):
@@ -486,6 +488,25 @@ class ServeConfig(Strict):
     compile: bool = Field(False, description="torch.compile the transformer blocks at start-up")
     dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
 
+    @model_validator(mode="after")
+    def _defaults_within_limits(self) -> "ServeConfig":
+        """A request that omits a field gets the default: it must obey the same limits."""
+        lim, bad = self.limits, []
+        for name, value, most in (("default_height", self.default_height, lim.max_height),
+                                  ("default_width", self.default_width, lim.max_width),
+                                  ("default_frames", self.default_frames, lim.max_frames),
+                                  ("default_steps", self.default_steps, lim.max_steps),
+                                  ("default_guidance", self.default_guidance, lim.max_guidance)):
+            if value > most:
+                bad.append(f"{name}={value:g} is over its limit {most:g}")
+        for name in ("default_height", "default_width"):
+            if getattr(self, name) % 16:
+                bad.append(f"{name}={getattr(self, name)} is not a multiple of 16")
+        if (self.default_frames - 1) % 4:
+            bad.append(f"default_frames={self.default_frames} is not 4k+1")
+        if bad:
+            raise ValueError("; ".join(bad))
+        return self
 
 
 DIMENSIONS = ("subject_consistency", "background_consistency", "motion_smoothness", "imaging_quality",

@@ -255,8 +255,9 @@ def serve_demo(app: AppConfig, work: Path, lora: str) -> dict[str, Any]:
             path = str(work / f"generated_{adapter}.mp4")
             job = generate(url, {"prompt": prompt, "adapter": adapter, "seed": 0}, path, poll_s=0.2,
                            log=open(os.devnull, "w"))
-            out[adapter] = {"job": job["id"], "path": path, "seconds": job.get("seconds")}
-            print(f"[demo] served ({adapter}): job {job['id']} -> {path} ({job.get('seconds', 0):.1f} s)")
+            out[adapter] = {"job": job["id"], "path": path, "seconds": job.get("generation_seconds")}
+            print(f"[demo] served ({adapter}): job {job['id']} -> {path} "
+                  f"({job.get('generation_seconds') or 0:.1f} s)")
         out["evaluate"] = evaluate_demo(app, work, url)
         print(f"[demo] service was at {url}/ (web page, API docs at /docs); `medgen serve` runs it until Ctrl-C")
     finally:

@@ -24,6 +24,12 @@ def init_ray(cfg: RayConfig) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
         return
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # inherited by the processes ray.init starts
+    from ray._private import ray_constants
+
+    # Read once when Ray is first imported: a program that imported Ray before this module (even
+    # `from ray import serve`) would otherwise start an embedded cluster listening on every interface.
+    ray_constants.ENABLE_RAY_CLUSTER = False
     ray.init(
         address="local",  # never attach to another `ray start` cluster found on this machine
         num_cpus=cfg.num_cpus,

@@ -234,8 +234,10 @@ def aggregate(df, cfg: EvaluateConfig) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"model": model, "videos": int(len(g)), "errors": int(len(g) - len(ok))}
         for d in cfg.dimensions:
             col = f"score_{d}"
-            if col in ok and len(ok):
-                row[d], row[f"{d}_lo"], row[f"{d}_hi"] = bootstrap_ci(ok[col].to_numpy(dtype=float), seed=cfg.seed)
+            values = ok[col].to_numpy(dtype=float) if col in ok else np.zeros(0)
+            row[f"{d}_unscored"] = int(np.isnan(values).sum())  # videos the dimension gave no score
+            if np.isfinite(values).any():
+                row[d], row[f"{d}_lo"], row[f"{d}_hi"] = bootstrap_ci(values, seed=cfg.seed)
             else:
                 row[d] = row[f"{d}_lo"] = row[f"{d}_hi"] = None
         row["warping_error"] = we.get(model)

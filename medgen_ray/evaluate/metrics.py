@@ -109,7 +109,9 @@ def occlusion_mask(forward: np.ndarray, backward: np.ndarray, alpha: float = 0.0
 def warping_error_auto(frames: np.ndarray, flows: list[tuple[np.ndarray, np.ndarray]]) -> float:
     """Automatic warping proxy: for each pair (t, t+1), warp frame t+1 back onto t with the
     forward flow and take the mean squared error (pixels in [0, 1]) over non-occluded pixels;
-    mean over pairs. `flows[t]` = (forward t->t+1, backward t+1->t)."""
+    mean over pairs. `flows[t]` = (forward t->t+1, backward t+1->t). NaN (no score, counted
+    by the aggregate) when every pixel of every pair fails the occlusion check: an error of 0
+    there would read as a perfect video."""
     x = np.asarray(frames, dtype=np.float32) / 255.0
     if len(flows) != len(x) - 1:
         raise ValueError(f"{len(x)} frames need {len(x) - 1} flow pairs, got {len(flows)}")
@@ -120,4 +122,4 @@ def warping_error_auto(frames: np.ndarray, flows: list[tuple[np.ndarray, np.ndar
             continue
         diff = (warp(x[t + 1], fwd) - x[t]) ** 2
         errs.append(float(diff.mean(axis=-1)[mask].mean()))
-    return float(np.mean(errs)) if errs else 0.0
+    return float(np.mean(errs)) if errs else float("nan")

@@ -1,11 +1,19 @@
 """The Ray Serve application: a FastAPI ingress and an autoscaling generator deployment.
 
-  POST /v1/videos               submit -> 202 {id, status}; 503 + Retry-After when the queue is full
-  GET  /v1/videos               past jobs (newest first)
-  GET  /v1/videos/{id}          status and progress (steps done / total)
-  GET  /v1/videos/{id}/content  the mp4 when done
-  POST /v1/videos/sync          short jobs only: waits and returns the mp4
-  GET  /v1/adapters             loaded adapters;  GET /healthz;  GET /  web page;  /docs OpenAPI
+The API is OpenAI's Videos API (what the `openai` SDK's `client.videos` and the servers of
+vLLM-Omni, SGLang-Diffusion and FastVideo speak), with our native fields as extensions:
+
+  POST   /v1/videos               create (JSON or multipart) -> 202 video object; 503 + Retry-After when full
+  GET    /v1/videos               list {object: list, data, first_id, last_id, has_more} (limit, after, order)
+  GET    /v1/videos/{id}          the video object: status queued | in_progress | completed | failed, progress %
+  GET    /v1/videos/{id}/content  the mp4 when completed
+  POST   /v1/videos/{id}/cancel   stop a queued or running job (it ends failed, error code cancelled)
+  DELETE /v1/videos/{id}          cancel if needed, then remove the record and the video
+  POST   /v1/videos/sync          short jobs only: waits and returns the mp4
+  GET    /v1/adapters             loaded adapters;  GET /healthz;  GET /  web page;  /docs OpenAPI
+
+Every /v1 route checks the bearer token before it looks at the request. The OpenAPI document
+is built from the deployment's config, so it carries every limit a client must respect.
 
 Deploy with `medgen serve --config jobs/configs/serve.yaml` or `serve deploy` of a Serve
 config whose import_path is `medgen_ray.serve.app:app_builder` (args: the `serve` section).
@@ -13,39 +21,195 @@ Job records and videos live in `serve.store`, so a restarted replica loses none 
 ingress that starts re-dispatches jobs still queued (the generator skips finished ones).
 
 No `from __future__ import annotations` here: FastAPI must see real types on the route
-methods that Serve's class ingress wraps, or it reads the body as query parameters.
+methods that Serve's class ingress wraps.
 """
 
 
 import asyncio
 import hmac
+import ipaddress
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel
 from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from medgen_ray.config import ServeConfig
-from medgen_ray.serve.schema import VideoRequest, limit_errors, resolved
+from medgen_ray.serve.schema import (
+    ID_PATTERN,
+    RequestErrors,
+    VideoDeleted,
+    VideoList,
+    VideoObject,
+    parse_form_request,
+    parse_json_request,
+    request_schema,
+    resolve,
+    video_object,
+)
 from medgen_ray.serve.store import JobStore
 
 log = logging.getLogger("medgen_ray.serve")
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
-api = FastAPI(title="medgen_ray generation API", version="1",
-              description="Text-to-video generation (HunyuanVideo + LoRA adapters) on Ray Serve.")
+# The OpenAPI document and /docs are our own routes: the document depends on the deployment's config.
+api = FastAPI(title="medgen_ray generation API", version="2", openapi_url=None, docs_url=None, redoc_url=None,
+              description="Text-to-video generation (HunyuanVideo + LoRA adapters) on Ray Serve, "
+                          "in the shape of OpenAI's Videos API.")
+# Set by the Ingress replica that serves this process: the token the /v1 routes require and the
+# body-size cap the middleware enforces (one Ingress per replica process). Serve runs copies of
+# the ingress class and app, so the Ingress writes this through the imported module and the
+# dependency and middleware (pickled by reference) read it from there.
+STATE: dict[str, Any] = {"token": None, "max_body_bytes": 65536}
 
 
-def resolve_token(cfg: ServeConfig) -> str | None:
-    """The bearer token; serving without one is allowed only on loopback."""
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or bool(getattr(ip, "ipv4_mapped", None) and ip.ipv4_mapped.is_loopback)
+
+
+def proxy_host(default: str) -> str:
+    """The address Serve's HTTP proxy actually binds (a running Serve keeps its own, and a
+    `serve deploy` file sets its own), or `default` when no Serve controller is reachable."""
+    import ray
+    from ray.serve.context import _get_global_client
+
+    if not ray.is_initialized():  # no cluster here (a unit test, a builder run by hand)
+        return default
+    client = _get_global_client(raise_if_no_controller_running=False)
+    return client.http_config.host if client is not None else default
+
+
+def resolve_token(cfg: ServeConfig, bind_host: str | None = None) -> str | None:
+    """The bearer token; serving without one is allowed only when the proxy binds loopback."""
+    host = bind_host if bind_host is not None else cfg.host
     token = cfg.token or os.environ.get("MEDGEN_SERVE_TOKEN") or None
-    if token is None and cfg.host not in LOOPBACK:
-        raise ValueError(f"serve.host={cfg.host!r}: set serve.token or MEDGEN_SERVE_TOKEN; "
-                         "serving without a token is allowed only on 127.0.0.1")
+    if token is None and not is_loopback(host):
+        raise ValueError(f"the HTTP proxy binds {host!r}: set serve.token or MEDGEN_SERVE_TOKEN; "
+                         "serving without a token is allowed only on a loopback address (127.0.0.1)")
     return token
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over STATE['max_body_bytes'] gets 413 before any route reads it."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = STATE["max_body_bytes"]
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            return await _too_large(send, limit)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _TooLarge()
+            return message
+
+        try:
+            return await self.app(scope, limited, send)
+        except _TooLarge:
+            return await _too_large(send, limit)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(send, limit: int) -> None:
+    body = f'{{"detail":"request body over {limit} bytes"}}'.encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+api.add_middleware(BodyLimit)
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's own 422 (path and query parameters) without echoing the input, which may not
+    be JSON-encodable (NaN) or may be huge."""
+    detail = [{"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+              for e in exc.errors()]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+@api.exception_handler(RequestErrors)
+async def _request_errors(request: Request, exc: RequestErrors) -> JSONResponse:
+    return JSONResponse({"detail": exc.errors}, status_code=422)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+def require_token(request: Request) -> None:
+    """Dependency of every /v1 route: 401 unless the bearer token matches (when one is set)."""
+    token = STATE["token"]
+    if token is None:
+        return
+    header = request.headers.get("authorization", "")
+    given = header[7:] if header.lower().startswith("bearer ") else ""
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+
+class ErrorBody(BaseModel):
+    """An error with a message."""
+
+    detail: str
+
+
+class FieldError(BaseModel):
+    """One bad field of a request."""
+
+    loc: list[str]
+    msg: str
+    type: str
+
+
+class ValidationErrors(BaseModel):
+    """The request's bad fields."""
+
+    detail: list[FieldError]
+
+
+def _responses(*codes: int) -> dict[int, dict[str, Any]]:
+    text = {400: "malformed body", 401: "missing or wrong bearer token", 404: "no such video",
+            409: "the video is not in a state for this", 413: "request body too large",
+            422: "a field is invalid or over its limit (named in detail)",
+            503: "queue full: retry after Retry-After seconds", 504: "still running: poll GET /v1/videos/{id}"}
+    out: dict[int, dict[str, Any]] = {}
+    for code in codes:
+        out[code] = {"model": ValidationErrors if code == 422 else ErrorBody, "description": text[code]}
+        if code == 503:
+            out[code]["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
+    return out
+
+
+AUTH = [Depends(require_token)]
 
 
 @serve.deployment(max_ongoing_requests=1)
@@ -61,21 +225,33 @@ class GeneratorDeployment:
         self.generator.setup()
 
     def run(self, job_id: str) -> dict[str, Any]:
+        """Generate one stored job (see VideoGenerator.run_job)."""
         return self.generator.run_job(job_id, self.store)
 
     def adapters(self) -> list[str]:
+        """Names of the loaded adapters."""
         return self.generator.adapters
 
 
-class _Unprocessable(HTTPException):
-    def __init__(self, errors: list[dict[str, Any]]):
-        super().__init__(422, errors)
-
-
-def _view(record: dict[str, Any]) -> dict[str, Any]:
-    out = {k: record.get(k) for k in ("id", "status", "progress", "request", "error", "created", "seconds")}
-    out["content_url"] = f"/v1/videos/{record['id']}/content" if record["status"] == "done" else None
-    return out
+def build_openapi(cfg: ServeConfig, adapters: list[str], routes: list[Any]) -> dict[str, Any]:
+    """The OpenAPI document with this deployment's request schema (every limit) on the create
+    and sync routes, for JSON and multipart bodies, and the id shape on every id parameter."""
+    doc = get_openapi(title=api.title, version=api.version, description=api.description, routes=routes)
+    for path, sync in (("/v1/videos", False), ("/v1/videos/sync", True)):
+        schema = request_schema(cfg, adapters, sync)
+        doc["paths"][path]["post"]["requestBody"] = {"required": True, "content": {
+            "application/json": {"schema": schema},
+            "multipart/form-data": {"schema": schema}}}
+    doc.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {"type": "http",
+                                                                                    "scheme": "bearer"}
+    for path, ops in doc["paths"].items():
+        if path.startswith("/v1/"):
+            for op in ops.values():
+                op["security"] = [{"bearer": []}]
+                for param in op.get("parameters", []):
+                    if param["name"] in ("video_id", "after"):
+                        param["schema"] = {**param["schema"], "pattern": ID_PATTERN}
+    return doc
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})
@@ -84,23 +260,20 @@ class Ingress:
     """The HTTP API (FastAPI) and web page: validates, queues and tracks jobs, streams results."""
 
     def __init__(self, generator, cfg: dict[str, Any]):
+        from medgen_ray.serve import app as module  # the real module, not Serve's copy of our globals
+
         self.cfg = ServeConfig.model_validate(cfg)
-        self.token = resolve_token(self.cfg)
+        # the rule reads the address the proxy really binds, not only the config's
+        self.token = module.resolve_token(self.cfg, module.proxy_host(self.cfg.host))
+        module.STATE.update(token=self.token, max_body_bytes=self.cfg.limits.max_body_bytes)
         self.store = JobStore(self.cfg.store)
         self.generator = generator
         self.inflight: dict[str, asyncio.Task] = {}
         self.adapter_names = list(self.cfg.adapters)
         self._redispatched = False
+        self._openapi: dict[str, Any] | None = None
 
     # --- plumbing -------------------------------------------------------------------------
-    def _auth(self, request: Request) -> None:
-        if self.token is None:
-            return
-        header = request.headers.get("authorization", "")
-        given = header[7:] if header.lower().startswith("bearer ") else ""
-        if not hmac.compare_digest(given.encode(), self.token.encode()):
-            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
-
     def _redispatch(self) -> None:
         """Jobs left queued by an earlier ingress (restart): send them again."""
         if self._redispatched:
@@ -129,6 +302,8 @@ class Ingress:
                 except Exception as exc:  # Ray surfaces replica deaths as several error types
                     log.warning("job %s attempt %d failed: %s", job_id, attempt, exc)
                     if attempt == 2:
+                        if self.store.get(job_id) is None:  # deleted meanwhile
+                            return {"id": job_id, "status": "cancelled"}
                         result = self.store.update(job_id, status="failed", error=f"generator: {exc}"[:2000])
                         return result
         finally:
@@ -137,69 +312,122 @@ class Ingress:
             serve_job_finished(result.get("status", "failed"), time.perf_counter() - t0)
         return result
 
-    async def _submit(self, body: VideoRequest) -> dict[str, Any]:
-        errors = limit_errors(body, self.cfg, self.adapter_names)
+    async def _parse(self, request: Request, sync: bool) -> dict[str, Any]:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            try:
+                form = await request.form(max_files=0, max_fields=32)
+            except (StarletteHTTPException, AssertionError, ValueError) as exc:
+                raise HTTPException(400, f"malformed form body: {getattr(exc, 'detail', exc)}") from None
+            req = parse_form_request(dict(form))
+        else:
+            req = parse_json_request(await request.body())
+        resolved, errors = resolve(req, self.cfg, self.adapter_names, sync)
         if errors:
-            raise _Unprocessable(errors)
+            raise RequestErrors(errors)
+        return resolved
+
+    async def _submit(self, resolved: dict[str, Any]) -> dict[str, Any]:
         self._redispatch()
         if len(self.inflight) >= self.cfg.max_queue:
             raise HTTPException(503, f"queue full ({self.cfg.max_queue} jobs queued or running); retry later",
                                 headers={"Retry-After": str(self.cfg.retry_after_s)})
-        record = self.store.create(resolved(body, self.cfg))
+        record = self.store.create(resolved)
         self._dispatch(record["id"])
         return record
 
-    # --- routes -----------------------------------------------------------------------------
-    @api.post("/v1/videos", status_code=202)
-    async def submit(self, body: VideoRequest, request: Request) -> dict[str, Any]:
-        self._auth(request)
-        return _view(await self._submit(body))
+    def _record(self, video_id: str) -> dict[str, Any]:
+        record = self.store.get(video_id)
+        if record is None:
+            raise HTTPException(404, f"video {video_id[:40]!r}: not found")
+        return record
 
-    @api.post("/v1/videos/sync", responses={200: {"content": {"video/mp4": {}}}})
-    async def submit_sync(self, body: VideoRequest, request: Request) -> Response:
-        self._auth(request)
-        steps = resolved(body, self.cfg)["steps"]
-        if steps > self.cfg.limits.sync_max_steps:
-            raise _Unprocessable([{"loc": ["body", "steps"], "type": "value_error",
-                                   "msg": f"the synchronous endpoint takes at most {self.cfg.limits.sync_max_steps} "
-                                          "steps; use POST /v1/videos"}])
-        record = await self._submit(body)
+    def _view(self, record: dict[str, Any]) -> dict[str, Any]:
+        return video_object(record, self.cfg)
+
+    # --- routes -----------------------------------------------------------------------------
+    @api.post("/v1/videos", status_code=202, dependencies=AUTH, response_model=VideoObject,
+              responses=_responses(400, 401, 413, 422, 503))
+    async def create(self, request: Request) -> dict[str, Any]:
+        return self._view(await self._submit(await self._parse(request, sync=False)))
+
+    @api.post("/v1/videos/sync", dependencies=AUTH, response_class=Response,
+              responses={200: {"content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}},
+                               "description": "the mp4"},
+                         500: {"model": VideoObject, "description": "the generation failed"},
+                         **_responses(400, 401, 413, 422, 503, 504)})
+    async def create_sync(self, request: Request) -> Response:
+        record = await self._submit(await self._parse(request, sync=True))
         try:
             result = await asyncio.wait_for(asyncio.shield(self.inflight[record["id"]]), self.cfg.sync_timeout_s)
         except asyncio.TimeoutError:
-            raise HTTPException(504, f"job {record['id']} still running; poll GET /v1/videos/{record['id']}") from None
+            raise HTTPException(504, f"video {record['id']} still running; poll GET /v1/videos/{record['id']}") from None
         if result.get("status") != "done":
-            return JSONResponse(_view(result), status_code=422 if "adapter" in (result.get("error") or "") else 500)
+            return JSONResponse(self._view(self._record(record["id"])), status_code=500)
         return Response(self.store.read_video(record["id"]), media_type="video/mp4",
                         headers={"X-Job-Id": record["id"]})
 
-    @api.get("/v1/videos")
-    async def list_jobs(self, request: Request, limit: int = 50) -> list[dict[str, Any]]:
-        self._auth(request)
-        return [_view(r) for r in self.store.list(limit=min(max(limit, 1), 500))]
+    @api.get("/v1/videos", dependencies=AUTH, response_model=VideoList, responses=_responses(401))
+    async def list_videos(self, limit: int = Query(20, ge=1, le=100), after: str | None = None,
+                          order: Literal["asc", "desc"] = "desc") -> dict[str, Any]:
+        records = self.store.list(limit=10_000)
+        if order == "asc":
+            records.reverse()
+        if after is not None:
+            ids = [r["id"] for r in records]
+            records = records[ids.index(after) + 1:] if after in ids else []
+        page = [self._view(r) for r in records[:limit]]
+        return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None, "has_more": len(records) > limit}
 
-    @api.get("/v1/videos/{job_id}")
-    async def status(self, job_id: str, request: Request) -> dict[str, Any]:
-        self._auth(request)
-        record = self.store.get(job_id)
-        if record is None:
-            raise HTTPException(404, f"job {job_id!r}: not found")
-        return _view(record)
+    @api.get("/v1/videos/{video_id}", dependencies=AUTH, response_model=VideoObject,
+             responses=_responses(401, 404))
+    async def retrieve(self, video_id: str) -> dict[str, Any]:
+        return self._view(self._record(video_id))
 
-    @api.get("/v1/videos/{job_id}/content", responses={200: {"content": {"video/mp4": {}}}})
-    async def content(self, job_id: str, request: Request) -> Response:
-        self._auth(request)
-        record = self.store.get(job_id)
-        if record is None:
-            raise HTTPException(404, f"job {job_id!r}: not found")
-        if record["status"] != "done":
-            raise HTTPException(409, f"job {job_id!r} is {record['status']}; no video yet")
-        return Response(self.store.read_video(job_id), media_type="video/mp4")
+    @api.get("/v1/videos/{video_id}/content", dependencies=AUTH, response_class=Response,
+             responses={200: {"content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}},
+                              "description": "the mp4"}, **_responses(401, 404, 409)})
+    async def content(self, video_id: str, variant: Literal["video"] = "video") -> Response:
+        record = self._record(video_id)
+        data = self.store.read_video(video_id) if record["status"] == "done" else None
+        if data is None:
+            raise HTTPException(409, f"video {video_id!r} is {video_object(record, self.cfg)['status']}; no mp4 yet")
+        return Response(data, media_type="video/mp4")
 
-    @api.get("/v1/adapters")
-    async def adapters(self, request: Request) -> dict[str, Any]:
-        self._auth(request)
+    @api.post("/v1/videos/{video_id}/cancel", dependencies=AUTH, response_model=VideoObject,
+              responses=_responses(401, 404, 409))
+    async def cancel(self, video_id: str) -> dict[str, Any]:
+        record = self._record(video_id)
+        if record["status"] not in ("queued", "running"):
+            raise HTTPException(409, f"video {video_id!r} is {video_object(record, self.cfg)['status']}; "
+                                     "only queued or in_progress videos can be cancelled")
+        return self._view(self.store.update(video_id, status="cancelled"))
+
+    @api.delete("/v1/videos/{video_id}", dependencies=AUTH, response_model=VideoDeleted,
+                responses=_responses(401, 404))
+    async def delete(self, video_id: str) -> dict[str, Any]:
+        record = self._record(video_id)
+        if record["status"] in ("queued", "running"):
+            self.store.update(video_id, status="cancelled")  # the generator stops at its next step
+        self.store.delete(video_id)
+        return {"id": video_id, "object": "video.deleted", "deleted": True}
+
+    @api.get("/v1/adapters", dependencies=AUTH, responses=_responses(401))
+    async def adapters(self) -> dict[str, list[str]]:
         return {"adapters": ["base", *self.adapter_names]}
+
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi(self, request: Request) -> JSONResponse:
+        if self._openapi is None:
+            self._openapi = build_openapi(self.cfg, self.adapter_names, request.app.routes)
+        return JSONResponse(self._openapi)
+
+    @api.get("/docs", include_in_schema=False)
+    async def docs(self) -> HTMLResponse:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=api.title)
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
@@ -212,9 +440,10 @@ class Ingress:
         return HTMLResponse(PAGE.replace("{{AUTH}}", "true" if self.token else "false"))
 
 
-def build_app(cfg: ServeConfig):
-    """The Serve application for a validated config."""
-    resolve_token(cfg)  # refuse a public host without a token before anything starts
+def build_app(cfg: ServeConfig, bind_host: str | None = None):
+    """The Serve application for a validated config; `bind_host` is where the proxy listens
+    (default: ask the running Serve, else the config's host)."""
+    resolve_token(cfg, bind_host if bind_host is not None else proxy_host(cfg.host))  # before anything starts
     data = cfg.model_dump()
     g = cfg.generator
     generator = GeneratorDeployment.options(

@@ -63,7 +63,7 @@ def generate(base_url: str, request: dict[str, Any], out: str, token: str | None
         raise ServiceError(f"submit failed ({code}): {_detail(body)}")
     job = json.loads(body)
     last = None
-    while job["status"] in ("queued", "running"):
+    while job["status"] in ("queued", "in_progress"):
         if time.monotonic() > deadline:
             raise ServiceError(f"job {job['id']} not finished after {timeout_s:g} s")
         time.sleep(poll_s)
@@ -71,13 +71,12 @@ def generate(base_url: str, request: dict[str, Any], out: str, token: str | None
         if code != 200:
             raise ServiceError(f"status failed ({code}): {_detail(body)}")
         job = json.loads(body)
-        p = job["progress"]
-        now = (job["status"], p["steps_done"])
+        now = (job["status"], job["steps_done"])
         if now != last:
-            print(f"{job['id']}: {job['status']} {p['steps_done']}/{p['steps_total']}", file=log)
+            print(f"{job['id']}: {job['status']} {job['steps_done']}/{job['steps_total']}", file=log)
             last = now
-    if job["status"] != "done":
-        raise ServiceError(f"job {job['id']} failed: {job.get('error')}")
+    if job["status"] != "completed":
+        raise ServiceError(f"job {job['id']} failed: {(job.get('error') or {}).get('message')}")
     code, body, _ = call_api(f"{base}/v1/videos/{job['id']}/content", token)
     if code != 200:
         raise ServiceError(f"download failed ({code}): {_detail(body)}")

@@ -23,6 +23,10 @@ BASE = "base"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
+class JobCancelled(Exception):
+    """The job was cancelled or deleted while it ran: stop denoising."""
+
+
 class VideoGenerator:
     """One pipeline with its LoRA adapters loaded by name; generates and stores jobs."""
 
@@ -86,8 +90,8 @@ class VideoGenerator:
         """Generate a stored job and store its video. Idempotent: a finished job is left alone
         (a re-dispatch after an ingress restart costs nothing)."""
         record = store.get(job_id)
-        if record is None:
-            raise KeyError(f"job {job_id!r}: not found in the store")
+        if record is None or record["status"] == "cancelled":  # deleted or cancelled before it started
+            return record or {"id": job_id, "status": "cancelled"}
         if record["status"] == "done" and store.read_video(job_id) is not None:
             return record
         request = record["request"]
@@ -100,13 +104,21 @@ class VideoGenerator:
             now = time.monotonic()
             if done == total or now - last[0] >= 0.5:  # progress writes at most twice a second
                 last[0] = now
+                current = store.get(job_id)
+                if current is None or current["status"] == "cancelled":
+                    raise JobCancelled(job_id)
                 store.update(job_id, progress={"steps_done": done, "steps_total": total})
 
         t0 = time.perf_counter()
         try:
             frames = self.generate(request, on_step)
+        except JobCancelled:
+            return store.get(job_id) or {"id": job_id, "status": "cancelled"}
         except ValueError as exc:
             return store.update(job_id, status="failed", error=str(exc))
+        current = store.get(job_id)
+        if current is None or current["status"] == "cancelled":
+            return current or {"id": job_id, "status": "cancelled"}
         store.put_video(job_id, float_mp4_bytes(frames, self.cfg.fps))
         return store.update(job_id, status="done", finished=time.time(), seconds=time.perf_counter() - t0,
                             progress={"steps_done": total, "steps_total": total})

@@ -71,10 +71,10 @@ async function videoEl(id) {
 let galleryGen = 0;  // a newer refresh wins: refreshes may overlap (page load + a finished job)
 async function gallery() {
   const gen = ++galleryGen;
-  const jobs = await (await api("/v1/videos?limit=12")).json();
+  const jobs = (await (await api("/v1/videos?limit=12")).json()).data;
   const frag = document.createDocumentFragment();
   let shown = 0;
-  for (const j of jobs.filter(j => j.status === "done")) {
+  for (const j of jobs.filter(j => j.status === "completed")) {
     const fig = document.createElement("figure");
     const [v] = await videoEl(j.id);
     if (gen !== galleryGen) return;
@@ -102,14 +102,14 @@ async function run(ev) {
     const job = await (await api("/v1/videos", {method: "POST", body: JSON.stringify(req)})).json();
     body.dataset.job = job.id; body.dataset.state = "queued";
     let s = job;
-    while (s.status === "queued" || s.status === "running") {
+    while (s.status === "queued" || s.status === "in_progress") {
       await new Promise(r => setTimeout(r, 300));
       s = await (await api(`/v1/videos/${job.id}`)).json();
-      const p = s.progress; $("bar").style.width = (100 * p.steps_done / Math.max(1, p.steps_total)) + "%";
-      body.dataset.progress = p.steps_done + "/" + p.steps_total; body.dataset.state = s.status;
-      $("msg").textContent = `${s.status}: step ${p.steps_done} of ${p.steps_total}`;
+      $("bar").style.width = s.progress + "%";
+      body.dataset.progress = s.steps_done + "/" + s.steps_total; body.dataset.state = s.status;
+      $("msg").textContent = `${s.status}: step ${s.steps_done} of ${s.steps_total}`;
     }
-    if (s.status !== "done") throw new Error(s.error || s.status);
+    if (s.status !== "completed") throw new Error((s.error && s.error.message) || s.status);
     const [v, size] = await videoEl(job.id);
     $("player").appendChild(v); body.dataset.videoBytes = size;
     await gallery();

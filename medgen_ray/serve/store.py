@@ -9,13 +9,15 @@ Every write goes to a temporary name and is renamed, so a reader never sees half
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from typing import Any
 
 import fsspec
 
-STATUSES = ("queued", "running", "done", "failed")
+STATUSES = ("queued", "running", "done", "failed", "cancelled")
+ID_RE = re.compile(r"^[0-9a-f]{16}$")  # the ids create() hands out; anything else never touches storage
 
 
 class JobStore:
@@ -28,9 +30,14 @@ class JobStore:
         self.fs.makedirs(f"{self.root}/videos", exist_ok=True)
 
     def _job(self, job_id: str) -> str:
+        if not ID_RE.match(job_id):
+            raise KeyError(f"job {job_id!r}: not a job id")
         return f"{self.root}/jobs/{job_id}.json"
 
     def video_path(self, job_id: str) -> str:
+        """Where a job's finished mp4 is stored."""
+        if not ID_RE.match(job_id):
+            raise KeyError(f"job {job_id!r}: not a job id")
         return f"{self.root}/videos/{job_id}.mp4"
 
     def _write(self, path: str, data: bytes) -> None:
@@ -48,7 +55,7 @@ class JobStore:
         return record
 
     def get(self, job_id: str) -> dict[str, Any] | None:
-        if not job_id.isalnum():
+        if not isinstance(job_id, str) or not ID_RE.match(job_id):
             return None
         try:
             with self.fs.open(self._job(job_id), "rb") as fh:
@@ -64,11 +71,23 @@ class JobStore:
         self._write(self._job(job_id), json.dumps(record).encode())
         return record
 
+    def delete(self, job_id: str) -> bool:
+        """Remove a job's record and video; False when there was no such job."""
+        if self.get(job_id) is None:
+            return False
+        for path in (self.video_path(job_id), self._job(job_id)):
+            if self.fs.exists(path):
+                self.fs.rm(path)
+        return True
+
     def put_video(self, job_id: str, data: bytes) -> str:
         self._write(self.video_path(job_id), data)
         return self.video_path(job_id)
 
     def read_video(self, job_id: str) -> bytes | None:
+        """The finished mp4's bytes, or None."""
+        if not ID_RE.match(job_id):
+            return None
         try:
             with self.fs.open(self.video_path(job_id), "rb") as fh:
                 return fh.read()

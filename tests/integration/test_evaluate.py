@@ -49,8 +49,8 @@ def test_prompts_through_serve_to_report(tmp_path, ray_cluster, monkeypatch):
                 bad = model == "MedGen" and i < 2
                 for rater, rating in enumerate(["severe", "moderate", "no"] if bad else ["minor", "no", "no"]):
                     w.writerow([f"{model}/{i:04d}", rater, rating])
-    ref = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "medvbench_table2.csv"
-    app = derive(app, {"evaluate.ratings": [str(ratings)], **({"evaluate.reference_csv": str(ref)} if ref.exists() else {})})
+    ref = Path(__file__).resolve().parents[1] / "data" / "medvbench_table2.csv"
+    app = derive(app, {"evaluate.ratings": [str(ratings)], "evaluate.reference_csv": str(ref)})
     start_serve(app)
     try:
         _wait_healthy(f"http://127.0.0.1:{port}")
@@ -73,8 +73,7 @@ def test_prompts_through_serve_to_report(tmp_path, ray_cluster, monkeypatch):
     page = (out / "report.html").read_text()
     assert "MedGen" in page and "bars.png" in page and (out / "radar.png").stat().st_size > 1000
     assert re.search(r'data-count="(\d+)"', page).group(1) == "8"
-    if ref.exists():
-        assert "MedGen (published)" in page and "70.93" in page
+    assert "MedGen (published)" in page and "70.93" in page
     assert (out / "report.md").read_text().startswith("# Med-VBench")
     strata = {(r["model"], r["category"]): r for r in result["per_category"]}
     assert set(strata) == {(m, c) for m in ("HunyuanVideo", "MedGen") for c in ("endoscopy", "imaging")}

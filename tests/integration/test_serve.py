@@ -102,7 +102,7 @@ def wait_done(url, job_id, timeout=180):
         code, body, _ = call(url, f"/v1/videos/{job_id}")
         assert code == 200, body
         job = json.loads(body)
-        if job["status"] in ("done", "failed"):
+        if job["status"] in ("completed", "failed"):
             return job
         time.sleep(0.3)
     raise TimeoutError(job_id)
@@ -163,7 +163,7 @@ def test_auth(service):
     assert call(url, "/openapi.json", token=None)[0] == 200
     code, body, _ = call(url, "/v1/videos", {"prompt": "x"})
     assert code == 202
-    assert wait_done(url, json.loads(body)["id"])["status"] == "done"
+    assert wait_done(url, json.loads(body)["id"])["status"] == "completed"
 
 
 def test_public_host_without_token_is_refused():
@@ -171,7 +171,7 @@ def test_public_host_without_token_is_refused():
 
     app = load_config(None, ["serve.host=0.0.0.0"])
     with pytest.raises(ValueError, match="MEDGEN_SERVE_TOKEN"):
-        build_app(app.serve)
+        build_app(app.serve, bind_host="0.0.0.0")
 
 
 def test_queue_full_gives_503_with_retry_after(service):
@@ -188,7 +188,7 @@ def test_queue_full_gives_503_with_retry_after(service):
     assert len(accepted) == 4 and len(refused) == 4
     for job_id in accepted:
         job = wait_done(url, job_id)
-        assert job["status"] == "done" and job["progress"] == {"steps_done": 12, "steps_total": 12}
+        assert job["status"] == "completed" and (job["steps_done"], job["steps_total"], job["progress"]) == (12, 12, 100)
 
 
 def test_progress_is_reported_while_running(service):
@@ -200,11 +200,11 @@ def test_progress_is_reported_while_running(service):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         job = json.loads(call(url, f"/v1/videos/{job_id}")[1])
-        seen.add(job["progress"]["steps_done"])
-        if job["status"] == "done":
+        seen.add(job["steps_done"])
+        if job["status"] == "completed":
             break
         time.sleep(0.1)
-    assert job["status"] == "done"
+    assert job["status"] == "completed"
     assert len(seen - {0, 12}) >= 1, seen  # a step count between start and end was visible
     assert call(url, f"/v1/videos/{job_id}/content")[0] == 200
 
@@ -225,14 +225,14 @@ def test_replica_restarts_keep_finished_jobs(service):
     url = service["url"]
     code, body, _ = call(url, "/v1/videos", {"prompt": "keep me", "seed": 3})
     job_id = json.loads(body)["id"]
-    assert wait_done(url, job_id)["status"] == "done"
+    assert wait_done(url, job_id)["status"] == "completed"
     before = call(url, f"/v1/videos/{job_id}/content")[1]
     assert _kill_replicas("GeneratorDeployment") == 1
     assert _kill_replicas("Ingress") == 1
     time.sleep(1)
     _wait_healthy(url, timeout=180)
     code, body, _ = call(url, f"/v1/videos/{job_id}")
-    assert code == 200 and json.loads(body)["status"] == "done"
+    assert code == 200 and json.loads(body)["status"] == "completed"
     assert call(url, f"/v1/videos/{job_id}/content")[1] == before
     code, body, _ = call(url, "/v1/videos/sync", {"prompt": "after restart"}, timeout=300)
     assert code == 200 and body[4:8] == b"ftyp"
@@ -252,7 +252,7 @@ def test_bounded_load_50_clients(service):
     accepted = [j for c, j in results if c == 202]
     assert accepted and codes.count(503) >= 1
     for job_id in accepted:
-        assert wait_done(url, job_id, timeout=300)["status"] == "done"
+        assert wait_done(url, job_id, timeout=300)["status"] == "completed"
 
 
 def test_page_in_headless_chromium(service, tmp_path):
