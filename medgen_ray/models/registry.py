@@ -78,6 +78,16 @@ def _build_tiny_clip(weights: str | None, device: str):
     return ClipEncoder(model, _clip_tokenizer(), "clip/tiny", size, device)
 
 
+# open_clip architecture, pretrained tag, input size. OpenAI's CLIP weights were trained with
+# QuickGELU (open_clip's pretrained cfg for the tag says quick_gelu: True); the plain `ViT-B-32`
+# config uses GELU, which shifts every embedding. The `-quickgelu` configs are the architecture
+# the weights were trained with (tests/reference/test_open_clip.py checks it against open_clip).
+OPEN_CLIP: dict[str, tuple[str, str, int]] = {
+    "clip/vit-b-32": ("ViT-B-32-quickgelu", "openai", 224),
+    "clip/vit-l-14": ("ViT-L-14-quickgelu", "openai", 224),
+}
+
+
 def _open_clip_builder(name: str, arch: str, tag: str, size: int):
     def build(weights: str | None, device: str):
         import open_clip
@@ -232,9 +242,9 @@ REGISTRY: dict[str, ModelSpec] = {
     for s in [
         ModelSpec("clip/tiny", "clip", None, True, _build_tiny_clip, "64 px ViT, random fixed weights"),
         ModelSpec("clip/vit-b-32", "clip", "timm/vit_base_patch32_clip_224.openai", False,
-                  _open_clip_builder("clip/vit-b-32", "ViT-B-32", "openai", 224)),
+                  _open_clip_builder("clip/vit-b-32", *OPEN_CLIP["clip/vit-b-32"])),
         ModelSpec("clip/vit-l-14", "clip", "timm/vit_large_patch14_clip_224.openai", False,
-                  _open_clip_builder("clip/vit-l-14", "ViT-L-14", "openai", 224)),
+                  _open_clip_builder("clip/vit-l-14", *OPEN_CLIP["clip/vit-l-14"])),
         ModelSpec("aesthetic/tiny", "aesthetic", None, True, _build_tiny_aesthetic, "tiny CLIP + seeded head"),
         ModelSpec("aesthetic/laion", "aesthetic", "camenduru/improved-aesthetic-predictor", False,
                   _build_laion_aesthetic, "LAION improved aesthetic predictor on CLIP ViT-L/14"),
