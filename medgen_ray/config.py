@@ -73,7 +73,12 @@ class YtdlpConfig(Strict):
     rate_limit: str | None = Field("4M", description="bytes/s, yt-dlp syntax (4M, 500K)")
     retries: int = Field(5, ge=0)
     sleep_interval_s: float = Field(0.0, ge=0)
-    allowed_domains: list[str] = Field(default_factory=lambda: ["youtube.com", "youtu.be"])
+    allowed_domains: list[str] = Field(default_factory=lambda: ["youtube.com", "youtu.be"],
+                                       description="sites whose pages (extractors) are listed and fetched")
+    allowed_media_domains: list[str] | None = Field(
+        None, description="hosts media may come from; None: whatever the page's extractor returns "
+                          "(YouTube's media is on *.googlevideo.com, not youtube.com)")
+    proxy: str | None = Field(None, description="HTTP(S)/SOCKS proxy for yt-dlp, e.g. http://proxy:3128")
     enable_file_urls: bool = Field(False, description="allow file:// URLs (offline tests)")
     download_dir: str | None = Field(None, description="default: <output>/downloads")
     download_concurrency: int = Field(2, ge=1)

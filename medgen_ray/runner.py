@@ -128,6 +128,7 @@ def curate_steps(cfg: CurateConfig, skip: set[str]) -> list[Step]:
     from medgen_ray.curate.motion import MotionStage
     from medgen_ray.curate.ocr import OcrStage
     from medgen_ray.curate.sampling import SampleStage
+    from medgen_ray.curate.sink import write_listing
     from medgen_ray.curate.sources import FileSourceStage
     from medgen_ray.curate.technical import TechnicalStage, is_model_metric
     from medgen_ray.curate.temporal import SegmentStage
@@ -150,7 +151,9 @@ def curate_steps(cfg: CurateConfig, skip: set[str]) -> list[Step]:
     if cfg.source.kind == "files":
         steps = [Step(FileSourceStage, lambda: FileSourceStage(cfg.source), post=not_done)]
     else:
-        steps = [Step(YtdlpSearchStage, lambda: YtdlpSearchStage(cfg.source.ytdlp), post=not_done)]
+        output = cfg.output  # every listed video is an input: recorded before finished ones are skipped
+        steps = [Step(YtdlpSearchStage, lambda: YtdlpSearchStage(cfg.source.ytdlp),
+                      post=lambda b: not_done(write_listing(output, b)))]
     if cfg.metadata.enabled:
         # Fused task chains bundle max(batch_size) rows per task: keep task stages at one
         # video per task so work (and each sink part) streams instead of arriving in chunks.
@@ -229,6 +232,7 @@ def run_curate(app: AppConfig) -> dict[str, Any]:
     """Run the curation job end to end; returns the summary (also written to summary.json)."""
     from medgen_ray.curate.sink import (
         build_summary,
+        count_listed,
         drop_duplicates,
         drop_unfinished,
         source_progress,
@@ -269,7 +273,7 @@ def run_curate(app: AppConfig) -> dict[str, Any]:
         log.warning("removed %d rows written twice (tasks re-executed after a lost node)", duplicates)
     files = cfg.source.kind == "files"
     stages = tuple(s for s in VIDEO_STAGES if not (files and s == "download"))
-    summary = build_summary(cfg.output, n_inputs=len(rows) if files else None, stages=stages)
+    summary = build_summary(cfg.output, n_inputs=len(rows) if files else count_listed(cfg.output), stages=stages)
     summary["this_run"] = {"rows_written": totals, "skipped_finished_sources": len(finished),
                            "duplicate_rows_removed": duplicates}
     write_summary(cfg.output, summary)

@@ -220,6 +220,30 @@ def _reason_key(text: str) -> str:
     return re.sub(r"(?<![\w.])\d+(\.\d+)?(?![\w.])", "#", head)[:120]
 
 
+LISTING = "listing"  # <output>/listing/part-*.parquet: every video a yt-dlp request listed
+
+
+def write_listing(output: str, batch: Batch) -> Batch:
+    """Record the video ids a listing step produced (the curation's inputs when the source is a
+    search); returns the batch unchanged."""
+    if not batch_len(batch):
+        return batch
+    fs, root = _fs(output)
+    fs.makedirs(f"{root}/{LISTING}", exist_ok=True)
+    table = pa.table({VIDEO_ID: [str(v) for v in batch[VIDEO_ID]]})
+    write_table_atomic(fs, f"{root}/{LISTING}/part-{uuid.uuid4().hex[:16]}.parquet", table)
+    return batch
+
+
+def count_listed(output: str) -> int:
+    """Distinct video ids ever listed into this dataset (reruns list again: counted once)."""
+    fs, _ = _fs(output)
+    ids: set[str] = set()
+    for path in list_parts(output, LISTING):
+        ids.update(read_part(fs, path, [VIDEO_ID]).column(VIDEO_ID).to_pylist())
+    return len(ids)
+
+
 def write_summary(output: str, summary: dict[str, Any]) -> None:
     """Write summary.json into the dataset folder."""
     fs, root = _fs(output)

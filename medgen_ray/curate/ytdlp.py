@@ -9,6 +9,7 @@ which become the transcript. Offline tests use yt-dlp's own file:// path (`enabl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -42,14 +43,20 @@ def build_requests(cfg: YtdlpConfig) -> list[dict[str, str]]:
     reqs = [f"ytsearch{cfg.max_results_per_query}:{q}" for q in cfg.queries]
     reqs += [c.rstrip("/") + ("" if c.rstrip("/").endswith("/videos") else "/videos") for c in cfg.channels]
     reqs += list(cfg.urls)
-    rows = [{REQUEST: r, INFO_JSON: ""} for r in reqs]
+    rows = [{REQUEST: r, INFO_JSON: "", VIDEO_ID: request_id(r)} for r in reqs]
     for pattern in cfg.info_json:
         paths = sorted(Path().glob(pattern)) if not Path(pattern).is_absolute() else sorted(
             Path("/").glob(pattern.lstrip("/")))
         if not paths:
             raise FileNotFoundError(f"curate.source.ytdlp.info_json: nothing matches {pattern!r}")
-        rows += [{REQUEST: "", INFO_JSON: str(p)} for p in paths]
+        rows += [{REQUEST: "", INFO_JSON: str(p), VIDEO_ID: request_id(str(p))} for p in paths]
     return rows
+
+
+def request_id(request: str) -> str:
+    """The id a request row carries until it is listed: a request that cannot be listed still
+    ends in the summary, as an errored input under this id."""
+    return "request-" + hashlib.sha1(request.encode()).hexdigest()[:12]
 
 
 def parse_rate(rate: str | None) -> int | None:
@@ -79,6 +86,7 @@ def ytdlp_options(cfg: YtdlpConfig, download_dir: str) -> dict:
         "subtitleslangs": ["en", "en.*"],
         "subtitlesformat": "vtt",
         "enable_file_urls": cfg.enable_file_urls,
+        "proxy": cfg.proxy,
         "quiet": True,
         "no_warnings": True,
         "noprogress": True,
@@ -86,17 +94,28 @@ def ytdlp_options(cfg: YtdlpConfig, download_dir: str) -> dict:
     }
 
 
-def domain_allowed(url: str, cfg: YtdlpConfig) -> str | None:
-    """None if allowed, else the reason."""
+def domain_allowed(url: str, cfg: YtdlpConfig, domains: list[str] | None = None, key: str = "allowed_domains"
+                   ) -> str | None:
+    """None if a page URL (or, with `domains`, a media URL) may be fetched, else the reason."""
     parsed = urlparse(url)
     if parsed.scheme == "file":
         return None if cfg.enable_file_urls else "file:// URLs are disabled (enable_file_urls)"
+    allowed = cfg.allowed_domains if domains is None else domains
     host = (parsed.hostname or "").lower()
-    for d in cfg.allowed_domains:
+    for d in allowed:
         d = d.lower()
         if host == d or host.endswith("." + d):
             return None
-    return f"domain {host or '?'} not in allowed_domains ({', '.join(cfg.allowed_domains)})"
+    return f"domain {host or '?'} not in {key} ({', '.join(allowed)})"
+
+
+def media_allowed(url: str, cfg: YtdlpConfig) -> str | None:
+    """None if a media URL the extractor returned may be downloaded, else the reason. The page
+    allowlist decides which sites are read; their media hosts are the extractor's (YouTube's are
+    on *.googlevideo.com), unless `allowed_media_domains` narrows them."""
+    if urlparse(url).scheme == "file" or cfg.allowed_media_domains is not None:
+        return domain_allowed(url, cfg, cfg.allowed_media_domains or [], "allowed_media_domains")
+    return None
 
 
 def parse_vtt(text: str) -> list[tuple[float, float, str]]:
@@ -206,7 +225,7 @@ class YtdlpDownloadStage(RowStage):
     def process(self, row: Row) -> Row:
         info = json.loads(row.pop(INFO_JSON))
         for fmt in info.get("formats") or [info]:
-            why = domain_allowed(fmt.get("url") or "", self.cfg) if fmt.get("url") else None
+            why = media_allowed(fmt.get("url") or "", self.cfg) if fmt.get("url") else None
             if why:
                 raise DataError(f"media URL refused: {why}")
         Path(self.download_dir).mkdir(parents=True, exist_ok=True)

@@ -134,13 +134,15 @@ def test_ytdlp_source_on_ray(ray_cluster, one_video, frame_probe, tmp_path, monk
     info = _info(tmp_path, one_video)
     out = tmp_path / "ds"
     monkeypatch.chdir(tmp_path)  # a relative output (as the demo gives): the workers run elsewhere
-    cfg = load_config(None, ["curate.output=ds", "curate.source.kind=ytdlp",
+    missing = (tmp_path / "gone.mp4").as_uri()  # a request that cannot be listed is an errored input
+    cfg = load_config(None, ["curate.output=ds", "curate.source.kind=ytdlp", f"curate.source.ytdlp.urls=[{missing}]",
                              f"curate.source.ytdlp.info_json=[{info}]", "curate.source.ytdlp.enable_file_urls=true",
                              f"curate.classify.probe_path={frame_probe}",
                              "curate.segment.similarity_threshold=0.99", *TINY_MODELS])
     summary = run_curate(cfg)
     manifest = _table(out, "manifest")
     assert summary["videos_kept"] == 1 and len(manifest) == 1
+    assert summary["inputs"] == 2 and summary["videos_errored"] == 1 and summary["accounted"]
     assert manifest[0]["video_id"] == "abc123XYZ_0" and "gallbladder" in manifest[0]["transcript"]
     assert manifest[0]["source_url"] == "https://m.youtube.com/watch?v=abc123XYZ_0"
     clip = Path(manifest[0]["clip_uri"])

@@ -58,3 +58,20 @@ def test_rows_written_twice_are_removed(tmp_path):
     assert drop_duplicates(out) == 0
     s = build_summary(out, n_inputs=3)
     assert s["accounted"] and s["clips_kept"] == 3
+
+
+def test_listed_inputs_are_counted(tmp_path):
+    """With a search source every listed video is an input: one listed but never written makes
+    the summary unaccounted (before, inputs were the videos seen, so it was always accounted)."""
+    from medgen_ray.curate.sink import count_listed, write_listing
+
+    out = str(tmp_path)
+    write_listing(out, from_rows([{"video_id": v} for v in ("a", "b", "request-0123")]))
+    write_listing(out, from_rows([{"video_id": "a"}]))  # listed again by a rerun: one input
+    assert count_listed(out) == 3
+    write_batch(out, from_rows([_video("a", "probe", error="probe: empty file"),
+                                _video("request-0123", "source", error="source: yt-dlp could not list x")]))
+    s = build_summary(out, n_inputs=count_listed(out))
+    assert s["inputs"] == 3 and s["videos_errored"] == 2 and not s["accounted"]  # b vanished
+    write_batch(out, from_rows([_video("b", "metadata", reason="metadata: not medical")]))
+    assert build_summary(out, n_inputs=count_listed(out))["accounted"]
