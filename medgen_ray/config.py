@@ -234,7 +234,9 @@ class TechnicalConfig(Strict):
     """No-reference technical quality and the paper's joint technical/aesthetic rule."""
 
     metric: str = Field("sharpness", description="sharpness | pyiqa:<metric>")
-    min: float = Field(0.3, description="joint rule: reject when technical is worse than this ...")
+    min: float | None = Field(None, description="joint rule: reject when technical is worse than this ... "
+                                                "None (ours): score only. No shipped value is calibrated for "
+                                                "sharpness or pyiqa metrics; the paper's 0.3 is on DOVER's scale")
     lower_better: bool = Field(False, description="true for metrics where lower is better (pyiqa:piqe)")
     joint_aesthetic_max: float = Field(4.0, description="... and aesthetic < this (paper: DOVER low and LAION < 4)")
 
@@ -515,7 +517,7 @@ class ServeConfig(Strict):
 
 
 DIMENSIONS = ("subject_consistency", "background_consistency", "motion_smoothness", "imaging_quality",
-              "dynamic_degree", "text_alignment", "aesthetic", "warping_auto", "medical_accuracy")
+              "dynamic_degree", "text_alignment", "aesthetic", "warping_auto", "medical_frames")
 
 # Zero-shot phrases per clip category (the captioner's taxonomy, curate/captions.CATEGORIES).
 CATEGORY_DESCRIPTIONS = {
@@ -591,7 +593,7 @@ class EvaluateConfig(Strict):
     flow_model: str = "raft/large"
     flow_weights: str | None = None
     aesthetic_model: str = "aesthetic/laion"
-    medical_probe: str | None = Field(None, description="medical_accuracy: frame probe trained on clip_model "
+    medical_probe: str | None = Field(None, description="medical_frames: frame probe trained on clip_model "
                                                         "features (`medgen classifier train-frames`); default "
                                                         "zero-shot with medical_prompts / other_prompts")
     medical_prompts: list[str] = Field(default_factory=lambda: FrameClassifierConfig().medical_prompts)
@@ -608,6 +610,9 @@ class EvaluateConfig(Strict):
 
     @model_validator(mode="after")
     def _dims(self) -> "EvaluateConfig":
+        if "medical_accuracy" in self.dimensions:
+            raise ValueError("medical_accuracy was renamed medical_frames: it is the share of frames the curation's "
+                             "frame classifier calls medical, not the paper's doctor-judged Medical Accuracy")
         bad = [d for d in self.dimensions if d not in DIMENSIONS]
         if bad:
             raise ValueError(f"unknown dimensions {bad}; choices: {', '.join(DIMENSIONS)}")

@@ -316,6 +316,6 @@ def evaluate_demo(app: AppConfig, work: Path, url: str) -> dict[str, Any]:
     for r in result["per_model"]:
         print(f"[demo] Med-VBench {r['model']:18s} SC {r['subject_consistency']:.2f} BC "
               f"{r['background_consistency']:.2f} MS {r['motion_smoothness']:.2f} IQ(piqe) {r['imaging_quality']:.2f} "
-              f"dynamic {r['dynamic_degree']:.0f} text {r['text_alignment']:.2f} medical {r['medical_accuracy']:.1f}")
+              f"dynamic {r['dynamic_degree']:.0f} text {r['text_alignment']:.2f} medical {r['medical_frames']:.1f}")
     print(f"[demo] Med-VBench report: {result['report']} (tiny models: plumbing, not quality)")
     return result

@@ -23,7 +23,7 @@ LOGIT_SCALE = 100.0
 class MedicalFrameScorer:
     """P(medical) of CLIP image embeddings: the linear probe when one is given, else zero-shot
     over the two prompt ensembles. Curation's frame classifier and Med-VBench's
-    medical_accuracy share it, so both judge frames by the same rule."""
+    medical_frames share it, so both judge frames by the same rule."""
 
     def __init__(self, encoder, clip_model: str, probe_path: str | None, medical_prompts: list[str],
                  other_prompts: list[str]):

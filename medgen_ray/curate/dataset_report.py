@@ -35,11 +35,11 @@ SCORES = {
 SHEET_COLS, SHEET_MAX = 6, 24
 
 
-def _attr(cfg: CurateConfig, dotted: str) -> float:
+def _attr(cfg: CurateConfig, dotted: str) -> float | None:
     node: Any = cfg
     for part in dotted.split("."):
         node = getattr(node, part)
-    return float(node)
+    return None if node is None else float(node)
 
 
 def read_rows(output: str, name: str, columns: list[str]):
@@ -116,15 +116,16 @@ def _plots(folder: Path, summary: dict, scores: dict[str, list[float]], kept_sco
             continue
         fig, ax = plt.subplots(figsize=(4.5, 3))
         kept = [v for v in kept_scores.get(col, []) if v is not None and not math.isnan(v)]
-        thr = _attr(cfg, SCORES[col][0])
+        thr = _attr(cfg, SCORES[col][0])  # None: score only (no threshold set)
         # One set of bins spanning the data and the threshold, so narrow spreads stay visible.
-        lo, hi = min(min(vals), thr), max(max(vals), thr)
+        lo, hi = min(min(vals), thr if thr is not None else min(vals)), max(max(vals), thr if thr is not None else max(vals))
         pad = max((hi - lo) * 0.05, 1e-3)
         bins = np.linspace(lo - pad, hi + pad, 31)
         ax.hist(vals, bins=bins, color="#bbbbbb", label="all scored")
         if kept:
             ax.hist(kept, bins=bins, color="#3b7dd8", alpha=0.8, label="kept")
-        ax.axvline(thr, color="#c62828", linestyle="--", label=f"threshold {thr:g}")
+        if thr is not None:
+            ax.axvline(thr, color="#c62828", linestyle="--", label=f"threshold {thr:g}")
         ax.set_title(SCORES[col][1], fontsize=9)
         ax.legend(fontsize=7)
         fig.tight_layout()

@@ -98,6 +98,8 @@ def _aesthetic(row: dict, cfg: CurateConfig) -> str | None:
 def _technical(row: dict, cfg: CurateConfig) -> str | None:
     q = cfg.quality
     t, a = row.get("score_technical", math.nan), row.get("score_aesthetic", math.nan)
+    if q.technical.min is None:  # score only until a threshold is calibrated for this metric
+        return None
     worse = t > q.technical.min if q.technical.lower_better else t < q.technical.min
     if q.score_only or math.isnan(t) or not worse:
         return None

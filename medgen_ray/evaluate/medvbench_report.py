@@ -16,7 +16,7 @@ from medgen_ray.core.charts import png_bytes, pyplot
 from medgen_ray.core.errors import DATA_ERRORS
 
 COLUMNS = ["total", "imaging_quality", "subject_consistency", "background_consistency", "motion_smoothness",
-           "warping_error", "dynamic_degree", "text_alignment", "aesthetic", "medical_accuracy", "warping_auto"]
+           "warping_error", "dynamic_degree", "text_alignment", "aesthetic", "medical_frames", "warping_auto"]
 STRATA_TITLES = {"prompt": "By prompt category (prompt file)", "clip": "By clip category (text classifier)"}
 RADAR = ["imaging_quality", "subject_consistency", "background_consistency", "motion_smoothness",
          "dynamic_degree", "text_alignment"]

@@ -7,7 +7,7 @@
 | imaging quality | `musiq/spaq` (pyiqa MUSIQ, SPAQ weights, 0-100) | `musiq/tiny` (seeded small MUSIQ), `piqe` (weight-free: 100 - PIQE) |
 | dynamic degree, warping proxy | `raft/large` (torchvision RAFT, C+T+S+K+H weights) | `farneback` (OpenCV, weight-free, real flow) |
 | aesthetic | `aesthetic/laion` (model registry) | `aesthetic/tiny` |
-| medical accuracy | `clip/vit-b-32` + the curation's frame probe, or zero-shot prompts | `clip/tiny` + a probe trained on it |
+| medical-frame share | `clip/vit-b-32` + the curation's frame probe, or zero-shot prompts | `clip/tiny` + a probe trained on it |
 
 Production weights load from `weights` paths or hub/torchvision caches (HF_HUB_OFFLINE
 honoured); tiny twins are random but fixed, so they test plumbing, and the weight-free ones
@@ -175,9 +175,9 @@ def load_all(cfg: Any, device: str = "cpu") -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "subject_consistency" in dims:
         out["dino"] = load_dino(cfg.dino_model, cfg.dino_weights, device)
-    if dims & {"background_consistency", "text_alignment", "medical_accuracy"}:
+    if dims & {"background_consistency", "text_alignment", "medical_frames"}:
         out["clip"] = load_model(cfg.clip_model, cfg.clip_weights, device, kind="clip")
-    if "medical_accuracy" in dims:
+    if "medical_frames" in dims:
         from medgen_ray.curate.classify import MedicalFrameScorer
 
         out["medical"] = MedicalFrameScorer(out["clip"], cfg.clip_model, cfg.medical_probe, cfg.medical_prompts,

@@ -2,10 +2,10 @@
 
 Each row: video_id, model, prompt, video_uri. Frames are decoded once; every dimension adds
 `score_<dimension>` (in per cent where the paper reports per cent: consistencies, smoothness,
-imaging quality, text alignment, medical accuracy; dynamic degree 0/100 per video; aesthetic
+imaging quality, text alignment, medical-frame share; dynamic degree 0/100 per video; aesthetic
 on LAION's 1-10; warping_auto is a mean squared error, lower is better) and `time_<dimension>`
 (seconds, for the benchmark). CLIP image features are computed once per video and shared by
-background consistency, text alignment and medical accuracy. An unreadable video becomes the
+background consistency, text alignment and medical-frame share. An unreadable video becomes the
 row's error.
 """
 
@@ -117,7 +117,7 @@ class VideoScoreStage(RowStage):
         if dim == "aesthetic":
             idx = np.linspace(0, len(frames) - 1, min(8, len(frames))).round().astype(int)
             return float(np.mean(m["aesthetic"].score(frames[idx])))
-        if dim == "medical_accuracy":  # mean P(medical) of the frames, by the curation's frame rule
+        if dim == "medical_frames":  # mean P(medical) of the frames, by the curation's frame rule
             return 100.0 * float(np.mean(m["medical"](self._clip_features(frames))))
         if dim == "warping_auto":
             small = _resize_short(frames, self.cfg.flow_side)

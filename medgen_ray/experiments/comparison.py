@@ -19,7 +19,7 @@ import numpy as np
 from medgen_ray.core.charts import png_bytes, pyplot
 from medgen_ray.evaluate.stats import paired_difference_ci
 
-MIX_DIMS = ("subject_consistency", "background_consistency", "motion_smoothness", "medical_accuracy")
+MIX_DIMS = ("subject_consistency", "background_consistency", "motion_smoothness", "medical_frames")
 Interval = list  # [mean, low, high]
 
 
@@ -145,7 +145,7 @@ def category_plot(result: dict[str, Any], dims: list[str]) -> bytes:
 
 
 def mix_plot(result: dict[str, Any]) -> bytes:
-    """Scores against the general-data share, and consistency/smoothness against medical accuracy."""
+    """Scores against the general-data share, and consistency/smoothness against medical-frame share."""
     plt = pyplot()
     rows = result["mix"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -157,15 +157,15 @@ def mix_plot(result: dict[str, Any]) -> bytes:
         m = np.array([v[0] for v in vals])
         err = np.array([[v[0] - v[1] for v in vals], [v[2] - v[0] for v in vals]])
         a1.errorbar(shares, m, yerr=err, marker="o", capsize=3, label=d.replace("_", " "), color=f"C{k}")
-        if d != "medical_accuracy" and all(r["dims"].get("medical_accuracy") for r in rows):
-            x = [r["dims"]["medical_accuracy"][0] for r in rows]
+        if d != "medical_frames" and all(r["dims"].get("medical_frames") for r in rows):
+            x = [r["dims"]["medical_frames"][0] for r in rows]
             a2.plot(x, m, marker="o", label=d.replace("_", " "), color=f"C{k}")
             for xi, yi, s in zip(x, m, shares):
                 a2.annotate(f"{s:.0%}", (xi, yi), fontsize=6, xytext=(3, 3), textcoords="offset points")
     a1.set_xlabel("share of general clips")
     a1.set_ylabel("score")
     a1.legend(fontsize=6)
-    a2.set_xlabel("medical accuracy (mean P(medical) of frames, %)")
+    a2.set_xlabel("medical-frame share (mean P(medical) of frames, %)")
     a2.set_ylabel("consistency / smoothness")
     a2.legend(fontsize=6)
     fig.tight_layout()
@@ -219,7 +219,7 @@ def sections(result: dict[str, Any], dims: list[str]) -> list[Section]:
         out.append(("Medical / general data mix", ["arm", "share", "actual share", *mdims],
                     [[r["arm"], f"{r['share']:.0%}", f"{r['actual_share']:.0%}", *[_iv(r["dims"].get(d)) for d in mdims]]
                      for r in result["mix"]],
-                    "medical_accuracy: mean P(medical) of the generated frames by the curation's frame classifier."))
+                    "medical_frames: mean P(medical) of the generated frames by the curation's frame classifier."))
     return out
 
 

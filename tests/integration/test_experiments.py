@@ -107,7 +107,7 @@ def test_holdout_drop_per_classified_category(scored, ray_cluster):
                                                                                    "anatomy"}
 
 
-def test_mix_share_against_medical_accuracy(scored, ray_cluster, frame_probe):
+def test_mix_share_against_medical_frames(scored, ray_cluster, frame_probe):
     from medgen_ray.runner import run_experiment
 
     general = str(scored / "general")
@@ -120,10 +120,10 @@ def test_mix_share_against_medical_accuracy(scored, ray_cluster, frame_probe):
     assert [r["arm"] for r in result["mix"]] == ["mix-0", "mix-25"]
     assert mix["mix-25"]["actual_share"] == pytest.approx(0.25) and mix["mix-0"]["share"] == 0
     for r in result["mix"]:
-        m, lo, hi = r["dims"]["medical_accuracy"]
+        m, lo, hi = r["dims"]["medical_frames"]
         assert 0 <= lo <= m <= hi <= 100
         assert set(r["dims"]) == {"subject_consistency", "background_consistency", "motion_smoothness",
-                                  "medical_accuracy"}
+                                  "medical_frames"}
     out = scored / "out" / "mix"
     md = (out / "experiment.md").read_text()
     assert "## Medical / general data mix" in md and "| mix-25 | 25% | 25% |" in md

@@ -8,12 +8,12 @@ import pytest
 from medgen_ray.config import ConfigError, load_config
 from medgen_ray.experiments.comparison import compare_arms, write_experiment_report
 
-DIMS = ["subject_consistency", "medical_accuracy"]
+DIMS = ["subject_consistency", "medical_frames"]
 
 
 def _df():
     """base, a hold-out arm 'teach' (+1 SC on teaching prompts, -3 on imaging ones) and a mixed
-    arm 'mix' (-2 medical accuracy everywhere); 10 prompts, 5 per clip category."""
+    arm 'mix' (-2 medical-frame share everywhere); 10 prompts, 5 per clip category."""
     rng = np.random.default_rng(0)
     rows = []
     for i in range(10):
@@ -21,9 +21,9 @@ def _df():
         sc, ma = rng.uniform(80, 95), rng.uniform(40, 90)
         for model, dsc, dma in (("base", 0, 0), ("teach", 1.0 if i < 5 else -3.0, 0), ("mix", 0, -2.0)):
             rows.append({"model": model, "prompt_index": i, "clip_category": cat, "category": "",
-                         "score_subject_consistency": sc + dsc, "score_medical_accuracy": ma + dma, "error": ""})
+                         "score_subject_consistency": sc + dsc, "score_medical_frames": ma + dma, "error": ""})
     rows.append({"model": "mix", "prompt_index": 99, "clip_category": "medical imaging", "category": "",
-                 "score_subject_consistency": np.nan, "score_medical_accuracy": np.nan, "error": "decode failed"})
+                 "score_subject_consistency": np.nan, "score_medical_frames": np.nan, "error": "decode failed"})
     return pd.DataFrame(rows)
 
 
@@ -36,7 +36,7 @@ ARMS = {"teach": {"clips": 10, "mixed_in": 0, "share": 0.0, "categories": ["medi
 def test_paired_differences_overall_and_per_category():
     out = compare_arms(_df(), ARMS, "base", DIMS, seed=0)
     assert out["category_column"] == "clip_category"
-    assert out["vs_reference"]["mix"]["medical_accuracy"] == pytest.approx([-2.0, -2.0, -2.0])
+    assert out["vs_reference"]["mix"]["medical_frames"] == pytest.approx([-2.0, -2.0, -2.0])
     mean, lo, hi = out["vs_reference"]["teach"]["subject_consistency"]
     assert mean == pytest.approx(-1.0) and lo < mean < hi  # (5 * 1 - 5 * 3) / 10
     rows = {(r["arm"], r["category"]): r for r in out["by_category"]}

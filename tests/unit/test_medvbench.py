@@ -108,12 +108,12 @@ def test_read_frames_needs_two(tmp_path):
         read_frames(str(tmp_path / "one.mp4"), 10)
 
 
-def test_medical_accuracy_follows_the_frame_classifier(frame_probe, tmp_path):
-    """medical_accuracy = mean P(medical) of the frames by the curation's frame probe: a
+def test_medical_frames_follows_the_frame_classifier(frame_probe, tmp_path):
+    """medical_frames = mean P(medical) of the frames by the curation's frame probe: a
     generated endoscopy clip scores high, a game clip low; zero-shot runs without a probe."""
     from medgen_ray.samples.generator import Segment, VideoSpec, render_video
 
-    cfg = load_config(None, [*TINY, "evaluate.dimensions=[medical_accuracy, background_consistency]",
+    cfg = load_config(None, [*TINY, "evaluate.dimensions=[medical_frames, background_consistency]",
                              f"evaluate.medical_probe={frame_probe}"]).evaluate
     s = VideoScoreStage(cfg, device="cpu")
     s.setup()
@@ -123,17 +123,17 @@ def test_medical_accuracy_follows_the_frame_classifier(frame_probe, tmp_path):
         path = tmp_path / f"{scene}.mp4"
         render_video(VideoSpec(scene, [Segment(scene, 2)], 640, 480, 6, seed=1), path)  # as the probe saw
         row = s.process({"video_id": scene, "model": "m", "prompt": "x", "video_uri": str(path)})
-        scores[scene] = row["score_medical_accuracy"]
+        scores[scene] = row["score_medical_frames"]
     assert min(scores["endoscopy"], scores["ultrasound"], scores["anatomy"]) > 80, scores
     assert max(scores["game"], scores["talking_head"]) < 20, scores
-    zero_shot = VideoScoreStage(load_config(None, [*TINY, "evaluate.dimensions=[medical_accuracy]"]).evaluate, "cpu")
+    zero_shot = VideoScoreStage(load_config(None, [*TINY, "evaluate.dimensions=[medical_frames]"]).evaluate, "cpu")
     zero_shot.setup()
     row = zero_shot.process({"video_id": "g", "model": "m", "prompt": "x", "video_uri": str(tmp_path / "game.mp4")})
-    assert 0.0 <= row["score_medical_accuracy"] <= 100.0
+    assert 0.0 <= row["score_medical_frames"] <= 100.0
 
 
 def test_medical_probe_of_another_embedder_is_refused(frame_probe):
     cfg = load_config(None, [*TINY, "evaluate.clip_model=clip/vit-b-32", "evaluate.clip_weights=random",
-                             "evaluate.dimensions=[medical_accuracy]", f"evaluate.medical_probe={frame_probe}"]).evaluate
+                             "evaluate.dimensions=[medical_frames]", f"evaluate.medical_probe={frame_probe}"]).evaluate
     with pytest.raises(ValueError, match="clip/tiny"):
         VideoScoreStage(cfg, device="cpu").setup()

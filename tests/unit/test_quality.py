@@ -96,8 +96,11 @@ def test_quality_rules_and_score_only():
         {"clip_id": "fine", "score_aesthetic": 5.0, "score_technical": 0.8},
     ]
     out = apply_filters(apply_filters(from_rows(rows), cfg, "aesthetic"), cfg, "technical")
-    assert list(out["reject_stage"]) == ["aesthetic", "technical", "", ""]
+    assert list(out["reject_stage"]) == ["aesthetic", "", "", ""]  # technical is score-only by default
     assert out["reject_reason"][0] == "aesthetic: aesthetic score 2.50 < 3"
+    cfg = derive(cfg, {"quality.technical.min": 0.3})  # a threshold calibrated for the metric, set by the user
+    out = apply_filters(apply_filters(from_rows(rows), cfg, "aesthetic"), cfg, "technical")
+    assert list(out["reject_stage"]) == ["aesthetic", "technical", "", ""]
     cfg = derive(cfg, {"quality.score_only": True})
     out = apply_filters(apply_filters(from_rows(rows), cfg, "aesthetic"), cfg, "technical")
     assert list(out["reject_stage"]) == ["", "", "", ""]
