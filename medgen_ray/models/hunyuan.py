@@ -143,6 +143,24 @@ def _from_folder(path: str, device: str, dtype: torch.dtype | None = None):
     return HunyuanVideoPipeline.from_pretrained(path, **kwargs).to(device)
 
 
+def load_encoders(name: str, tiny: bool, weights: str | None, dtype: torch.dtype | None = None):
+    """The pipeline without its transformer: VAE, both text encoders and tokenizers, on the CPU
+    (what latent precompute uses; the 13B transformer is never read)."""
+    from diffusers import HunyuanVideoPipeline
+
+    if weights == RANDOM:
+        raise ValueError(f"model {name!r}: weights=random has no text encoders; precompute needs real or tiny ones")
+    kwargs = {"torch_dtype": dtype} if dtype is not None else {}
+    if weights is not None:
+        return HunyuanVideoPipeline.from_pretrained(stage_weights(weights), transformer=None, **kwargs)
+    if tiny:
+        return build_pipeline({**build_tiny_components(), "transformer": None})
+    try:
+        return HunyuanVideoPipeline.from_pretrained(HUB_ID, transformer=None, **kwargs)
+    except OSError as exc:
+        raise WeightsUnavailable(f"model {name!r}: encoder weights for {HUB_ID!r} are unavailable ({exc})") from exc
+
+
 def load_transformer(name: str, tiny: bool, weights: str | None, dtype: torch.dtype = torch.float32,
                      device: str = "cpu"):
     """Only the video transformer (what training updates): tiny twin, random full size,

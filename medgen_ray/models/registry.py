@@ -285,6 +285,13 @@ def load_transformer(name: str, weights: str | None, dtype: torch.dtype = torch.
     return load_hunyuan_transformer(name, get_spec(name, "video").tiny, weights, dtype, device)
 
 
+def load_video_encoders(name: str, weights: str | None = None) -> Any:
+    """Video model `name` without its transformer (VAE, text encoders, tokenizers), on the CPU."""
+    from medgen_ray.models.hunyuan import load_encoders
+
+    return load_encoders(name, get_spec(name, "video").tiny, weights)
+
+
 def pull_weights(name: str, dest: str) -> str:
     """Pre-stage `name`'s weights under dest/<name> (local or s3://). Returns that URI."""
     spec = get_spec(name)

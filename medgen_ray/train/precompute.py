@@ -97,13 +97,13 @@ class PrecomputeStage(RowStage):
 
     def setup(self) -> None:
         from medgen_ray.models.hunyuan import prompt_template_for
-        from medgen_ray.models.registry import load_model
+        from medgen_ray.models.registry import load_video_encoders
 
         if self.device is None:  # decided where the stage runs, never on the driver
             self.device = pick_device(self.cfg.pool.num_gpus)
         if self.device == "cpu" and self.dtype == torch.float16:
             self.dtype = torch.float32  # half-precision convolutions are not implemented on CPU
-        pipe = load_model(self.cfg.model, self.cfg.weights, "cpu", kind="video")
+        pipe = load_video_encoders(self.cfg.model, self.cfg.weights)  # no transformer: it is never used here
         self.template = prompt_template_for(pipe)
         if self.cfg.vae_tiling:
             pipe.vae.enable_tiling()

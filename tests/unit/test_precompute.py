@@ -75,3 +75,28 @@ def test_train_refuses_bad_data_before_starting_ray(tmp_path, monkeypatch):
     app = load_config(None, [f"train.data={tmp_path / 'missing'}"])
     with pytest.raises(FileNotFoundError, match="train.data"):
         run_train(app)
+
+
+def test_precompute_loads_no_transformer(tmp_path):
+    """The stage uses the VAE and the text encoders only: it loads no transformer (13 B in
+    HunyuanVideo) from a saved pipeline, and encodes exactly as the full pipeline does."""
+    import numpy as np
+    import torch
+
+    from medgen_ray.config import load_config
+    from medgen_ray.models.hunyuan import prompt_template_for
+    from medgen_ray.models.registry import load_model, pull_weights
+    from medgen_ray.train.precompute import PrecomputeStage
+
+    folder = pull_weights("hunyuan_video/tiny", str(tmp_path))
+    cfg = load_config(None, [f"precompute.weights={folder}", "precompute.dtype=fp32"]).precompute
+    stage = PrecomputeStage(cfg, device="cpu")
+    stage.setup()
+    assert stage.pipe.transformer is None
+    full = load_model("hunyuan_video/tiny", folder, "cpu", kind="video")
+    assert full.transformer is not None
+    frames = np.random.default_rng(0).integers(0, 255, (9, 32, 32, 3)).astype(np.uint8)
+    ours = stage.encode(frames, "an endoscopic view")
+    stage.pipe, stage.template = full, prompt_template_for(full)
+    for a, b in zip(ours, stage.encode(frames, "an endoscopic view")):
+        torch.testing.assert_close(a, b)
