@@ -151,6 +151,10 @@ def parse_json_request(raw: bytes) -> VideoRequest:
         raise RequestErrors([{"loc": ["body"], "msg": f"not valid JSON: {exc}", "type": "json_invalid"}]) from None
     if not isinstance(data, dict):
         raise RequestErrors([{"loc": ["body"], "msg": "must be a JSON object", "type": "model_attributes_type"}])
+    for key in INT_FIELDS:  # JSON Schema's integer includes 3.0; booleans and strings stay refused
+        value = data.get(key)
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            data[key] = int(value)
     try:
         return VideoRequest.model_validate(data)
     except ValidationError as exc:

@@ -171,12 +171,12 @@ def test_schemathesis_fuzz_of_the_live_api(api_service, tmp_path):
            f"{api_service['url']}/openapi.json", "-H", f"Authorization: Bearer {TOKEN}",
            "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
                        "response_schema_conformance,positive_data_acceptance",
-           "--phases", "examples,coverage,fuzzing", "--max-examples", "8", "--seed", "1",
-           "--request-timeout", "120", "--max-time", "240", "--workers", "1", "--no-color"]
+           "--phases", "examples,coverage,fuzzing", "--max-examples", "6", "--seed", "1",
+           "--request-timeout", "120", "--max-time", "150", "--workers", "1", "--no-color"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=420, env={**os.environ, "NO_COLOR": "1"})
     report = out.stdout[-6000:] + out.stderr[-2000:]
     assert out.returncode == 0, report
-    assert "No issues found" in out.stdout or "passed" in out.stdout.lower(), report
+    assert "9 selected" in out.stdout and "failed" not in out.stdout, report  # every operation was exercised
 
 
 def test_attaching_to_a_running_serve_reports_its_real_address(api_service, capsys):

@@ -76,6 +76,14 @@ def test_json_types_are_strict(body, field):
     assert field in _fields(exc.value)
 
 
+def test_integral_numbers_are_integers_as_json_schema_says():
+    """JSON Schema counts 3.0 as an integer (the fuzzer sent it): accepted; 3.5, true, "3" are not."""
+    assert parse_json_request(b'{"prompt": "x", "steps": 3.0, "height": 16.0}').steps == 3
+    for bad in (b'{"prompt": "x", "steps": 3.5}', b'{"prompt": "x", "steps": true}', b'{"prompt": "x", "steps": "3"}'):
+        with pytest.raises(RequestErrors):
+            parse_json_request(bad)
+
+
 def test_form_fields_are_parsed_from_text_and_files_refused():
     req = parse_form_request({"prompt": "an endoscopy", "seconds": "4", "size": "848x480", "seed": "7",
                               "guidance": "5.5", "model": "medgen"})
