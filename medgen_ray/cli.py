@@ -226,7 +226,9 @@ def cmd_samples(args: argparse.Namespace) -> int:
     if args.bad:
         for kind in BAD_KINDS:
             make_bad_input(kind, args.out)
-    print(f"{len(truth)} videos in {args.out} (truth.json beside them)")
+    from medgen_ray.samples.generator import truth_path
+
+    print(f"{len(truth)} videos in {args.out} (truth in {truth_path(args.out)})")
     return 0
 
 

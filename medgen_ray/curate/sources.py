@@ -17,7 +17,18 @@ import fsspec
 from medgen_ray.config import SourceConfig
 from medgen_ray.core.errors import DataError
 from medgen_ray.core.stage import Row, RowStage
-from medgen_ray.schema import CHANNEL, DESCRIPTION, LICENSE, SOURCE_URI, SOURCE_URL, TITLE, TRANSCRIPT, VIDEO_ID
+from medgen_ray.schema import (
+    CHANNEL,
+    DESCRIPTION,
+    LICENSE,
+    REJECT_REASON,
+    REJECT_STAGE,
+    SOURCE_URI,
+    SOURCE_URL,
+    TITLE,
+    TRANSCRIPT,
+    VIDEO_ID,
+)
 
 _GLOB = re.compile(r"[*?\[]")
 
@@ -26,8 +37,20 @@ def _sanitize(stem: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", stem)[:64] or "video"
 
 
+# Files that belong to a video beside them (yt-dlp's sidecar, subtitles, description, thumbnail):
+# not inputs of their own.
+COMPANION_SUFFIXES = (".info.json", ".vtt", ".srt", ".description", ".jpg", ".jpeg", ".png", ".webp")
+
+
+def _companion(uri: str, video_stems: set[str]) -> bool:
+    name = PurePosixPath(uri).name
+    return name.lower().endswith(COMPANION_SUFFIXES) and any(name.startswith(s + ".") for s in video_stems)
+
+
 def list_file_sources(cfg: SourceConfig) -> list[dict[str, str]]:
-    """One {video_id, source_uri} per video file under cfg.uris, sorted, ids unique and stable."""
+    """One {video_id, source_uri, reject_stage, reject_reason} per file under cfg.uris, sorted,
+    ids unique and stable. Video files (by extension) go on; any other file is an input too,
+    rejected at the source with the reason, except a video's companions (sidecar, subtitles)."""
     exts = tuple(e.lower() for e in cfg.extensions)
     uris: list[str] = []
     for spec in cfg.uris:
@@ -42,8 +65,10 @@ def list_file_sources(cfg: SourceConfig) -> list[dict[str, str]]:
         else:
             raise FileNotFoundError(f"curate.source.uris: {spec!r} does not exist")
         uris.extend(proto + p if proto and not p.startswith(proto) else p
-                    for p in found if p.lower().endswith(exts))
-    uris = sorted(set(uris))
+                    for p in found if not fs.isdir(p) and not PurePosixPath(p).name.startswith("."))
+    videos = {u for u in uris if u.lower().endswith(exts)}
+    stems_of_videos = {PurePosixPath(u).name.rsplit(".", 1)[0] for u in videos}
+    uris = sorted(u for u in set(uris) if u in videos or not _companion(u, stems_of_videos))
     stems: dict[str, int] = {}
     for u in uris:
         s = _sanitize(PurePosixPath(u).stem)
@@ -52,7 +77,9 @@ def list_file_sources(cfg: SourceConfig) -> list[dict[str, str]]:
     for u in uris:
         s = _sanitize(PurePosixPath(u).stem)
         vid = s if stems[s] == 1 else f"{s}-{hashlib.sha1(u.encode()).hexdigest()[:8]}"
-        rows.append({VIDEO_ID: vid, SOURCE_URI: u})
+        why = "" if u in videos else (f"source: not a video file ({PurePosixPath(u).suffix or 'no extension'}; "
+                                      f"curate.source.extensions: {', '.join(cfg.extensions)})")
+        rows.append({VIDEO_ID: vid, SOURCE_URI: u, REJECT_STAGE: "source" if why else "", REJECT_REASON: why})
     return rows
 
 

@@ -2,8 +2,9 @@
 
 Used by the demo, the tests and the benchmarks; nothing binary is committed. Each video is a
 list of segments (a scene class for N seconds, optionally frozen or with burned-in text), and
-the whole video can be letterboxed, low-resolution or at another frame rate. `truth.json`
-beside the corpus records per second whether it is medical, plus every planted defect.
+the whole video can be letterboxed, low-resolution or at another frame rate.
+`<folder>.truth.json` beside the corpus folder records per second whether it is medical, plus
+every planted defect.
 """
 
 from __future__ import annotations
@@ -182,8 +183,15 @@ def plan_corpus(n_videos: int, seconds: float, seed: int = 0) -> list[VideoSpec]
     return specs
 
 
+def truth_path(out_dir: str | Path) -> Path:
+    """Where a generated corpus's truth is written: beside its folder."""
+    out = Path(out_dir)
+    return out.parent / f"{out.name}.truth.json"
+
+
 def make_corpus(out_dir: str | Path, n_videos: int = 10, seconds: float = 30.0, seed: int = 0) -> dict:
-    """Render a corpus (mp4 + .info.json per video) and truth.json; returns the truth."""
+    """Render a corpus (mp4 + .info.json per video) and `<folder>.truth.json` beside the folder
+    (not in it: every file in the folder is an input of the curation); returns the truth."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     truth = {}
@@ -195,6 +203,6 @@ def make_corpus(out_dir: str | Path, n_videos: int = 10, seconds: float = 30.0, 
             tmp.rename(path)
         write_info_json(spec, path)
         truth[spec.video_id] = spec.truth()
-    (out / "truth.json").write_text(json.dumps(truth, indent=1))
+    truth_path(out).write_text(json.dumps(truth, indent=1))
     return truth
 

@@ -115,3 +115,22 @@ def test_resolution_filter(tmp_path):
     out = apply_filters(from_rows(rows), cfg, "resolution")
     assert out["reject_reason"][0] == "resolution: short side 240 px < 480 (320x240)"
     assert out["reject_reason"][1] == ""
+
+
+def test_every_file_under_a_folder_is_an_input(tmp_path, one_video):
+    """A non-video file (an .m4a, a stray note) is an input, rejected at the source with the
+    reason; a video's companions (its yt-dlp sidecar, subtitles, thumbnail) are not inputs."""
+    (tmp_path / "talk.mp4").write_bytes(one_video.read_bytes())
+    (tmp_path / "talk.info.json").write_text("{}")
+    (tmp_path / "talk.en.vtt").write_text("WEBVTT\n")
+    (tmp_path / "talk.webp").write_bytes(b"RIFF")
+    (tmp_path / "talk.m4a").write_bytes(b"\0" * 64)
+    (tmp_path / "notes.txt").write_text("not a video")
+    (tmp_path / ".DS_Store").write_bytes(b"")
+    cfg = load_config(None, [f"curate.source.uris=[{tmp_path}]"]).curate
+    rows = {r["source_uri"].rsplit("/", 1)[-1]: r for r in list_file_sources(cfg.source)}
+    assert set(rows) == {"talk.mp4", "talk.m4a", "notes.txt"}
+    assert rows["talk.mp4"]["reject_reason"] == "" and len({r["video_id"] for r in rows.values()}) == 3
+    assert rows["talk.m4a"]["reject_reason"].startswith("source: not a video file (.m4a;")
+    out = FileSourceStage(cfg.source)(from_rows(list(rows.values())))
+    assert sorted(out["reject_stage"]) == ["", "source", "source"]
