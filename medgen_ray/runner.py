@@ -76,9 +76,7 @@ def _map(ds, name: str, factory: Callable[[], Callable], *, batch_size: int, num
     )
 
 
-def check_cpu_budget(cfg: CurateConfig, total_cpus: float) -> None:
-    """Actor pools hold their CPUs for the whole run; if they leave less than one task's worth,
-    the decode tasks never start and the job hangs. Refuse that up front, naming the fields."""
+def _curate_pools(cfg: CurateConfig) -> list[tuple[str, PoolConfig]]:
     pools = [("curate.classify.pool", cfg.classify.pool)]
     if cfg.metadata.enabled and cfg.metadata.classifier_path:
         pools.append(("curate.metadata.pool", cfg.metadata.pool))
@@ -86,6 +84,24 @@ def check_cpu_budget(cfg: CurateConfig, total_cpus: float) -> None:
         pools.append(("curate.quality.pool", cfg.quality.pool))
         if cfg.quality.technical.metric.startswith("pyiqa:"):
             pools.append(("curate.quality.pool (technical)", cfg.quality.pool))
+    return pools
+
+
+def check_gpu_budget(cfg: CurateConfig, total_gpus: float) -> None:
+    """Model pools keep their minimum actors for the whole run: their GPUs (fractions: small
+    models share a card) must fit the GPUs the cluster has, or the job waits for ever."""
+    pools = [(name, p) for name, p in _curate_pools(cfg) if p.num_gpus > 0]
+    held = sum(p.min_actors * p.num_gpus for _, p in pools)
+    if held > total_gpus + 1e-9:
+        detail = ", ".join(f"{name}: {p.min_actors} x {p.num_gpus:g} GPU" for name, p in pools)
+        raise ValueError(f"actor pools need {held:g} GPUs at their minimum size ({detail}); the cluster has "
+                         f"{total_gpus:g}. Lower the pools' num_gpus (fractions share a GPU) or min_actors.")
+
+
+def check_cpu_budget(cfg: CurateConfig, total_cpus: float) -> None:
+    """Actor pools hold their CPUs for the whole run; if they leave less than one task's worth,
+    the decode tasks never start and the job hangs. Refuse that up front, naming the fields."""
+    pools = _curate_pools(cfg)
     held = sum(p.min_actors * p.num_cpus for _, p in pools)
     need = cfg.task_num_cpus
     if held + need > total_cpus + 1e-9:
@@ -202,7 +218,9 @@ def build_curate_dataset(cfg: CurateConfig, rows: list[dict], skip: set[str]):
 
     steps = curate_steps(cfg, skip)
     check_steps(steps, rows)
-    check_cpu_budget(cfg, float(ray.cluster_resources().get("CPU", 0)))
+    resources = ray.cluster_resources()
+    check_cpu_budget(cfg, float(resources.get("CPU", 0)))
+    check_gpu_budget(cfg, float(resources.get("GPU", 0)))
     # Per-operator reservations split a small cluster so finely that the downstream writer is
     # starved until the model stage drains (seen on 2 CPUs): let operators share the budget.
     ray.data.DataContext.get_current().op_resource_reservation_enabled = False

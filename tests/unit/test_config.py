@@ -63,3 +63,17 @@ def test_shipped_configs_validate():
     assert len(configs) >= 3
     for path in configs:
         load_config(path)
+
+
+def test_gpu_pools_must_fit_the_cluster():
+    """Fractional GPUs let small models share a card; pools whose minimum needs more GPUs than
+    the cluster has are refused up front, naming each pool."""
+    from medgen_ray.runner import check_gpu_budget
+
+    shipped = load_config("jobs/configs/curate.yaml").curate
+    assert 0 < shipped.classify.pool.num_gpus < 1 and 0 < shipped.quality.pool.num_gpus < 1
+    check_gpu_budget(shipped, 2)  # 4 x 0.25 + 2 x 0.5
+    with pytest.raises(ValueError, match=r"need 2 GPUs.*curate.classify.pool: 4 x 0.25 GPU, "
+                                         r"curate.quality.pool: 2 x 0.5 GPU.*has 1"):
+        check_gpu_budget(shipped, 1)
+    check_gpu_budget(load_config(None, []).curate, 0)  # CPU-only pools need no GPU
