@@ -114,8 +114,10 @@ class ProbeConfig(Strict):
     min_side: int = Field(16, ge=1, description="smaller frames are not video (1x1 px)")
     max_duration_s: float = Field(4 * 3600, gt=0)
     reject_rotated: bool = True
-    reject_vfr: bool = True
-    vfr_tolerance: float = Field(0.25, gt=0, description="max relative spread of frame intervals")
+    reject_vfr: bool = Field(False, description="reject variable-frame-rate sources (default: keep them; they are "
+                                                "sampled by timestamp and their clips re-encoded at a constant rate)")
+    vfr_tolerance: float = Field(0.25, gt=0, description="relative spread of frame intervals above which a source "
+                                                         "counts as variable frame rate")
 
 
 class SampleConfig(Strict):

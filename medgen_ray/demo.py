@@ -23,7 +23,7 @@ from PIL import Image
 
 from medgen_ray.config import AppConfig, derive
 from medgen_ray.curate.classifiers import train_frame_probe, train_text_classifier
-from medgen_ray.samples.bad import BAD_KINDS, make_bad_input
+from medgen_ray.samples.bad import BAD_KINDS, UNUSUAL_KINDS, make_bad_input
 from medgen_ray.samples.generator import make_corpus
 from medgen_ray.samples.scenes import ALL_SCENES, SCENES
 from medgen_ray.samples.texts import make_labeled_texts
@@ -181,9 +181,12 @@ def run_demo(app: AppConfig) -> dict[str, Any]:
     work = Path(d.workdir)
     corpus, train = work / "corpus", work / "train"
     train.mkdir(parents=True, exist_ok=True)
-    print(f"[demo] generating {d.videos} videos of {d.seconds:g} s and {len(BAD_KINDS)} broken files in {corpus}")
+    print(f"[demo] generating {d.videos} videos of {d.seconds:g} s, {len(BAD_KINDS)} broken files and a "
+          f"variable-frame-rate video in {corpus}")
     truth = make_corpus(corpus, d.videos, d.seconds, d.seed)
     bad = {k: str(make_bad_input(k, corpus)) for k in BAD_KINDS}
+    for kind in UNUSUAL_KINDS:  # not broken: curated like any video (this one is noise, so not medical)
+        make_bad_input(kind, corpus)
 
     cur = app.curate
     text_csv = train / "texts.csv"

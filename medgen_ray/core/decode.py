@@ -105,7 +105,7 @@ def probe_video(uri: str) -> ProbeResult:
         except av.FFmpegError as exc:
             raise ProbeError(f"truncated or corrupt stream after {len(pts)} packets ({_ffmpeg_message(exc)})") from exc
         if not pts:
-            raise ProbeError("video stream has no packets (truncated file?)")
+            raise ProbeError("video stream has no timestamped packets: it cannot be timed (truncated file?)")
         start = min(pts)
         times = (np.sort(np.asarray(pts, dtype=np.float64)) - start) * tb
         intervals = np.diff(times)

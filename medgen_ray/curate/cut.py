@@ -70,12 +70,14 @@ def copy_clip(src: str, dst: str, t0: float, t1: float) -> None:
 
 
 def reencode_clip(src: str, dst: str, t0: float, t1: float, crf: int, preset: str,
-                  box: tuple[int, int, int, int] | None = None) -> None:
-    """H.264 re-encode of exactly [t0, t1), optionally keeping only box = (x, y, w, h)."""
+                  box: tuple[int, int, int, int] | None = None, cfr_rate: Fraction | None = None) -> None:
+    """H.264 re-encode of exactly [t0, t1), optionally keeping only box = (x, y, w, h). With
+    `cfr_rate` the output is on a constant grid at that rate: each tick shows the source frame
+    on screen at that time (frames repeated or dropped), as a variable-rate source needs."""
     with open_video(src) as inp, av.open(dst, "w", format="mp4") as out:
         s_in = inp.streams.video[0]
         s_in.thread_type = "AUTO"
-        rate = s_in.average_rate or Fraction(25)
+        rate = cfr_rate or s_in.average_rate or Fraction(25)
         x, y, w, h = box or (0, 0, s_in.codec_context.width, s_in.codec_context.height)
         s_out = out.add_stream("libx264", rate=rate)
         s_out.width, s_out.height, s_out.pix_fmt = w, h, "yuv420p"
@@ -85,9 +87,22 @@ def reencode_clip(src: str, dst: str, t0: float, t1: float, crf: int, preset: st
         base = s_in.start_time or 0
         inp.seek(base + int(t0 / tb), stream=s_in, backward=True)
         index = 0
+        step = 1.0 / float(rate)
+        held = None  # (CFR) the frame on screen, emitted for every tick until the next one shows
+
+        def emit(frame) -> None:
+            nonlocal index
+            frame.pts, frame.time_base = index, s_out.codec_context.time_base
+            index += 1
+            for packet in s_out.encode(frame):
+                out.mux(packet)
+
         for frame in inp.decode(s_in):
             t = (frame.pts - base) * tb
-            if t < t0 - 1e-6:
+            if cfr_rate is not None and held is not None:
+                while t0 + index * step < min(t, t1) - 1e-6:  # ticks before this frame shows
+                    emit(_copy_frame(held))
+            if t < t0 - 1e-6 and cfr_rate is None:
                 continue
             if t >= t1 - 1e-6:
                 break
@@ -96,14 +111,21 @@ def reencode_clip(src: str, dst: str, t0: float, t1: float, crf: int, preset: st
             else:
                 rgb = frame.to_ndarray(format="rgb24")[y : y + h, x : x + w]
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-            frame.pts, frame.time_base = index, s_out.codec_context.time_base
-            index += 1
-            for packet in s_out.encode(frame):
-                out.mux(packet)
+            if cfr_rate is None:
+                emit(frame)
+            else:
+                held = frame
+        while cfr_rate is not None and held is not None and t0 + index * step < t1 - 1e-6:
+            emit(_copy_frame(held))
         for packet in s_out.encode():
             out.mux(packet)
         if index == 0:
             raise DataError(f"no frames between {t0:.2f} s and {t1:.2f} s")
+
+
+def _copy_frame(frame: av.VideoFrame) -> av.VideoFrame:
+    """A new frame with the same picture (an encoder owns the frames it is handed)."""
+    return av.VideoFrame.from_ndarray(frame.to_ndarray(format="yuv420p"), format="yuv420p")
 
 
 def write_atomically(dst: str, make) -> int:
@@ -133,7 +155,7 @@ class CutStage(RowStage):
     """Writes each candidate clip's mp4 (stream copy or exact re-encode, tmp + rename)."""
 
     name = "cut"
-    reads = (VIDEO_ID, SOURCE_URI, CLIP_ID, T_START, T_END, "duration", "keyframes", "bitrate")
+    reads = (VIDEO_ID, SOURCE_URI, CLIP_ID, T_START, T_END, "duration", "keyframes", "bitrate", "fps", "interval_spread")
     adds = (CLIP_URI, CUT_MODE, "clip_bytes")
 
     def __init__(self, cfg: CurateConfig):
@@ -146,14 +168,19 @@ class CutStage(RowStage):
         c = self.cfg.cut
         t0, t1 = float(row[T_START]), float(row[T_END])
         dst = clip_uri(self.cfg.output, row[VIDEO_ID], row[CLIP_ID])
-        mode = choose_mode(c.mode, row["keyframes"], t0, t1, float(row["duration"]), c.keyframe_tolerance_s)
+        vfr = float(row.get("interval_spread") or 0.0) > self.cfg.probe.vfr_tolerance
+        # a stream copy would keep a variable frame rate: re-encode onto a constant grid
+        mode = "reencode" if vfr else choose_mode(c.mode, row["keyframes"], t0, t1, float(row["duration"]),
+                                                  c.keyframe_tolerance_s)
         _, path = fsspec.core.url_to_fs(dst)
         if self.fs.exists(path):
             size = int(self.fs.size(path))  # finished by an earlier run: renames are atomic
         elif mode == "copy":
             size = write_atomically(dst, lambda tmp: copy_clip(row[SOURCE_URI], tmp, t0, t1))
         else:
-            size = write_atomically(dst, lambda tmp: reencode_clip(row[SOURCE_URI], tmp, t0, t1, c.crf, c.preset))
+            rate = Fraction(float(row.get("fps") or 0)).limit_denominator(1001) if vfr and row.get("fps") else None
+            size = write_atomically(dst, lambda tmp: reencode_clip(row[SOURCE_URI], tmp, t0, t1, c.crf, c.preset,
+                                                                   cfr_rate=rate))
         row[CLIP_URI], row[CUT_MODE], row["clip_bytes"] = dst, mode, size
         row["bitrate"] = int(size * 8 / max(1e-6, t1 - t0))
         return row

@@ -10,9 +10,9 @@ import numpy as np
 
 from medgen_ray.samples.generator import Segment, VideoSpec, render_video
 
-BAD_KINDS = (
-    "zero_byte", "truncated", "non_video", "audio_only", "unsupported_codec", "one_pixel", "rotated", "vfr",
-)
+BAD_KINDS = ("zero_byte", "truncated", "non_video", "audio_only", "unsupported_codec", "one_pixel", "rotated")
+# Inputs real users have that are not broken: variable frame rate (phone and screen recordings).
+UNUSUAL_KINDS = ("vfr",)
 
 
 def _encode(path: Path, codec: str, size: tuple[int, int], pix_fmt: str, n: int, rate: int = 24,
@@ -85,10 +85,10 @@ def make_bad_input(kind: str, folder: str | Path) -> Path:
         pts = np.concatenate([[0], np.cumsum(steps)[:-1]]).tolist()
         _encode(p, "libx264", (640, 480), "yuv420p", 120, rate=25, pts=pts, time_base=Fraction(1, 1000))
     else:
-        raise KeyError(f"unknown bad input kind {kind!r}; choices: {', '.join(BAD_KINDS)}")
+        raise KeyError(f"unknown bad input kind {kind!r}; choices: {', '.join(BAD_KINDS + UNUSUAL_KINDS)}")
     return p
 
 
 def make_bad_inputs(folder: str | Path) -> dict[str, Path]:
-    """One broken file of every kind in a folder, by kind."""
-    return {kind: make_bad_input(kind, folder) for kind in BAD_KINDS}
+    """One file of every broken and unusual kind in a folder, by kind."""
+    return {kind: make_bad_input(kind, folder) for kind in BAD_KINDS + UNUSUAL_KINDS}

@@ -18,7 +18,7 @@ def test_report_opens_in_chromium(ray_cluster, corpus, bad_inputs, frame_probe, 
     assert chromium, "chromium not found: scripts/install.sh installs it (apt-get, as root)"
     folder = tmp_path / "in"
     folder.mkdir()
-    for p in list(corpus[0].glob("*.mp4")) + list(corpus[0].glob("*.info.json")) + [bad_inputs["vfr"]]:
+    for p in list(corpus[0].glob("*.mp4")) + list(corpus[0].glob("*.info.json")) + [bad_inputs["rotated"]]:
         shutil.copy(p, folder / p.name)
     out = tmp_path / "ds"
     cfg = load_config(None, tiny_overrides(out, [str(folder)]) + [f"curate.classify.probe_path={frame_probe}",

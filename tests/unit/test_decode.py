@@ -42,8 +42,19 @@ EXPECTED = {
     "unsupported_codec": ("reject", "unsupported codec 'mjpeg'"),
     "one_pixel": ("reject", "frame size 1x1"),
     "rotated": ("reject", "rotated"),
-    "vfr": ("reject", "variable frame rate"),
 }
+
+
+def test_variable_frame_rate_is_kept_and_timed(bad_inputs):
+    """Phone-style variable frame rate passes the probe (it used to be rejected), with its
+    interval spread and average rate recorded; rejecting it stays an option."""
+    cfg = CurateConfig()
+    batch = from_rows([{"video_id": "vfr", "source_uri": str(bad_inputs["vfr"])}])
+    out = apply_filters(ProbeStage(cfg)(batch), cfg, "probe")
+    assert out["reject_reason"][0] == "" and out["error"][0] == ""
+    assert out["interval_spread"][0] > cfg.probe.vfr_tolerance and out["fps"][0] > 0
+    strict = CurateConfig(probe={"reject_vfr": True})
+    assert "variable frame rate" in apply_filters(ProbeStage(strict)(batch), strict, "probe")["reject_reason"][0]
 
 
 @pytest.mark.parametrize("kind", BAD_KINDS)

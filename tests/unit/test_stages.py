@@ -134,3 +134,20 @@ def test_every_file_under_a_folder_is_an_input(tmp_path, one_video):
     assert rows["talk.m4a"]["reject_reason"].startswith("source: not a video file (.m4a;")
     out = FileSourceStage(cfg.source)(from_rows(list(rows.values())))
     assert sorted(out["reject_stage"]) == ["", "source", "source"]
+
+
+def test_variable_frame_rate_clip_is_cut_at_a_constant_rate(bad_inputs, tmp_path):
+    """A stream copy would keep the source's irregular timing: the clip is re-encoded onto a
+    constant grid at the source's average rate, covering exactly its span."""
+    from medgen_ray.core.decode import probe_video
+
+    cfg = _cfg(tmp_path)
+    probed = ProbeStage(cfg)(from_rows([{"video_id": "vfr", "source_uri": str(bad_inputs["vfr"])}]))
+    assert probed["interval_spread"][0] > cfg.probe.vfr_tolerance
+    row = {k: v[0] for k, v in probed.items()}
+    row.update(clip_id="vfr_0", t_start=1.0, t_end=4.0, keyframes=np.array([0.0, 1.0, 4.0]))  # keyframe-aligned
+    out = CutStage(cfg)(from_rows([row]))
+    assert out["error"][0] == "" and out["cut_mode"][0] == "reencode"
+    clip = probe_video(out["clip_uri"][0])
+    assert clip.interval_spread < 0.05, clip.interval_spread
+    assert abs(clip.n_frames - round(3.0 * float(row["fps"]))) <= 1 and abs(clip.duration - 3.0) < 0.1
