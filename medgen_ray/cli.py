@@ -217,6 +217,18 @@ def cmd_weights_pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_weights_check(args: argparse.Namespace) -> int:
+    """`medgen weights check`: every model the config's jobs load; exit 1 if any weight is missing."""
+    from medgen_ray.models.requirements import check_weights, jobs_of_config
+
+    reqs = check_weights(_config(args), args.job or jobs_of_config(args.config))
+    for r in reqs:
+        print(f"{'ok  ' if r.ok else 'MISS'} {r.job:10s} {r.field:48s} {r.model:20s} {r.status}")
+    missing = sum(not r.ok for r in reqs)
+    print(f"{len(reqs)} model loads checked, {missing} missing")
+    return 1 if missing else 0
+
+
 def cmd_samples(args: argparse.Namespace) -> int:
     """`medgen samples`: a generated corpus (and broken files) whose truth is known."""
     from medgen_ray.samples.bad import BAD_KINDS, make_bad_input
@@ -353,6 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("names", nargs="+")
     sp.add_argument("--dest", required=True)
     sp.set_defaults(fn=cmd_weights_pull)
+    sp = w.add_parser("check", help="every model a job will load, and whether its weights are reachable here")
+    sp.add_argument("--config")
+    sp.add_argument("--job", action="append", choices=["curate", "precompute", "train", "serve", "evaluate",
+                                                       "experiment"], help="default: every job")
+    sp.add_argument("overrides", nargs="*", help="a.b=c")
+    sp.set_defaults(fn=cmd_weights_check)
 
     sp = sub.add_parser("samples", help="write generated sample videos with their truth")
     sp.add_argument("--out", required=True)

@@ -20,6 +20,7 @@ from medgen_ray.config import AppConfig, CurateConfig, PoolConfig, derive
 from medgen_ray.core.cluster import init_ray
 from medgen_ray.core.stage import check_chain
 from medgen_ray.core.storage import absolute_local, arrow_fs
+from medgen_ray.models.requirements import require_weights
 
 log = logging.getLogger("medgen_ray")
 
@@ -280,6 +281,7 @@ def run_curate(app: AppConfig) -> dict[str, Any]:
     elif source_progress(cfg.output)[0]:
         raise FileExistsError(f"curate.output {cfg.output!r} holds a dataset and curate.resume is false")
     check_steps(curate_steps(cfg, finished), rows)  # a mis-ordered pipeline fails here, before Ray starts
+    require_weights(app, "curate")  # and a missing weight, in seconds, naming the pull command
     init_ray(app.ray)
     ds = build_curate_dataset(cfg, rows, finished)
     totals = {"kept": 0, "rejected": 0}
@@ -318,6 +320,7 @@ def run_precompute(app: AppConfig) -> dict[str, int]:
     skip = done_clip_ids(cfg.output) if cfg.resume else set()
     if skip and not cfg.resume:
         raise FileExistsError(f"precompute.output {cfg.output!r} holds shards and precompute.resume is false")
+    require_weights(app, "precompute")
     init_ray(app.ray)
     ray.data.DataContext.get_current().op_resource_reservation_enabled = False
     fs, _ = __import__("fsspec").core.url_to_fs(cfg.dataset)
@@ -355,6 +358,7 @@ def run_train(app: AppConfig) -> dict[str, Any]:
     from medgen_ray.train.launch import check_train_inputs, fit_lora
 
     cfg, check = check_train_inputs(app.train)
+    require_weights(app, "train")
     init_ray(app.ray)
     ray.data.DataContext.get_current().enable_progress_bars = False  # one bar per epoch per worker is noise
     fs, root = fsspec.core.url_to_fs(cfg.data)
@@ -418,6 +422,7 @@ def run_evaluate(app: AppConfig) -> dict[str, Any]:
     elif fs.exists(f"{root.rstrip('/')}/per_video"):
         raise FileExistsError(f"evaluate.output {cfg.output!r} holds scores and evaluate.resume is false")
     todo = [r for r in rows if r["video_id"] not in done]
+    require_weights(app, "evaluate")
     init_ray(app.ray)
     ray.data.DataContext.get_current().op_resource_reservation_enabled = False
     if todo:

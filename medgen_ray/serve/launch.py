@@ -11,27 +11,37 @@ APP_NAME = "medgen"
 
 
 def start_serve(app: AppConfig) -> str:
-    """Deploy the application; returns its base URL. Idempotent within one Ray session."""
-    from ray import serve
-
-    from medgen_ray.core.cluster import init_ray
+    """Deploy the application; returns the base URL where the proxy really listens (a Serve
+    already running keeps its own host and port). Idempotent within one Ray session."""
+    from medgen_ray.core.cluster import init_ray  # sets the loopback-only switch before Ray is imported here
     from medgen_ray.models.registry import get_spec
-    from medgen_ray.serve.app import build_app, resolve_token
+    from medgen_ray.models.requirements import require_weights
 
     cfg = app.serve
     get_spec(cfg.model, "video")
-    resolve_token(cfg)
+    require_weights(app, "serve")
+    from medgen_ray.serve.app import build_app, resolve_token
+
+    resolve_token(cfg)  # the configured bind first: nothing starts when it needs a token and has none
     init_ray(app.ray)
+    from ray import serve
+    from ray.serve.context import _get_global_client
+
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
-    serve.run(build_app(cfg), name=APP_NAME, route_prefix="/", blocking=False)
-    return f"http://{cfg.host}:{cfg.port}"
+    bound = _get_global_client().http_config
+    if (bound.host, bound.port) != (cfg.host, cfg.port):
+        print(f"medgen serve: Serve was already running; its HTTP proxy keeps {bound.host}:{bound.port} "
+              f"(serve.host/port {cfg.host}:{cfg.port} do not apply)", flush=True)
+    serve.run(build_app(cfg, bound.host), name=APP_NAME, route_prefix="/", blocking=False)
+    host = "127.0.0.1" if bound.host in ("0.0.0.0", "::") else bound.host
+    return f"http://[{host}]:{bound.port}" if ":" in host else f"http://{host}:{bound.port}"
 
 
 def run_serve(app: AppConfig) -> None:
     """Deploy the service and block until SIGINT/SIGTERM, then shut Serve down."""
+    url = start_serve(app)
     from ray import serve
 
-    url = start_serve(app)
     print(f"medgen serve: {url}/ (API docs {url}/docs); Ctrl-C stops", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())

