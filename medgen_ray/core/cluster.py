@@ -41,6 +41,28 @@ def init_ray(cfg: RayConfig) -> None:
     )
 
 
+def keep_serve_replica_on_loopback() -> None:
+    """On a loopback-only cluster (this node's address is 127.0.0.1), make this Serve replica's
+    inter-deployment gRPC server bind 127.0.0.1 too. Ray Serve 2.60 binds it to [::]:0 whatever
+    the cluster (ray/serve/_private/replica.py, Replica._on_initialized), which would listen on
+    every interface. Called from our deployments' constructors, which run before that server starts."""
+    import ray
+    from ray.serve._private import replica
+
+    if not ray.is_initialized() or ray.util.get_node_ip_address() != "127.0.0.1":
+        return
+    original = replica.add_port_to_grpc_server
+    if getattr(original, "medgen_loopback", False):
+        return
+
+    def bind_loopback(server, address: str):
+        host, _, port = address.rpartition(":")
+        return original(server, f"127.0.0.1:{port}" if host in ("[::]", "0.0.0.0", "") else address)
+
+    bind_loopback.medgen_loopback = True
+    replica.add_port_to_grpc_server = bind_loopback
+
+
 def pick_device(num_gpus: float) -> str:
     """'cuda' when the stage was given GPUs and one is visible, else 'cpu'."""
     import torch

@@ -217,8 +217,10 @@ class GeneratorDeployment:
     """Serve deployment holding one VideoGenerator; runs one job at a time."""
 
     def __init__(self, cfg: dict[str, Any]):
+        from medgen_ray.core.cluster import keep_serve_replica_on_loopback
         from medgen_ray.serve.generator import VideoGenerator
 
+        keep_serve_replica_on_loopback()
         self.cfg = ServeConfig.model_validate(cfg)
         self.store = JobStore(self.cfg.store)
         self.generator = VideoGenerator(self.cfg)
@@ -260,8 +262,10 @@ class Ingress:
     """The HTTP API (FastAPI) and web page: validates, queues and tracks jobs, streams results."""
 
     def __init__(self, generator, cfg: dict[str, Any]):
+        from medgen_ray.core.cluster import keep_serve_replica_on_loopback
         from medgen_ray.serve import app as module  # the real module, not Serve's copy of our globals
 
+        keep_serve_replica_on_loopback()
         self.cfg = ServeConfig.model_validate(cfg)
         # the rule reads the address the proxy really binds, not only the config's
         self.token = module.resolve_token(self.cfg, module.proxy_host(self.cfg.host))
