@@ -107,7 +107,7 @@ class MetadataConfig(Strict):
     pool: PoolConfig = Field(default_factory=PoolConfig)
 
 
-class ProbeConfig(Strict):
+class ContainerConfig(Strict):
     """Container checks before any decode: codecs, sizes, rotation, frame-rate spread, length."""
 
     allowed_codecs: list[str] = Field(default_factory=lambda: ["h264", "hevc", "vp9", "av1", "vp8", "mpeg4"])
@@ -321,10 +321,24 @@ class CaptionConfig(Strict):
 class CurateConfig(Strict):
     """The curation job: output folder, one section per stage, resume and task sizing."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_probe_section(cls, data: Any) -> Any:
+        """`curate.probe` (the container checks) was renamed `curate.container`: a saved linear
+        probe is a different thing. The old key loads for one release with a warning."""
+        if isinstance(data, dict) and "probe" in data:
+            if "container" in data:
+                raise ValueError("probe and container both given; keep container")
+            warnings.warn("curate.probe is deprecated and goes in the next release: use curate.container "
+                          "(the probe stage's container checks)", FutureWarning, stacklevel=2)
+            data = {**{k: v for k, v in data.items() if k != "probe"}, "container": data["probe"]}
+        return data
+
     output: str = Field("medgen_out", description="dataset folder: local path or s3:// URI")
     source: SourceConfig = Field(default_factory=SourceConfig)
     metadata: MetadataConfig = Field(default_factory=MetadataConfig)
-    probe: ProbeConfig = Field(default_factory=ProbeConfig)
+    container: ContainerConfig = Field(default_factory=ContainerConfig,
+                                       description="the probe stage's container checks (was `probe`)")
     sample: SampleConfig = Field(default_factory=SampleConfig)
     classify: FrameClassifierConfig = Field(default_factory=FrameClassifierConfig)
     segment: SegmentConfig = Field(default_factory=SegmentConfig)

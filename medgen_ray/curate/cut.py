@@ -168,7 +168,7 @@ class CutStage(RowStage):
         c = self.cfg.cut
         t0, t1 = float(row[T_START]), float(row[T_END])
         dst = clip_uri(self.cfg.output, row[VIDEO_ID], row[CLIP_ID])
-        vfr = float(row.get("interval_spread") or 0.0) > self.cfg.probe.vfr_tolerance
+        vfr = float(row.get("interval_spread") or 0.0) > self.cfg.container.vfr_tolerance
         # a stream copy would keep a variable frame rate: re-encode onto a constant grid
         mode = "reencode" if vfr else choose_mode(c.mode, row["keyframes"], t0, t1, float(row["duration"]),
                                                   c.keyframe_tolerance_s)

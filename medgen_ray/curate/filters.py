@@ -41,7 +41,7 @@ def _metadata(row: dict, cfg: CurateConfig) -> str | None:
 
 
 def _probe(row: dict, cfg: CurateConfig) -> str | None:
-    p = cfg.probe
+    p = cfg.container
     if min(row["width"], row["height"]) < p.min_side:
         return f"frame size {row['width']}x{row['height']} below {p.min_side} px"
     if row["codec"] not in p.allowed_codecs:

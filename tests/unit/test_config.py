@@ -37,10 +37,10 @@ def test_malformed_override_and_missing_file(tmp_path):
 
 
 def test_cli_exits_2_and_names_fields(capsys, tmp_path):
-    code = main(["curate", "curate.segment.min_seconds=oops", "curate.probe.min_side=0"])
+    code = main(["curate", "curate.segment.min_seconds=oops", "curate.container.min_side=0"])
     err = capsys.readouterr().err
     assert code == 2
-    assert "curate.segment.min_seconds" in err and "curate.probe.min_side" in err
+    assert "curate.segment.min_seconds" in err and "curate.container.min_side" in err
 
 
 def test_actor_pools_that_starve_the_decode_tasks_are_refused():

@@ -96,3 +96,12 @@ def test_validated_config_is_not_mutated_but_derived():
     assert (app.curate.output, app.train.lora.rank) == ("medgen_out", 32)
     with pytest.raises(ValueError, match="train.lora.rank"):
         derive(app, {"train.lora.rank": 0})
+
+
+def test_container_checks_were_probe_and_still_load():
+    """`curate.probe` named the container checks while four other keys name saved linear probes;
+    it is `curate.container` now, and the old key loads with a warning for one release."""
+    with pytest.warns(FutureWarning, match="curate.probe is deprecated.*curate.container"):
+        cur = load_config(None, ["curate.probe.min_side=32"]).curate
+    assert cur.container.min_side == 32
+    assert load_config(None, ["curate.container.reject_vfr=true"]).curate.container.reject_vfr

@@ -52,8 +52,8 @@ def test_variable_frame_rate_is_kept_and_timed(bad_inputs):
     batch = from_rows([{"video_id": "vfr", "source_uri": str(bad_inputs["vfr"])}])
     out = apply_filters(ProbeStage(cfg)(batch), cfg, "probe")
     assert out["reject_reason"][0] == "" and out["error"][0] == ""
-    assert out["interval_spread"][0] > cfg.probe.vfr_tolerance and out["fps"][0] > 0
-    strict = CurateConfig(probe={"reject_vfr": True})
+    assert out["interval_spread"][0] > cfg.container.vfr_tolerance and out["fps"][0] > 0
+    strict = CurateConfig(container={"reject_vfr": True})
     assert "variable frame rate" in apply_filters(ProbeStage(strict)(batch), strict, "probe")["reject_reason"][0]
 
 

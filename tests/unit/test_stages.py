@@ -143,7 +143,7 @@ def test_variable_frame_rate_clip_is_cut_at_a_constant_rate(bad_inputs, tmp_path
 
     cfg = _cfg(tmp_path)
     probed = ProbeStage(cfg)(from_rows([{"video_id": "vfr", "source_uri": str(bad_inputs["vfr"])}]))
-    assert probed["interval_spread"][0] > cfg.probe.vfr_tolerance
+    assert probed["interval_spread"][0] > cfg.container.vfr_tolerance
     row = {k: v[0] for k, v in probed.items()}
     row.update(clip_id="vfr_0", t_start=1.0, t_end=4.0, keyframes=np.array([0.0, 1.0, 4.0]))  # keyframe-aligned
     out = CutStage(cfg)(from_rows([row]))
