@@ -10,6 +10,7 @@ nothing is downloaded.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -17,6 +18,20 @@ import torch
 from medgen_ray.models.weights import RANDOM, TINY_SEED, WeightsUnavailable, stage_weights
 
 HUB_ID = "hunyuanvideo-community/HunyuanVideo"
+PIPELINE_LOGGER = "diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video"
+
+
+class ClipTruncationIsByDesign(logging.Filter):
+    """Drops diffusers' "truncated because CLIP can only handle ... 77 tokens" warning, and
+    nothing else: HunyuanVideo's pooled prompt is CLIP's first 77 tokens by design (the Llama
+    encoder reads the whole prompt), so the warning fired on every long caption of a run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for the truncation warning only."""
+        return "truncated because CLIP can only handle" not in record.getMessage()
+
+
+logging.getLogger(PIPELINE_LOGGER).addFilter(ClipTruncationIsByDesign())
 LLAMA_SPECIALS = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<pad>"]
 
 # The released model's prompt template; crop_start is recomputed for the tiny tokenizer.

@@ -134,3 +134,31 @@ def test_merge_fuses_weights(tmp_path, base_output):
 def test_missing_lora_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         lora.load_lora_file(str(tmp_path / "nowhere.safetensors"))
+
+
+def test_clip_truncation_warning_is_silenced_at_its_source():
+    """A long caption truncates CLIP's 77-token pooled prompt by design: no warning per clip;
+    the pipeline's other warnings still get through."""
+    import logging
+
+    from medgen_ray.models.hunyuan import PIPELINE_LOGGER, prompt_template_for
+    from medgen_ray.models.registry import load_video_encoders
+
+    class Keep(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    pipe = load_video_encoders("hunyuan_video/tiny")
+    logger, keep = logging.getLogger(PIPELINE_LOGGER), Keep()
+    logger.addHandler(keep)  # diffusers' loggers do not propagate to the root logger
+    try:
+        pipe.encode_prompt(prompt="an endoscopic view " * 40, prompt_template=prompt_template_for(pipe),
+                           device="cpu", max_sequence_length=64)
+        logger.warning("another warning")
+    finally:
+        logger.removeHandler(keep)
+    assert keep.messages == ["another warning"], keep.messages
