@@ -139,6 +139,10 @@ PER_VIDEO_PREFIXES = ("score_", "time_")
 
 # Defaults for columns that a row has not reached yet.
 COLUMN_DEFAULTS: dict[str, object] = {
+    VIDEO_ID: "",
+    SOURCE_URI: "",
+    REQUEST: "",
+    INFO_JSON: "",
     REJECT_STAGE: "",
     REJECT_REASON: "",
     ERROR: "",
