@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 from medgen_ray.config import AppConfig, ConfigError, load_config
+from medgen_ray.models.weights import WeightsUnavailable
 
 
 def _config(args: argparse.Namespace, default: str | None = None) -> AppConfig:
@@ -391,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"medgen: {exc}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, KeyError, ValueError) as exc:
+    except (FileNotFoundError, KeyError, ValueError, WeightsUnavailable) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"medgen: error: {msg}", file=sys.stderr)
         return 2

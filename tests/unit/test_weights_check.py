@@ -69,3 +69,11 @@ def test_cli_exit_code(empty_caches, capsys):
     assert main(["weights", "check", "--config", str(ROOT / "jobs/configs/curate_smoke.yaml")]) == 0
     assert main(["weights", "check", "--config", str(ROOT / "jobs/configs/evaluate.yaml")]) == 1
     assert "MISS evaluate   evaluate.dino_model" in capsys.readouterr().out
+
+
+def test_cli_job_with_a_missing_weight_exits_2_with_the_pull_command(tmp_path, empty_caches, capsys):
+    (tmp_path / "a.mp4").write_bytes(b"\0")
+    code = main(["curate", f"curate.source.uris=[{tmp_path}]", f"curate.output={tmp_path / 'out'}",
+                 "curate.classify.clip_model=clip/tiny"])
+    err = capsys.readouterr().err
+    assert code == 2 and "medgen weights pull aesthetic/laion" in err and "Traceback" not in err
