@@ -107,6 +107,14 @@ def _eval_status(name: str, weights: str | None) -> tuple[bool, str]:
     return _not_cached(f"{where} {what}", fix)
 
 
+def _aesthetic(field: str, model: str, weights: str | None) -> list[tuple[str, str, str | None, str]]:
+    """The aesthetic model and, for the LAION head read from the hub, the CLIP ViT-L/14 it sits on."""
+    out = [(field, model, weights, "registry")]
+    if model == "aesthetic/laion" and weights is None:
+        out.append((f"{field} (its CLIP ViT-L/14)", "clip/vit-l-14", None, "registry"))
+    return out
+
+
 def _entries(app: AppConfig, job: str) -> list[tuple[str, str, str | None, str]]:
     """(config field, model, weights, kind) a job loads."""
     c, e = app.curate, app.evaluate
@@ -115,11 +123,7 @@ def _entries(app: AppConfig, job: str) -> list[tuple[str, str, str | None, str]]
         if c.metadata.enabled and c.metadata.classifier_path:
             out.append(("curate.metadata.embedder", c.metadata.embedder, None, "registry"))
         if c.quality.enabled:
-            out.append(("curate.quality.aesthetic.model", c.quality.aesthetic.model, c.quality.aesthetic.weights,
-                        "registry"))
-            if c.quality.aesthetic.model == "aesthetic/laion" and c.quality.aesthetic.weights in (None, RANDOM):
-                out.append(("curate.quality.aesthetic.model (its CLIP ViT-L/14)", "clip/vit-l-14",
-                            c.quality.aesthetic.weights, "registry"))
+            out += _aesthetic("curate.quality.aesthetic.model", c.quality.aesthetic.model, c.quality.aesthetic.weights)
         return out
     if job in ("precompute", "train", "serve"):
         section = getattr(app, job)
@@ -137,7 +141,7 @@ def _entries(app: AppConfig, job: str) -> list[tuple[str, str, str | None, str]]
         if dims & {"dynamic_degree", "warping_auto"}:
             out.append(("evaluate.flow_model", e.flow_model, e.flow_weights, "eval"))
         if "aesthetic" in dims:
-            out.append(("evaluate.aesthetic_model", e.aesthetic_model, None, "eval"))
+            out += _aesthetic("evaluate.aesthetic_model", e.aesthetic_model, None)
         return out
     if job == "experiment":
         return [x for j in ("precompute", "train", "evaluate") for x in _entries(app, j)]

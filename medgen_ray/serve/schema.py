@@ -139,14 +139,10 @@ def _errors_of(exc: ValidationError) -> list[dict[str, Any]]:
     return out
 
 
-def _refuse_constant(token: str) -> NonFinite:
-    return NonFinite(token)
-
-
 def parse_json_request(raw: bytes) -> VideoRequest:
     """A JSON body as a VideoRequest; RequestErrors naming each bad field (NaN and Infinity included)."""
     try:
-        data = json.loads(raw, parse_constant=_refuse_constant)
+        data = json.loads(raw, parse_constant=NonFinite)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestErrors([{"loc": ["body"], "msg": f"not valid JSON: {exc}", "type": "json_invalid"}]) from None
     if not isinstance(data, dict):

@@ -77,3 +77,10 @@ def test_cli_job_with_a_missing_weight_exits_2_with_the_pull_command(tmp_path, e
                  "curate.classify.clip_model=clip/tiny"])
     err = capsys.readouterr().err
     assert code == 2 and "medgen weights pull aesthetic/laion" in err and "Traceback" not in err
+
+
+def test_laion_head_brings_its_vit_l_14_in_every_job(empty_caches):
+    """The LAION head sits on CLIP ViT-L/14: curation and Med-VBench both list it."""
+    app = load_config(None, ["evaluate.dimensions=[aesthetic]", "evaluate.videos=/x"])
+    for job in ("curate", "evaluate"):
+        assert "clip/vit-l-14" in {r.model for r in check_weights(app, [job])}, job
