@@ -606,9 +606,14 @@ class EvaluateConfig(Strict):
     clip_model: str = "clip/vit-b-32"
     clip_weights: str | None = None
     iqa_model: str = "musiq/spaq"
-    flow_model: str = "raft/large"
-    flow_weights: str | None = None
-    aesthetic_model: str = "aesthetic/laion"
+    iqa_weights: str | None = Field(None, description="musiq_spaq_ckpt file; default pyiqa's cache/download")
+    flow_model: str = Field("raft/things", description="raft/things (VBench's RAFT) | farneback")
+    flow_weights: str | None = Field(None, description="raft-things.pth (`medgen weights pull raft/things`)")
+    interpolator_model: str = Field("amt/s", description="motion smoothness: amt/s (VBench's AMT-S) | linear")
+    interpolator_weights: str | None = Field(None, description="amt-s.pth (`medgen weights pull amt/s`)")
+    aesthetic_model: str = Field("aesthetic/vbench", description="aesthetic/vbench (ViT-L/14 + LAION linear head, "
+                                                                 "VBench's) | aesthetic/vbench-tiny")
+    aesthetic_weights: str | None = Field(None, description="LAION's sa_0_4_vit_l_14_linear.pth or a pulled folder")
     medical_probe: str | None = Field(None, description="medical_frames: frame probe trained on clip_model "
                                                         "features (`medgen classifier train-frames`); default "
                                                         "zero-shot with medical_prompts / other_prompts")
@@ -616,7 +621,8 @@ class EvaluateConfig(Strict):
     other_prompts: list[str] = Field(default_factory=lambda: FrameClassifierConfig().other_prompts)
     prompt_classifier: PromptClassifierConfig | None = Field(
         None, description="assign prompts to clip categories (per-category scores by `clip_category`)")
-    max_frames: int = Field(129, ge=2, description="frames read per video")
+    max_frames: int | None = Field(None, ge=3, description="frames read per video; None = all, as VBench "
+                                                            "(a cap is ours: the scores then differ from VBench's)")
     flow_side: int = Field(256, ge=32, description="short side frames are resized to for optical flow")
     ratings: list[str] = Field(default_factory=list, description="raters' CSV files: video_id,rater,rating")
     reference_csv: str | None = Field(None, description="published rows to show beside ours (Table 2 format)")

@@ -6,11 +6,10 @@ issue; these are the shared maths every caller uses.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 
-Interpolator = Callable[[np.ndarray, np.ndarray], np.ndarray]
 DISTORTED = {"moderate", "severe"}
 
 
@@ -26,25 +25,6 @@ def consistency(features: np.ndarray) -> float:
     prev = np.maximum(0.0, np.sum(f[1:] * f[:-1], axis=1))
     first = np.maximum(0.0, f[1:] @ f[0])
     return float(np.mean(0.5 * (prev + first)))
-
-
-def midpoint(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Linear frame interpolation; VBench uses AMT-S here, pass it as `interpolate`."""
-    return (a.astype(np.float64) + b.astype(np.float64)) / 2.0
-
-
-def motion_smoothness(frames: np.ndarray, interpolate: Interpolator = midpoint) -> float:
-    """Keep the even frames, rebuild each odd frame from its two neighbours, and score
-    (255 - mean |real - rebuilt|) / 255 on uint8 RGB."""
-    x = np.asarray(frames)
-    if x.ndim != 4 or x.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 (T, H, W, 3), got {x.dtype} {x.shape}")
-    odd = range(1, len(x) - 1, 2)
-    if not len(odd):
-        return 1.0
-    errs = [np.mean(np.abs(x[i].astype(np.float64) - np.clip(interpolate(x[i - 1], x[i + 1]), 0, 255)))
-            for i in odd]
-    return float((255.0 - np.mean(errs)) / 255.0)
 
 
 def warping_error_from_ratings(ratings: Iterable[tuple[str, str]]) -> float:
@@ -71,14 +51,6 @@ def flow_peak_magnitude(flow: np.ndarray) -> float:
     rad = np.sqrt(np.sum(np.asarray(flow, dtype=np.float64) ** 2, axis=-1)).ravel()
     k = max(1, int(rad.size * 0.05))
     return float(np.mean(np.sort(rad)[-k:]))
-
-
-def is_dynamic(pair_scores: list[float], height: int, width: int, n_frames: int) -> bool:
-    """VBench's dynamic-degree rule: a video moves when at least round(4 * T / 16) frame pairs
-    have a peak flow above 6 * (short side / 256) pixels."""
-    threshold = 6.0 * (min(height, width) / 256.0)
-    need = max(1, round(4 * (n_frames / 16.0)))
-    return sum(s > threshold for s in pair_scores) >= need
 
 
 def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:

@@ -1,120 +1,192 @@
-"""Feature extractors of Med-VBench's dimensions, by name, each with a tiny or weight-free twin.
+"""Models of Med-VBench's dimensions, by name, each with a tiny or weight-free twin. Every
+production model is the one VBench 0.1.5 runs, built the way VBench builds it
+(`medgen_ray/evaluate/dimensions.py` computes the dimensions as VBench does).
 
-| dimension | production | offline twin |
+| dimension | production (VBench's) | offline twin |
 |---|---|---|
-| subject consistency | `dino/vit-b-16` (facebook/dino-vitb16, CLS token) | `dino/tiny` (seeded ViT) |
-| background consistency, text alignment | `clip/vit-b-32` (model registry) | `clip/tiny` |
-| imaging quality | `musiq/spaq` (pyiqa MUSIQ, SPAQ weights, 0-100) | `musiq/tiny` (seeded small MUSIQ), `piqe` (weight-free: 100 - PIQE) |
-| dynamic degree, warping proxy | `raft/large` (torchvision RAFT, C+T+S+K+H weights) | `farneback` (OpenCV, weight-free, real flow) |
-| aesthetic | `aesthetic/laion` (model registry) | `aesthetic/tiny` |
-| medical-frame share | `clip/vit-b-32` + the curation's frame probe, or zero-shot prompts | `clip/tiny` + a probe trained on it |
+| subject consistency | `dino/vit-b-16` (DINO ViT-B/16, CLS; DINO's position-embedding interpolation) | `dino/tiny` (seeded ViT) |
+| background consistency, text alignment | `clip/vit-b-32` (model registry, QuickGELU) | `clip/tiny` |
+| imaging quality | `musiq/spaq` (pyiqa's MUSIQ architecture, SPAQ weights, 0-100) | `musiq/tiny`; `piqe` (weight-free, ours: 100 - PIQE) |
+| dynamic degree, warping proxy | `raft/things` (the original RAFT code in the vbench wheel, raft-things weights) | `farneback` (OpenCV, weight-free) |
+| motion smoothness | `amt/s` (AMT-S, code in the vbench wheel, amt-s.pth) | `linear` (midpoint; not VBench's quantity) |
+| aesthetic | `aesthetic/vbench` (CLIP ViT-L/14 + LAION linear head) | `aesthetic/vbench-tiny` |
+| medical-frame share (ours) | `clip/vit-b-32` + the curation's frame probe, or zero-shot prompts | `clip/tiny` + a probe trained on it |
 
-Production weights load from `weights` paths or hub/torchvision caches (HF_HUB_OFFLINE
-honoured); tiny twins are random but fixed, so they test plumbing, and the weight-free ones
-(piqe, farneback) give real numbers offline.
+Weights come from the `evaluate.*_weights` paths (`medgen weights pull NAME`) or hub caches
+(HF_HUB_OFFLINE honoured); every loader also takes weights="random" (production shapes, seeded:
+benchmarks and the reference tests). Tiny twins test plumbing; piqe and farneback give real
+numbers offline.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import cv2
 import numpy as np
 import torch
 
-from medgen_ray.models.weights import TINY_SEED, WeightsUnavailable
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from medgen_ray.models.weights import RANDOM, TINY_SEED, WeightsUnavailable
 
 
-def _resize_batch(frames: np.ndarray, size: int) -> torch.Tensor:
-    """uint8 (T, H, W, 3) -> float (T, 3, size, size) normalised for ImageNet models."""
-    x = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
-    t = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (t - mean) / std
+def _random(weights: str | None) -> bool:
+    return weights == RANDOM
+
+
+def _state(weights: str, what: str) -> dict:
+    """A state dict from a file (or the single .pth/.pt/.bin of a pulled folder)."""
+    try:
+        path = _weights_path(weights)
+    except WeightsUnavailable as exc:
+        raise WeightsUnavailable(f"{what}: {exc}; `medgen weights pull {what} --dest DIR`") from exc
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def dino_pos_embed(embeddings_module, embeddings: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """DINO's own position-embedding interpolation (facebookresearch/dino, vision_transformer.py,
+    `VisionTransformer.interpolate_pos_encoding`): the square grid is resized bicubically by
+    the scale factor (side // patch + 0.1) / grid, not to an exact size as transformers' ViT does;
+    the two differ on non-square frames."""
+    pos = embeddings_module.position_embeddings
+    n_patches, n_pos = embeddings.shape[1] - 1, pos.shape[1] - 1
+    if n_patches == n_pos and height == width:
+        return pos
+    patch = embeddings_module.patch_size
+    grid = int(round(n_pos ** 0.5))
+    dim = pos.shape[-1]
+    gh, gw = height // patch + 0.1, width // patch + 0.1
+    grid_pos = pos[:, 1:].reshape(1, grid, grid, dim).permute(0, 3, 1, 2)
+    grid_pos = torch.nn.functional.interpolate(grid_pos, scale_factor=(gh / grid, gw / grid), mode="bicubic")
+    return torch.cat((pos[:, :1], grid_pos.permute(0, 2, 3, 1).reshape(1, -1, dim)), dim=1)
 
 
 class DinoEncoder:
-    """DINO ViT features (CLS token) of frames, for subject consistency."""
+    """DINO ViT CLS features of normalised frames at any size (position embeddings interpolated
+    as DINO does), for subject consistency."""
 
-    def __init__(self, model, size: int, device: str):
-        self.model, self.size, self.device = model.to(device).eval(), size, device
+    def __init__(self, model, device: str):
+        self.model, self.device = model.to(device).eval(), device
+        emb = self.model.embeddings
+        emb.interpolate_pos_encoding = lambda e, h, w: dino_pos_embed(emb, e, h, w)
 
-    @torch.inference_mode()
-    def encode(self, frames: np.ndarray) -> np.ndarray:
-        out = self.model(pixel_values=_resize_batch(frames, self.size).to(self.device))
-        return out.last_hidden_state[:, 0].float().cpu().numpy()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(pixel_values=x.to(self.device), interpolate_pos_encoding=True)
+        return out.last_hidden_state[:, 0]
 
 
 def load_dino(name: str, weights: str | None = None, device: str = "cpu") -> DinoEncoder:
-    """The DINO encoder: the seeded tiny ViT or the real one."""
+    """The DINO encoder: the seeded tiny ViT, or ViT-B/16 (hub weights, a pulled folder, or random)."""
     from transformers import ViTConfig, ViTModel
 
     if name == "dino/tiny":
         torch.manual_seed(TINY_SEED + 10)
         cfg = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                         image_size=64, patch_size=16)
-        return DinoEncoder(ViTModel(cfg, add_pooling_layer=False), 64, device)
+        return DinoEncoder(ViTModel(cfg, add_pooling_layer=False), device)
     if name == "dino/vit-b-16":
+        if _random(weights):  # DINO ViT-B/16's shape (layer-norm eps as DINO's own code)
+            torch.manual_seed(TINY_SEED + 10)
+            return DinoEncoder(ViTModel(ViTConfig(layer_norm_eps=1e-6), add_pooling_layer=False), device)
         path = weights or "facebook/dino-vitb16"
         try:
-            return DinoEncoder(ViTModel.from_pretrained(path, add_pooling_layer=False), 224, device)
+            return DinoEncoder(ViTModel.from_pretrained(path, add_pooling_layer=False), device)
         except OSError as exc:
-            raise WeightsUnavailable(f"dino/vit-b-16: weights {path!r} unavailable ({exc}); pre-stage them "
-                                     "and pass evaluate.dino_weights, or use dino/tiny") from exc
+            raise WeightsUnavailable(f"dino/vit-b-16: weights {path!r} unavailable ({exc}); `medgen weights pull "
+                                     "dino/vit-b-16 --dest DIR` and set evaluate.dino_weights, or use dino/tiny") from exc
     raise KeyError(f"unknown DINO model {name!r}; choices: dino/vit-b-16, dino/tiny")
 
 
 class ImagingQuality:
-    """Frame quality on VBench's 0-100 scale; frames resized so the longer side is <= 512."""
+    """A frame-quality model on VBench's 0-100 scale: one (1, 3, H, W) frame in [0, 1] -> score."""
 
-    def __init__(self, fn: Callable[[torch.Tensor], float], name: str):
-        self.fn, self.name = fn, name
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor | float], name: str,
+                 net: torch.nn.Module | None = None):
+        self.fn, self.name, self.net = fn, name, net
 
-    def score(self, frames: np.ndarray) -> float:
-        vals = []
-        for f in frames:
-            h, w = f.shape[:2]
-            if max(h, w) > 512:
-                s = 512 / max(h, w)
-                f = cv2.resize(f, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-            vals.append(self.fn(torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1)[None].float() / 255.0))
-        return float(np.mean(vals))
+    def __call__(self, x: torch.Tensor) -> float:
+        return float(self.fn(x))
 
 
-def load_iqa(name: str, device: str = "cpu") -> ImagingQuality:
-    """The imaging-quality scorer: MUSIQ (tiny or real) or weight-free PIQE."""
+def load_iqa(name: str, weights: str | None = None, device: str = "cpu") -> ImagingQuality:
+    """The imaging-quality model: MUSIQ-SPAQ as VBench builds it (pyiqa's MUSIQ architecture),
+    its seeded small twin, or weight-free PIQE (ours, flipped onto higher-is-better)."""
+    from pyiqa.archs.musiq_arch import MUSIQ
+
     if name == "musiq/tiny":
-        from pyiqa.archs.musiq_arch import MUSIQ
-
         torch.manual_seed(TINY_SEED + 11)
         net = MUSIQ(pretrained=False, hidden_size=32, mlp_dim=64, num_heads=2, num_layers=1,
-                    longer_side_lengths=[64]).eval()
+                    longer_side_lengths=[64]).to(device).eval()
         with torch.no_grad():
             net.head.bias.fill_(50.0)  # the middle of MUSIQ-SPAQ's 0-100 scale
-
-        def tiny(x: torch.Tensor) -> float:
-            with torch.no_grad():
-                return float(net(x).clamp(0, 100).mean())
-
-        return ImagingQuality(tiny, name)
-    if name in ("musiq/spaq", "piqe"):
+        return ImagingQuality(lambda x: net(x.to(device)), name, net)
+    if name == "musiq/spaq":
+        try:
+            if _random(weights):
+                torch.manual_seed(TINY_SEED + 11)
+                net = MUSIQ(pretrained=False)
+            elif weights:
+                net = MUSIQ(pretrained_model_path=str(_weights_path(weights)))
+            else:
+                net = MUSIQ(pretrained="spaq")  # pyiqa's own download/cache of musiq_spaq_ckpt
+        except WeightsUnavailable:
+            raise
+        except Exception as exc:  # pyiqa raises several types when weights cannot be fetched
+            raise WeightsUnavailable(f"musiq/spaq: weights unavailable ({exc}); `medgen weights pull musiq/spaq "
+                                     "--dest DIR` and set evaluate.iqa_weights") from exc
+        net = net.to(device).eval()
+        return ImagingQuality(lambda x: net(x.to(device)), name, net)
+    if name == "piqe":
         import pyiqa
 
-        try:
-            metric = pyiqa.create_metric("musiq-spaq" if name == "musiq/spaq" else "piqe", device=device)
-        except Exception as exc:  # pyiqa raises several types when weights cannot be fetched
-            raise WeightsUnavailable(f"{name}: pyiqa could not load it ({exc})") from exc
-        if name == "piqe":  # lower is better, 0-100: flip onto the higher-is-better scale
-            return ImagingQuality(lambda x: 100.0 - float(metric(x.to(device))), name)
-        return ImagingQuality(lambda x: float(metric(x.to(device))), name)
+        metric = pyiqa.create_metric("piqe", device=device)
+        return ImagingQuality(lambda x: 100.0 - float(metric(x.to(device))), name)
     raise KeyError(f"unknown imaging-quality model {name!r}; choices: musiq/spaq, musiq/tiny, piqe")
 
 
-FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+def _weights_path(weights: str) -> Path:
+    path = Path(weights.removeprefix("file://"))
+    if path.is_dir():
+        found = sorted(p for ext in ("*.pth", "*.pt", "*.bin") for p in path.glob(ext))
+        if len(found) != 1:
+            raise WeightsUnavailable(f"expected one weights file in {path}, found {[p.name for p in found]}")
+        return found[0]
+    if not path.exists():
+        raise WeightsUnavailable(f"weights {str(path)!r} not found")
+    return path
+
+
+class Flow:
+    """Optical flow: `pairs(frames)` gives each consecutive pair's flow at the size the model
+    saw (RAFT: replicate-padded to /8, as VBench's dynamic degree reads it); `__call__(a, b)`
+    gives one pair's flow at the frames' size (the warping proxy)."""
+
+    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None, divisor: int,
+                 device: str, batch_size: int = 8):
+        self.fn, self.divisor, self.device, self.batch_size = fn, divisor, device, batch_size
+
+    def _run(self, a: np.ndarray, b: np.ndarray, unpad: bool) -> list[np.ndarray]:
+        from medgen_ray.evaluate.dimensions import as_tensor, pad_to
+
+        if self.fn is None:  # Farneback: OpenCV on grey frames, no padding
+            return [farneback_flow(x, y) for x, y in zip(a, b)]
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(a), self.batch_size):
+                x, pad = pad_to(as_tensor(a[i:i + self.batch_size]).to(self.device), self.divisor)
+                y, _ = pad_to(as_tensor(b[i:i + self.batch_size]).to(self.device), self.divisor)
+                flow = self.fn(x, y)
+                if unpad:
+                    h, w = flow.shape[-2:]
+                    flow = flow[..., pad[2]:h - pad[3], pad[0]:w - pad[1]]
+                out += list(flow.permute(0, 2, 3, 1).float().cpu().numpy())
+        return out
+
+    def pairs(self, frames: np.ndarray) -> list[np.ndarray]:
+        return self._run(frames[:-1], frames[1:], unpad=False)
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return self._run(a[None], b[None], unpad=True)[0]
 
 
 def farneback_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -123,48 +195,139 @@ def farneback_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return cv2.calcOpticalFlowFarneback(ga, gb, None, 0.5, 4, 15, 3, 5, 1.2, 0)
 
 
-def raft_flow_fn(model: torch.nn.Module, device: str) -> FlowFn:
-    """A torchvision RAFT as a flow function. RAFT needs sides >= 128 divisible by 8: smaller
-    frames are upscaled and the flow scaled back."""
-    model = model.to(device).eval()
+def raft_things(state: dict | None = None) -> torch.nn.Module:
+    """The RAFT network VBench's dynamic degree runs (vbench.third_party.RAFT, the original RAFT
+    code), with a raft-things state dict (`module.` prefixes stripped) or seeded random weights."""
+    from easydict import EasyDict
+    from vbench.third_party.RAFT.core.raft import RAFT
 
-    @torch.inference_mode()
-    def raft(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        h, w = a.shape[:2]
-        s = max(1.0, 128.0 / min(h, w))
-        th, tw = int(np.ceil(h * s / 8) * 8), int(np.ceil(w * s / 8) * 8)
-
-        def prep(x):
-            t = torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].float().div(127.5).sub(1.0)
-            return torch.nn.functional.interpolate(t, size=(th, tw), mode="bilinear", align_corners=False).to(device)
-
-        flow = model(prep(a), prep(b), num_flow_updates=20)[-1]
-        flow = torch.nn.functional.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)[0]
-        flow[0] *= w / tw
-        flow[1] *= h / th
-        return flow.permute(1, 2, 0).float().cpu().numpy()
-
-    return raft
+    torch.manual_seed(TINY_SEED + 12)
+    net = RAFT(EasyDict({"small": False, "mixed_precision": False, "alternate_corr": False}))
+    if state is not None:
+        net.load_state_dict({k.replace("module.", ""): v for k, v in state.items()})
+    return net.eval()
 
 
-def load_flow(name: str, weights: str | None = None, device: str = "cpu") -> FlowFn:
-    """The optical-flow function: RAFT (torchvision) or OpenCV Farneback."""
+def load_flow(name: str, weights: str | None = None, device: str = "cpu") -> Flow:
+    """The optical-flow model: RAFT with raft-things weights as VBench runs it (20 iterations,
+    inputs 0-255), or OpenCV Farneback (weight-free twin)."""
     if name == "farneback":
-        return farneback_flow
-    if name == "raft/large":
-        from torchvision.models.optical_flow import Raft_Large_Weights, raft_large
+        return Flow(None, 1, device)
+    if name == "raft/things":
+        if not weights:
+            raise WeightsUnavailable("raft/things: set evaluate.flow_weights to raft-things.pth "
+                                     "(`medgen weights pull raft/things --dest DIR`), or use farneback")
+        net = raft_things(None if _random(weights) else _state(weights, "raft/things")).to(device)
+        return Flow(lambda a, b: net(a, b, iters=20, test_mode=True)[1], 8, device)
+    raise KeyError(f"unknown flow model {name!r}; choices: raft/things, farneback")
 
-        try:
-            if weights:
-                model = raft_large(weights=None)
-                model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-            else:
-                model = raft_large(weights=Raft_Large_Weights.C_T_SKHT_V2)
-        except (OSError, RuntimeError) as exc:
-            raise WeightsUnavailable(f"raft/large: weights unavailable ({exc}); pass evaluate.flow_weights "
-                                     "or use farneback") from exc
-        return raft_flow_fn(model, device)
-    raise KeyError(f"unknown flow model {name!r}; choices: raft/large, farneback")
+
+AMT_S_CONFIG = "vbench/third_party/amt/cfgs/AMT-S.yaml"
+
+
+def amt_s(state: dict | None = None) -> torch.nn.Module:
+    """AMT-S as VBench builds it (its network config from the vbench wheel), with the released
+    amt-s.pth state dict or seeded random weights."""
+    import importlib.util
+
+    from omegaconf import OmegaConf
+    from vbench.third_party.amt.utils.build_utils import build_from_cfg
+
+    root = Path(importlib.util.find_spec("vbench").origin).parents[1]
+    torch.manual_seed(TINY_SEED + 13)
+    net = build_from_cfg(OmegaConf.load(root / AMT_S_CONFIG).network)
+    if state is not None:
+        net.load_state_dict(state.get("state_dict", state))
+    return net.eval()
+
+
+class Interpolator:
+    """Middle frames of uint8 pairs (N, H, W, 3) -> uint8 (N, H, W, 3)."""
+
+    def __init__(self, net: torch.nn.Module | None, device: str, batch_size: int = 4):
+        self.net, self.device, self.batch_size = net, device, batch_size
+
+    def __call__(self, firsts: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+        from medgen_ray.evaluate.dimensions import as_tensor, pad_to
+
+        if self.net is None:  # linear midpoint, truncated to uint8 as AMT's output is
+            return ((firsts.astype(np.float32) + seconds) / 2.0).astype(np.uint8)
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(firsts), self.batch_size):
+                a, pad = pad_to(as_tensor(firsts[i:i + self.batch_size]).to(self.device) / 255.0, 16)
+                b, _ = pad_to(as_tensor(seconds[i:i + self.batch_size]).to(self.device) / 255.0, 16)
+                embt = torch.full((len(a), 1, 1, 1), 0.5, device=self.device)
+                mid = self.net(a, b, embt, scale_factor=1.0, eval=True)["imgt_pred"]
+                h, w = mid.shape[-2:]
+                mid = mid[..., pad[2]:h - pad[3], pad[0]:w - pad[1]]
+                out.append((mid * 255.0).permute(0, 2, 3, 1).cpu().numpy().clip(0, 255).astype(np.uint8))
+        return np.concatenate(out)
+
+
+def load_interpolator(name: str, weights: str | None = None, device: str = "cpu") -> Interpolator:
+    """The frame interpolator of motion smoothness: AMT-S (VBench's) or the linear midpoint (a
+    weight-free twin; not VBench's quantity)."""
+    if name == "linear":
+        return Interpolator(None, device)
+    if name == "amt/s":
+        if not weights:
+            raise WeightsUnavailable("amt/s: set evaluate.interpolator_weights to amt-s.pth "
+                                     "(`medgen weights pull amt/s --dest DIR`), or use linear")
+        return Interpolator(amt_s(None if _random(weights) else _state(weights, "amt/s")).to(device), device)
+    raise KeyError(f"unknown interpolator {name!r}; choices: amt/s, linear")
+
+
+class ClipImages:
+    """A CLIP image tower as VBench feeds it: normalised (N, 3, n_px, n_px) -> features."""
+
+    def __init__(self, encoder):
+        self.encoder, self.n_px = encoder, encoder.image_size
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder.model.encode_image(x.to(self.encoder.device, self.encoder.dtype))
+
+
+class VBenchAesthetic:
+    """VBench's aesthetic model: CLIP ViT-L/14 image features and LAION's linear head (one
+    nn.Linear(768, 1), `sa_0_4_vit_l_14_linear.pth`), not the improved MLP the curation uses."""
+
+    def __init__(self, encoder, head: torch.nn.Linear, name: str):
+        self.images, self.head, self.name = ClipImages(encoder), head.to(encoder.device).eval(), name
+
+
+def load_aesthetic(name: str, weights: str | None = None, device: str = "cpu") -> VBenchAesthetic:
+    """aesthetic/vbench (ViT-L/14 + LAION linear head; weights: the head file or a pulled
+    folder holding it and clip/) or aesthetic/vbench-tiny (tiny CLIP + seeded linear head)."""
+    from medgen_ray.models.registry import load_model
+
+    if name == "aesthetic/vbench-tiny":
+        encoder = load_model("clip/tiny", None, device, kind="clip")
+        torch.manual_seed(TINY_SEED + 14)
+        head = torch.nn.Linear(int(encoder.model.visual.output_dim), 1)
+        with torch.no_grad():
+            head.bias.fill_(5.0)  # the middle of the 1-10 scale
+        return VBenchAesthetic(encoder, head, name)
+    if name == "aesthetic/vbench":
+        clip_weights = RANDOM if _random(weights) else None
+        head = torch.nn.Linear(768, 1)
+        if weights and not _random(weights):
+            root = Path(weights.removeprefix("file://"))
+            if root.is_dir() and (root / "clip").is_dir():
+                clip_weights = str(root / "clip")
+            head.load_state_dict(_state(str(root / LAION_LINEAR_HEAD) if root.is_dir() else weights,
+                                        "aesthetic/vbench"))
+        elif not weights:
+            raise WeightsUnavailable("aesthetic/vbench: set evaluate.aesthetic_weights to LAION's "
+                                     f"{LAION_LINEAR_HEAD} (`medgen weights pull aesthetic/vbench --dest DIR`)")
+        else:
+            torch.manual_seed(TINY_SEED + 14)
+        encoder = load_model("clip/vit-l-14", clip_weights, device, kind="clip")
+        return VBenchAesthetic(encoder, head, name)
+    raise KeyError(f"unknown aesthetic model {name!r}; choices: aesthetic/vbench, aesthetic/vbench-tiny")
+
+
+LAION_LINEAR_HEAD = "sa_0_4_vit_l_14_linear.pth"
 
 
 def load_all(cfg: Any, device: str = "cpu") -> dict[str, Any]:
@@ -183,9 +346,11 @@ def load_all(cfg: Any, device: str = "cpu") -> dict[str, Any]:
         out["medical"] = MedicalFrameScorer(out["clip"], cfg.clip_model, cfg.medical_probe, cfg.medical_prompts,
                                             cfg.other_prompts)
     if "imaging_quality" in dims:
-        out["iqa"] = load_iqa(cfg.iqa_model, device)
+        out["iqa"] = load_iqa(cfg.iqa_model, cfg.iqa_weights, device)
     if dims & {"dynamic_degree", "warping_auto"}:
         out["flow"] = load_flow(cfg.flow_model, cfg.flow_weights, device)
+    if "motion_smoothness" in dims:
+        out["interpolator"] = load_interpolator(cfg.interpolator_model, cfg.interpolator_weights, device)
     if "aesthetic" in dims:
-        out["aesthetic"] = load_model(cfg.aesthetic_model, None, device, kind="aesthetic")
+        out["aesthetic"] = load_aesthetic(cfg.aesthetic_model, cfg.aesthetic_weights, device)
     return out

@@ -2,11 +2,11 @@
 
 Each row: video_id, model, prompt, video_uri. Frames are decoded once; every dimension adds
 `score_<dimension>` (in per cent where the paper reports per cent: consistencies, smoothness,
-imaging quality, text alignment, medical-frame share; dynamic degree 0/100 per video; aesthetic
-on LAION's 1-10; warping_auto is a mean squared error, lower is better) and `time_<dimension>`
-(seconds, for the benchmark). CLIP image features are computed once per video and shared by
-background consistency, text alignment and medical-frame share. An unreadable video becomes the
-row's error.
+imaging quality, aesthetic, text alignment, medical-frame share; dynamic degree 0/100 per
+video; warping_auto is a mean squared error, lower is better) and `time_<dimension>` (seconds,
+for the benchmark). VBench's six dimensions are computed as VBench 0.1.5 computes them
+(`dimensions`); text alignment, the medical-frame share and warping_auto are ours and share the
+curation's CLIP view of the frames. An unreadable video becomes the row's error.
 """
 
 from __future__ import annotations
@@ -21,20 +21,26 @@ from medgen_ray.config import EvaluateConfig
 from medgen_ray.core.decode import open_video
 from medgen_ray.core.errors import DataError
 from medgen_ray.core.stage import Row, RowStage
-from medgen_ray.evaluate import metrics
+from medgen_ray.evaluate import dimensions, metrics
+from medgen_ray.evaluate.models import ClipImages
 
 
-def read_frames(uri: str, max_frames: int) -> np.ndarray:
-    """Up to max_frames RGB frames of a video; raises DataError when fewer than 2 decode."""
+def read_frames(uri: str, max_frames: int | None = None) -> tuple[np.ndarray, float]:
+    """The RGB frames of a video (all, or the first max_frames) and its average frame rate;
+    raises DataError when fewer than 3 decode (motion smoothness needs two even frames)."""
     frames = []
     with open_video(uri) as c:
+        stream = c.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 0.0)
         for frame in c.decode(video=0):
             frames.append(frame.to_ndarray(format="rgb24"))
-            if len(frames) >= max_frames:
+            if max_frames and len(frames) >= max_frames:
                 break
-    if len(frames) < 2:
-        raise DataError(f"{len(frames)} frame(s): every dimension needs at least 2")
-    return np.stack(frames)
+    if len(frames) < 3:
+        raise DataError(f"{len(frames)} frame(s): Med-VBench's dimensions need at least 3")
+    if fps <= 0:
+        raise DataError("no frame rate in the container: dynamic degree samples by it")
+    return np.stack(frames), fps
 
 
 def _resize_short(frames: np.ndarray, side: int) -> np.ndarray:
@@ -74,53 +80,47 @@ class VideoScoreStage(RowStage):
         self.models = load_all(self.cfg, self.device)
 
     def process(self, row: Row) -> Row:
-        frames = read_frames(str(row["video_uri"]), self.cfg.max_frames)
-        flows: list | None = None
+        frames, fps = read_frames(str(row["video_uri"]), self.cfg.max_frames)
         self._clip_cache = None
         for dim in self.cfg.dimensions:
             t0 = time.perf_counter()
-            if dim in ("dynamic_degree", "warping_auto") and flows is None:
-                flows = self._flows(frames, both=("warping_auto" in self.cfg.dimensions))
-            row[f"score_{dim}"] = self.score(dim, frames, row, flows)
+            row[f"score_{dim}"] = self.score(dim, frames, fps, row)
             row[f"time_{dim}"] = time.perf_counter() - t0
         return row
 
     def _clip_features(self, frames: np.ndarray) -> np.ndarray:
-        """CLIP image features of every frame, once per video (frames are this row's)."""
+        """CLIP image features of every frame as the curation sees them (text alignment and the
+        medical-frame share, both ours), once per video."""
         if self._clip_cache is None:
             self._clip_cache = self.models["clip"].encode_images(self._clip_frames(frames))
         return self._clip_cache
 
-    def _flows(self, frames: np.ndarray, both: bool) -> list[tuple[np.ndarray, np.ndarray | None]]:
-        small = _resize_short(frames, self.cfg.flow_side)
-        flow = self.models["flow"]
-        return [(flow(a, b), flow(b, a) if both else None) for a, b in zip(small[:-1], small[1:])]
-
-    def score(self, dim: str, frames: np.ndarray, row: Row, flows) -> float:
-        m = self.models
+    def score(self, dim: str, frames: np.ndarray, fps: float, row: Row) -> float:
+        """One dimension of one video; VBench's dimensions through `dimensions` (VBench's path)."""
+        m, dev = self.models, self.device or "cpu"
         if dim == "subject_consistency":
-            return 100.0 * metrics.consistency(m["dino"].encode(frames))
+            return dimensions.subject_consistency(m["dino"], frames, dev)
         if dim == "background_consistency":
-            return 100.0 * metrics.consistency(self._clip_features(frames))
+            clip = ClipImages(m["clip"])
+            return dimensions.background_consistency(clip, clip.n_px, frames, dev)
         if dim == "motion_smoothness":
-            return 100.0 * metrics.motion_smoothness(frames)
+            return dimensions.motion_smoothness(m["interpolator"], frames)
         if dim == "imaging_quality":
-            return m["iqa"].score(frames)
+            return dimensions.imaging_quality(m["iqa"], frames, dev)
         if dim == "dynamic_degree":
-            small_h, small_w = _resize_short(frames[:1], self.cfg.flow_side).shape[1:3]
-            scores = [metrics.flow_peak_magnitude(f) for f, _ in flows]
-            return 100.0 * metrics.is_dynamic(scores, small_h, small_w, len(frames))
+            return dimensions.dynamic_degree(m["flow"].pairs, frames, fps)
+        if dim == "aesthetic":
+            a = m["aesthetic"]
+            return dimensions.aesthetic(a.images, a.head, a.images.n_px, frames, dev)
         if dim == "text_alignment":
             img = self._clip_features(frames)
             txt = m["clip"].encode_texts([str(row.get("prompt") or "")])[0]
             return 100.0 * float(np.clip(img @ txt, 0, None).mean())
-        if dim == "aesthetic":
-            idx = np.linspace(0, len(frames) - 1, min(8, len(frames))).round().astype(int)
-            return float(np.mean(m["aesthetic"].score(frames[idx])))
         if dim == "medical_frames":  # mean P(medical) of the frames, by the curation's frame rule
             return 100.0 * float(np.mean(m["medical"](self._clip_features(frames))))
-        if dim == "warping_auto":
+        if dim == "warping_auto":  # ours: forward-backward checked warping error at flow_side
             small = _resize_short(frames, self.cfg.flow_side)
+            flows = [(m["flow"](a, b), m["flow"](b, a)) for a, b in zip(small[:-1], small[1:])]
             return 100.0 * metrics.warping_error_auto(small, flows)
         raise KeyError(dim)
 
