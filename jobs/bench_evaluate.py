@@ -19,34 +19,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 TINY = ["evaluate.dino_model=dino/tiny", "evaluate.clip_model=clip/tiny", "evaluate.iqa_model=musiq/tiny",
-        "evaluate.flow_model=farneback", "evaluate.aesthetic_model=aesthetic/tiny"]
+        "evaluate.flow_model=farneback", "evaluate.aesthetic_model=aesthetic/vbench-tiny", "evaluate.interpolator_model=linear"]
 
 
 def real_models(device: str) -> dict:
-    """Production architectures with random weights (no download)."""
-    import torch
-    from pyiqa.archs.musiq_arch import MUSIQ
-    from torchvision.models.optical_flow import raft_large
-    from transformers import ViTConfig, ViTModel
-
-    from medgen_ray.evaluate.models import DinoEncoder, ImagingQuality, raft_flow_fn
-    from medgen_ray.models.registry import load_model
-
-    musiq = MUSIQ(pretrained=False).to(device).eval()
-    flow = raft_flow_fn(raft_large(weights=None), device)
-
-    def iq(x):
-        with torch.inference_mode():
-            return float(musiq(x.to(device)).mean())
-
+    """Production architectures (VBench's models) with seeded random weights (no download)."""
     from medgen_ray.config import FrameClassifierConfig
     from medgen_ray.curate.classify import MedicalFrameScorer
+    from medgen_ray.evaluate.models import load_aesthetic, load_dino, load_flow, load_interpolator, load_iqa
+    from medgen_ray.models.registry import load_model
 
     clip = load_model("clip/vit-b-32", "random", device, kind="clip")
     prompts = FrameClassifierConfig()
-    return {"dino": DinoEncoder(ViTModel(ViTConfig(), add_pooling_layer=False), 224, device),
-            "clip": clip, "iqa": ImagingQuality(iq, "musiq (random)"), "flow": flow,
-            "aesthetic": load_model("aesthetic/laion", "random", device, kind="aesthetic"),
+    return {"dino": load_dino("dino/vit-b-16", "random", device), "clip": clip,
+            "iqa": load_iqa("musiq/spaq", "random", device), "flow": load_flow("raft/things", "random", device),
+            "interpolator": load_interpolator("amt/s", "random", device),
+            "aesthetic": load_aesthetic("aesthetic/vbench", "random", device),
             "medical": MedicalFrameScorer(clip, "clip/vit-b-32", None, prompts.medical_prompts, prompts.other_prompts)}
 
 

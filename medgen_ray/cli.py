@@ -212,9 +212,11 @@ def cmd_weights_list(args: argparse.Namespace) -> int:
 def cmd_weights_pull(args: argparse.Namespace) -> int:
     """`medgen weights pull`: pre-stage models' weights for an offline cluster."""
     from medgen_ray.models.registry import pull_weights
+    from medgen_ray.models.requirements import EVAL_SOURCES, pull_eval_weights
 
     for name in args.names:
-        print(f"{name} -> {pull_weights(name, args.dest)}")
+        pull = pull_eval_weights if name in EVAL_SOURCES else pull_weights
+        print(f"{name} -> {pull(name, args.dest)}")
     return 0
 
 

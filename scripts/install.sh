@@ -9,6 +9,7 @@ PY="${PYTHON:-python3}"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/pip" install -q --disable-pip-version-check -c scripts/constraints-cpu.txt 'setuptools<81' wheel
 "$VENV/bin/pip" install -q --disable-pip-version-check -c scripts/constraints-cpu.txt -e '.[test]'
+"$VENV/bin/pip" install -q --disable-pip-version-check --no-deps -r scripts/requirements-nodeps.txt
 # Headless Chromium for the report page's browser test (Debian package; needs root).
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "install.sh: could not install chromium" >&2

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 import torch
 
-from medgen_ray.models.weights import RANDOM, TINY_SEED, WeightsUnavailable
+from medgen_ray.models.weights import RANDOM, TINY_SEED, WeightsUnavailable, stage_weights
 
 
 def _random(weights: str | None) -> bool:
@@ -88,7 +88,7 @@ def load_dino(name: str, weights: str | None = None, device: str = "cpu") -> Din
         if _random(weights):  # DINO ViT-B/16's shape (layer-norm eps as DINO's own code)
             torch.manual_seed(TINY_SEED + 10)
             return DinoEncoder(ViTModel(ViTConfig(layer_norm_eps=1e-6), add_pooling_layer=False), device)
-        path = weights or "facebook/dino-vitb16"
+        path = stage_weights(weights) if weights else "facebook/dino-vitb16"
         try:
             return DinoEncoder(ViTModel.from_pretrained(path, add_pooling_layer=False), device)
         except OSError as exc:
@@ -145,7 +145,8 @@ def load_iqa(name: str, weights: str | None = None, device: str = "cpu") -> Imag
 
 
 def _weights_path(weights: str) -> Path:
-    path = Path(weights.removeprefix("file://"))
+    """The local weights file of a path, a pulled folder or a remote URI (copied once)."""
+    path = Path(stage_weights(weights))
     if path.is_dir():
         found = sorted(p for ext in ("*.pth", "*.pt", "*.bin") for p in path.glob(ext))
         if len(found) != 1:
@@ -162,8 +163,8 @@ class Flow:
     gives one pair's flow at the frames' size (the warping proxy)."""
 
     def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None, divisor: int,
-                 device: str, batch_size: int = 8):
-        self.fn, self.divisor, self.device, self.batch_size = fn, divisor, device, batch_size
+                 device: str, batch_size: int = 8, net: torch.nn.Module | None = None):
+        self.fn, self.divisor, self.device, self.batch_size, self.net = fn, divisor, device, batch_size, net
 
     def _run(self, a: np.ndarray, b: np.ndarray, unpad: bool) -> list[np.ndarray]:
         from medgen_ray.evaluate.dimensions import as_tensor, pad_to
@@ -218,7 +219,7 @@ def load_flow(name: str, weights: str | None = None, device: str = "cpu") -> Flo
             raise WeightsUnavailable("raft/things: set evaluate.flow_weights to raft-things.pth "
                                      "(`medgen weights pull raft/things --dest DIR`), or use farneback")
         net = raft_things(None if _random(weights) else _state(weights, "raft/things")).to(device)
-        return Flow(lambda a, b: net(a, b, iters=20, test_mode=True)[1], 8, device)
+        return Flow(lambda a, b: net(a, b, iters=20, test_mode=True)[1], 8, device, net=net)
     raise KeyError(f"unknown flow model {name!r}; choices: raft/things, farneback")
 
 
@@ -310,9 +311,10 @@ def load_aesthetic(name: str, weights: str | None = None, device: str = "cpu") -
         return VBenchAesthetic(encoder, head, name)
     if name == "aesthetic/vbench":
         clip_weights = RANDOM if _random(weights) else None
+        torch.manual_seed(TINY_SEED + 14)
         head = torch.nn.Linear(768, 1)
         if weights and not _random(weights):
-            root = Path(weights.removeprefix("file://"))
+            root = Path(stage_weights(weights))
             if root.is_dir() and (root / "clip").is_dir():
                 clip_weights = str(root / "clip")
             head.load_state_dict(_state(str(root / LAION_LINEAR_HEAD) if root.is_dir() else weights,
@@ -320,8 +322,6 @@ def load_aesthetic(name: str, weights: str | None = None, device: str = "cpu") -
         elif not weights:
             raise WeightsUnavailable("aesthetic/vbench: set evaluate.aesthetic_weights to LAION's "
                                      f"{LAION_LINEAR_HEAD} (`medgen weights pull aesthetic/vbench --dest DIR`)")
-        else:
-            torch.manual_seed(TINY_SEED + 14)
         encoder = load_model("clip/vit-l-14", clip_weights, device, kind="clip")
         return VBenchAesthetic(encoder, head, name)
     raise KeyError(f"unknown aesthetic model {name!r}; choices: aesthetic/vbench, aesthetic/vbench-tiny")

@@ -23,9 +23,21 @@ JOBS = ("curate", "precompute", "train", "serve", "evaluate", "experiment")
 EVAL_MODELS = {
     "dino/vit-b-16": ("hub", "facebook/dino-vitb16"),
     "musiq/spaq": ("pyiqa", "musiq_spaq"),
-    "raft/large": ("torch", "raft_large_C_T_SKHT_V2"),
+    "raft/things": ("file", "evaluate.flow_weights"),
+    "amt/s": ("file", "evaluate.interpolator_weights"),
+    "aesthetic/vbench": ("file", "evaluate.aesthetic_weights"),
 }
-BUILT_HERE = {"dino/tiny", "musiq/tiny", "piqe", "farneback"}  # seeded twins and weight-free metrics
+# seeded twins and weight-free metrics
+BUILT_HERE = {"dino/tiny", "musiq/tiny", "piqe", "farneback", "linear", "aesthetic/vbench-tiny"}
+# Where `medgen weights pull` fetches each: (hub repo, file or None for the whole repo) or (URL, file in it).
+EVAL_SOURCES: dict[str, tuple[str, str | None]] = {
+    "dino/vit-b-16": ("hub:facebook/dino-vitb16", None),
+    "musiq/spaq": ("hub:chaofengc/IQA-PyTorch-Weights", "musiq_spaq_ckpt-358bb6af.pth"),  # pyiqa's own mirror
+    "raft/things": ("https://dl.dropboxusercontent.com/s/4j4z58wuv8o0mfz/models.zip", "raft-things.pth"),  # VBench's
+    "amt/s": ("hub:lalala125/AMT", "amt-s.pth"),  # VBench's
+    "aesthetic/vbench": ("https://github.com/LAION-AI/aesthetic-predictor/raw/main/sa_0_4_vit_l_14_linear.pth",
+                         "sa_0_4_vit_l_14_linear.pth"),
+}
 
 
 @dataclass(frozen=True)
@@ -92,7 +104,10 @@ def _eval_status(name: str, weights: str | None) -> tuple[bool, str]:
     if weights is not None:
         return _weights_status(weights)
     where, what = EVAL_MODELS[name]
-    fix = "download it where the hub is reachable and set the matching evaluate.*_weights"
+    fix = f"`medgen weights pull {name} --dest DIR` where the hub is reachable, then set the matching " \
+          "evaluate.*_weights"
+    if where == "file":
+        return False, f"missing: {name} reads its weights from {what}, which is not set; {fix}"
     if where == "hub" and _hub_cached(what):
         return True, f"{what} in the Hugging Face cache"
     if where == "torch":
@@ -137,11 +152,16 @@ def _entries(app: AppConfig, job: str) -> list[tuple[str, str, str | None, str]]
         if dims & {"background_consistency", "text_alignment", "medical_frames"}:
             out.append(("evaluate.clip_model", e.clip_model, e.clip_weights, "eval"))
         if "imaging_quality" in dims:
-            out.append(("evaluate.iqa_model", e.iqa_model, None, "eval"))
+            out.append(("evaluate.iqa_model", e.iqa_model, e.iqa_weights, "eval"))
         if dims & {"dynamic_degree", "warping_auto"}:
             out.append(("evaluate.flow_model", e.flow_model, e.flow_weights, "eval"))
+        if "motion_smoothness" in dims:
+            out.append(("evaluate.interpolator_model", e.interpolator_model, e.interpolator_weights, "eval"))
         if "aesthetic" in dims:
-            out += _aesthetic("evaluate.aesthetic_model", e.aesthetic_model, None)
+            out.append(("evaluate.aesthetic_model", e.aesthetic_model, e.aesthetic_weights, "eval"))
+            local = (e.aesthetic_weights or "").removeprefix("file://")
+            if e.aesthetic_model == "aesthetic/vbench" and "://" not in local and not (Path(local) / "clip").is_dir():
+                out.append(("evaluate.aesthetic_model (its CLIP ViT-L/14)", "clip/vit-l-14", None, "registry"))
         return out
     if job == "experiment":
         return [x for j in ("precompute", "train", "evaluate") for x in _entries(app, j)]
@@ -174,3 +194,53 @@ def require_weights(app: AppConfig, job: str) -> None:
     if missing:
         lines = "\n".join(f"  {r.field} = {r.model}: {r.status}" for r in missing)
         raise WeightsUnavailable(f"{job}: weights missing before start (nothing was run):\n{lines}")
+
+
+def pull_eval_weights(name: str, dest: str) -> str:
+    """Pre-stage a Med-VBench model's weights (VBench's sources) under dest/<name>; the LAION
+    linear head brings its CLIP ViT-L/14 in clip/. Returns that URI."""
+    import shutil
+    import urllib.request
+    import zipfile
+
+    import fsspec
+
+    from medgen_ray.models.registry import pull_weights
+    from medgen_ray.models.weights import cache_root
+
+    if name not in EVAL_SOURCES:
+        raise KeyError(f"unknown Med-VBench model {name!r}; choices: {', '.join(EVAL_SOURCES)}")
+    source, file = EVAL_SOURCES[name]
+    target = dest.rstrip("/") + "/" + name.replace("/", "__")
+    tmp = cache_root() / "pull" / name.replace("/", "__")
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        if source.startswith("hub:"):
+            from huggingface_hub import hf_hub_download, snapshot_download
+
+            if file is None:
+                snapshot_download(repo_id=source[4:], local_dir=str(tmp))
+            else:
+                hf_hub_download(source[4:], file, local_dir=str(tmp))
+        else:
+            got = tmp / Path(source.split("?")[0]).name
+            with urllib.request.urlopen(source, timeout=60) as r, open(got, "wb") as fh:
+                shutil.copyfileobj(r, fh)
+            if got.suffix == ".zip":  # keep just the named file
+                with zipfile.ZipFile(got) as z:
+                    member = next((m for m in z.namelist() if m.endswith("/" + file) or m == file), None)
+                    if member is None:
+                        raise WeightsUnavailable(f"{name}: {file} is not in {source}")
+                    (tmp / file).write_bytes(z.read(member))
+                got.unlink()
+    except WeightsUnavailable:
+        raise
+    except Exception as exc:  # network and hub clients raise many types; all mean "not fetched"
+        raise WeightsUnavailable(f"{name}: could not fetch {source} ({exc}); run the pull where it is reachable") from exc
+    fs, root = fsspec.core.url_to_fs(target)
+    fs.makedirs(root, exist_ok=True)
+    fs.put(str(tmp) + "/", root, recursive=True)
+    if name == "aesthetic/vbench":
+        pull_weights("clip/vit-l-14", target)
+        fs.mv(root + "/clip__vit-l-14", root + "/clip", recursive=True)
+    return target

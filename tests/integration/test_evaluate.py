@@ -14,7 +14,7 @@ from medgen_ray.config import derive, load_config
 from tests.integration.test_serve import TOKEN, _free_port, _make_adapters, _wait_healthy
 
 EVAL_TINY = ["evaluate.dino_model=dino/tiny", "evaluate.clip_model=clip/tiny", "evaluate.iqa_model=musiq/tiny",
-             "evaluate.flow_model=farneback", "evaluate.aesthetic_model=aesthetic/tiny",
+             "evaluate.flow_model=farneback", "evaluate.aesthetic_model=aesthetic/vbench-tiny", "evaluate.interpolator_model=linear",
              "evaluate.pool.num_gpus=0", "evaluate.pool.num_cpus=0.5", "evaluate.flow_side=64"]
 PROMPTS = ["An endoscopic view of the stomach lining.", "An ultrasound of the liver with a bright boundary.",
            "An anatomy diagram of the heart.", "A laparoscopic view of the gallbladder."]

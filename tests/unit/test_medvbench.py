@@ -5,11 +5,11 @@ import pytest
 
 from medgen_ray.config import load_config
 from medgen_ray.core.encode import write_mp4
-from medgen_ray.evaluate import metrics
+from medgen_ray.evaluate import dimensions, metrics
 from medgen_ray.evaluate.score import VideoScoreStage, read_frames
 
 TINY = ["evaluate.dino_model=dino/tiny", "evaluate.clip_model=clip/tiny", "evaluate.iqa_model=musiq/tiny",
-        "evaluate.flow_model=farneback", "evaluate.aesthetic_model=aesthetic/tiny", "evaluate.pool.num_gpus=0"]
+        "evaluate.flow_model=farneback", "evaluate.aesthetic_model=aesthetic/vbench-tiny", "evaluate.interpolator_model=linear", "evaluate.pool.num_gpus=0"]
 
 
 def _texture(h=96, w=128, seed=0):
@@ -34,9 +34,9 @@ def _score(stage, frames, tmp_path, name, prompt="an endoscopy"):
     return stage.process(dict(row))
 
 
-def _moving(n=17, step=3):
-    base = _texture(96, 128 + step * n)
-    return np.stack([base[:, i * step: i * step + 128] for i in range(n)])
+def _moving(n=17, step=3, h=96, w=128):
+    base = _texture(h, w + step * n)
+    return np.stack([base[:, i * step: i * step + w] for i in range(n)])
 
 
 def test_static_video_is_fully_consistent_and_not_dynamic(stage, tmp_path):
@@ -87,10 +87,27 @@ def test_occlusion_check_flags_inconsistent_flow():
 
 
 def test_dynamic_rule_thresholds():
-    assert metrics.is_dynamic([7.0] * 4 + [0.0] * 12, 256, 256, 17)
-    assert not metrics.is_dynamic([7.0] * 3 + [0.0] * 13, 256, 256, 17)
-    assert not metrics.is_dynamic([5.0] * 16, 256, 256, 17)
-    assert metrics.is_dynamic([5.0] * 16, 128, 128, 17)  # threshold scales with the short side
+    assert dimensions.is_dynamic([7.0] * 4 + [0.0] * 12, 256, 256, 17)
+    assert not dimensions.is_dynamic([7.0] * 3 + [0.0] * 13, 256, 256, 17)
+    assert not dimensions.is_dynamic([5.0] * 16, 256, 256, 17)
+    assert dimensions.is_dynamic([5.0] * 16, 128, 128, 17)  # threshold scales with the short side
+    assert dimensions.is_dynamic([0.0], 128, 128, 2)  # VBench: a need of round(0.5) = 0 is met by any pair
+    assert not dimensions.is_dynamic([], 128, 128, 1)
+
+
+def test_a_24fps_pan_of_2px_per_frame_is_dynamic_as_in_vbench(tmp_path):
+    """VBench samples every round(24 / 8) = 3rd frame, so a 2 px/frame pan moves 6 px per
+    sampled pair, above 6 * 144 / 256 = 3.375 px: dynamic. Scoring every pair (2 px each)
+    called it static before."""
+    cfg = load_config(None, [*TINY, "evaluate.dimensions=[dynamic_degree]"]).evaluate
+    s = VideoScoreStage(cfg, device="cpu")
+    s.setup()
+    frames = _moving(48, step=2, h=144, w=256)
+    path = tmp_path / "pan24.mp4"
+    write_mp4(frames, str(path), fps=24)
+    assert s.process({"video_id": "p", "model": "m", "prompt": "x", "video_uri": str(path)})["score_dynamic_degree"] == 100.0
+    every_pair = [metrics.flow_peak_magnitude(f) for f in s.models["flow"].pairs(frames)]
+    assert not dimensions.is_dynamic(every_pair, 144, 256, len(frames))  # the old reading
 
 
 def test_unreadable_video_is_an_error_row(stage, tmp_path):
@@ -102,10 +119,10 @@ def test_unreadable_video_is_an_error_row(stage, tmp_path):
     assert out["error"][0].startswith("score:") and np.isnan(out["score_motion_smoothness"][0])
 
 
-def test_read_frames_needs_two(tmp_path):
-    write_mp4(_texture()[None], str(tmp_path / "one.mp4"))
-    with pytest.raises(Exception, match="at least 2"):
-        read_frames(str(tmp_path / "one.mp4"), 10)
+def test_read_frames_needs_three(tmp_path):
+    write_mp4(np.repeat(_texture()[None], 2, axis=0), str(tmp_path / "two.mp4"))
+    with pytest.raises(Exception, match="at least 3"):
+        read_frames(str(tmp_path / "two.mp4"), 10)
 
 
 def test_medical_frames_follows_the_frame_classifier(frame_probe, tmp_path):

@@ -4,7 +4,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medgen_ray.evaluate.metrics import consistency, motion_smoothness, total_score, warping_error_from_ratings
+from medgen_ray.evaluate.dimensions import motion_smoothness
+from medgen_ray.evaluate.metrics import consistency, total_score, warping_error_from_ratings
+from medgen_ray.evaluate.models import load_interpolator
+
+LINEAR = load_interpolator("linear")
 
 TABLE2 = Path(__file__).resolve().parents[1] / "data" / "medvbench_table2.csv"  # the paper's Table 2
 
@@ -25,14 +29,14 @@ def test_static_video_is_perfectly_consistent_and_smooth():
     frame = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
     video = np.repeat(frame[None], 9, axis=0)
     assert consistency(np.repeat(np.arange(1.0, 6.0)[None], 9, axis=0)) == pytest.approx(1.0)
-    assert motion_smoothness(video) == 1.0
+    assert motion_smoothness(LINEAR, video) == 100.0
 
 
 def test_shuffled_frames_score_lower():
     t = np.arange(16)
     ramp = np.clip(t[:, None, None, None] * 12 + np.zeros((1, 8, 8, 3)), 0, 255).astype(np.uint8)
     shuffled = ramp[np.random.default_rng(1).permutation(16)]
-    assert motion_smoothness(ramp) == 1.0 > motion_smoothness(shuffled)
+    assert motion_smoothness(LINEAR, ramp) == 100.0 > motion_smoothness(LINEAR, shuffled)
     a, b = np.array([1.0, 0.0]), np.array([0.0, 1.0])
     one_cut = np.stack([a] * 8 + [b] * 8)
     flicker = np.stack([a, b] * 8)

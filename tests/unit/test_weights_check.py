@@ -84,3 +84,45 @@ def test_laion_head_brings_its_vit_l_14_in_every_job(empty_caches):
     app = load_config(None, ["evaluate.dimensions=[aesthetic]", "evaluate.videos=/x"])
     for job in ("curate", "evaluate"):
         assert "clip/vit-l-14" in {r.model for r in check_weights(app, [job])}, job
+
+
+def test_med_vbench_models_pull_from_their_sources_and_load(tmp_path, empty_caches, monkeypatch):
+    """`medgen weights pull raft/things` fetches VBench's source (a zip holding
+    models/raft-things.pth, here served on 127.0.0.1), keeps the named file, and the job's check
+    and loader accept the pulled folder; a hub source offline fails naming the model."""
+    import http.server
+    import threading
+    import zipfile
+
+    import torch
+
+    from medgen_ray.evaluate.models import load_flow, raft_things
+    from medgen_ray.models import requirements
+
+    site = tmp_path / "site"
+    site.mkdir()
+    state = {f"module.{k}": v for k, v in raft_things().state_dict().items()}
+    torch.save(state, tmp_path / "raft-things.pth")
+    with zipfile.ZipFile(site / "models.zip", "w") as z:
+        z.write(tmp_path / "raft-things.pth", "models/raft-things.pth")
+        z.writestr("models/raft-small.pth", b"other")
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(site))  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setitem(requirements.EVAL_SOURCES, "raft/things",
+                            (f"http://127.0.0.1:{server.server_port}/models.zip", "raft-things.pth"))
+        assert main(["weights", "pull", "raft/things", "--dest", str(tmp_path / "w")]) == 0
+    finally:
+        server.shutdown()
+    pulled = tmp_path / "w" / "raft__things"
+    assert sorted(p.name for p in pulled.iterdir()) == ["raft-things.pth"]
+    app = load_config(None, ["evaluate.videos=/x", "evaluate.dimensions=[dynamic_degree]", f"evaluate.flow_weights={pulled}"])
+    assert all(r.ok for r in check_weights(app, ["evaluate"]))
+    loaded = load_flow("raft/things", str(pulled)).net.state_dict()
+    assert all(torch.equal(loaded[k.removeprefix("module.")], v) for k, v in state.items())
+    app = load_config(None, ["evaluate.videos=/x", "evaluate.dimensions=[dynamic_degree]"])
+    (req,) = check_weights(app, ["evaluate"])
+    assert not req.ok and "medgen weights pull raft/things" in req.status
+    with pytest.raises(WeightsUnavailable, match="amt/s: could not fetch"):
+        requirements.pull_eval_weights("amt/s", str(tmp_path / "w"))
