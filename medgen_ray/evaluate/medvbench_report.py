@@ -112,7 +112,8 @@ def write_eval_report(output: str, rows: list[dict[str, Any]], df, cfg: Evaluate
     for r in table:
         md.append("| " + " | ".join(str(r.get(c, "")) if c in ("model", "videos") else _fmt(r.get(c), r, c)
                                     for c in cols) + " |")
-    note = ("Per cent except aesthetic (LAION 1-10) and warping_auto (mean squared error x100 after "
+    note = ("Per cent (VBench's six dimensions as VBench 0.1.5 computes them) except warping_auto (ours: mean "
+            "squared error x100 after "
             "flow warping; lower is better); ± is half the 95% bootstrap interval over prompts. "
             "warping_error is the raters' share of distorted videos; "
             "total = (IQ + SC + BC + MS + (100 - WE)) / 6, only with ratings.")
