@@ -132,6 +132,14 @@ def cmd_dataset_view(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dataset_dedup(args: argparse.Namespace) -> int:
+    """`medgen dataset dedup`: near-duplicate clips removed into a new dataset folder."""
+    from medgen_ray.runner import run_dedup
+
+    run_dedup(_config(args), args.dataset, args.out)
+    return 0
+
+
 def cmd_experiment(args: argparse.Namespace) -> int:
     """`medgen experiment`: arms or a sweep of LoRAs, evaluated side by side."""
     from medgen_ray.runner import run_experiment
@@ -295,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--disable", help="comma-separated clip filters: motion,borders,aesthetic,technical,ocr")
     with_config(sp)
     sp.set_defaults(fn=cmd_dataset_view)
+    sp = ds.add_parser("dedup", help="remove near-duplicate clips (re-uploads, re-encodes, rescales, trims)")
+    sp.add_argument("dataset")
+    sp.add_argument("--out", required=True)
+    with_config(sp)
+    sp.set_defaults(fn=cmd_dataset_dedup)
 
     ex = sub.add_parser("experiment", help="experiments").add_subparsers(dest="what", required=True)
     sp = ex.add_parser("run", help="arms (data views / training settings) -> one LoRA each -> Med-VBench side by side")
@@ -388,7 +401,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `medgen`; returns the exit code (2 for a bad config)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `a.b=v` overrides may follow options (`dataset view DS --out V key=value`): argparse takes
+    # positionals in one run, so the ones after an option arrive here and join the overrides.
+    if extra and hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
+        args.overrides = list(args.overrides or []) + extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.fn(args)
     except ConfigError as exc:

@@ -318,6 +318,20 @@ class CaptionConfig(Strict):
     cache_uri: str | None = Field(None, description="default <output>/caption_cache")
 
 
+class DedupConfig(Strict):
+    """Near-duplicate removal over a dataset (`medgen dataset dedup`); every number here is ours
+    (the paper removes no duplicates): set on generated re-encodes, rescales and 1-s trims."""
+
+    embedding_threshold: float = Field(0.9, ge=-1, le=1, description="prefilter: clip-embedding cosine at least")
+    max_hamming: float = Field(10.0, ge=0, le=64, description="same footage: mean frame-hash distance (bits) at most")
+    max_shift_frames: int = Field(3, ge=0, description="alignment shifts tried, in sampled frames (1 fps: seconds)")
+    min_overlap: int = Field(3, ge=1, description="frames that must overlap at the best shift")
+    keep_by: str = Field("score_aesthetic", description="manifest column: the highest-scored clip of a cluster stays")
+    block_size: int = Field(4096, ge=1, description="rows per block of the all-pairs similarity")
+    pool: PoolConfig = Field(default_factory=lambda: PoolConfig(num_gpus=0.0, batch_size=8),
+                             description="signature pass (clips without stored signatures)")
+
+
 class CurateConfig(Strict):
     """The curation job: output folder, one section per stage, resume and task sizing."""
 
@@ -342,6 +356,7 @@ class CurateConfig(Strict):
     sample: SampleConfig = Field(default_factory=SampleConfig)
     classify: FrameClassifierConfig = Field(default_factory=FrameClassifierConfig)
     segment: SegmentConfig = Field(default_factory=SegmentConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
     resolution: ResolutionConfig = Field(default_factory=ResolutionConfig)
     cut: CutConfig = Field(default_factory=CutConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)

@@ -460,6 +460,56 @@ def run_evaluate(app: AppConfig) -> dict[str, Any]:
             "per_video": df}
 
 
+def run_dedup(app: AppConfig, dataset: str, out: str) -> dict[str, Any]:
+    """Near-duplicate removal over `dataset` into `out`. Clips whose manifest rows carry no
+    signatures (curated before they were stored) get them from a Ray Data pass first, written
+    to <out>/signatures in parts: a rerun after a kill computes only the rest. Then the view."""
+    import fsspec
+    import pyarrow as pa
+    import ray
+
+    from medgen_ray.core.batch import to_rows
+    from medgen_ray.core.parts import list_parts, read_part, write_table_atomic
+    from medgen_ray.curate.dedup import (
+        SIGNATURE_SCHEMA,
+        SIGNATURES,
+        ClipSignatureStage,
+        has_signature,
+        read_signatures,
+        write_dedup,
+    )
+    from medgen_ray.schema import CLIP_ID, CLIP_URI
+
+    cfg = app.curate
+    bfs, _ = fsspec.core.url_to_fs(dataset)
+    rows = [r for p in list_parts(dataset, "manifest") for r in read_part(bfs, p).to_pylist()]
+    done = read_signatures(out)
+    todo = [{CLIP_ID: r[CLIP_ID], CLIP_URI: r[CLIP_URI]} for r in rows if not has_signature(r) and r[CLIP_ID] not in done]
+    if todo:
+        require_weights(derive(app, {"curate.quality.enabled": False, "curate.metadata.enabled": False}), "curate")
+        init_ray(app.ray)
+        fs, root = fsspec.core.url_to_fs(out)
+        fs.makedirs(f"{root}/{SIGNATURES}", exist_ok=True)
+        start = len(list_parts(out, SIGNATURES))
+        ds = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo), 200)))
+        ds = _map(ds, "Signature", lambda: ClipSignatureStage(cfg), batch_size=cfg.dedup.pool.batch_size,
+                  pool=cfg.dedup.pool, num_cpus=cfg.dedup.pool.num_cpus)
+        errors = []
+        for i, batch in enumerate(ds.iter_batches(batch_size=cfg.write_batch_rows, batch_format="numpy")):
+            good = [r for r in to_rows(batch) if not r.get("error")]
+            errors += [f"{r[CLIP_ID]}: {r['error']}" for r in to_rows(batch) if r.get("error")]
+            if good:
+                table = pa.Table.from_pylist([{f.name: r[f.name] for f in SIGNATURE_SCHEMA} for r in good],
+                                             schema=SIGNATURE_SCHEMA)
+                write_table_atomic(fs, f"{root}/{SIGNATURES}/part-{start + i:05d}.parquet", table)
+        if errors:
+            raise ValueError(f"dedup: {len(errors)} clip(s) could not be read, nothing removed yet: {errors[:3]}")
+    summary = write_dedup(dataset, out, cfg.dedup)
+    print(f"dedup: {summary['kept']} of {summary['clips']} clips kept, {summary['duplicates']} near-duplicates "
+          f"rejected (rejects name the clip kept) -> {out}", file=sys.stdout)
+    return summary
+
+
 def print_summary(summary: dict[str, Any], out) -> None:
     """Print the curation funnel and outcome counts."""
     print(f"inputs {summary['inputs']}: kept {summary['videos_kept']}, rejected {summary['videos_rejected']}, "

@@ -7,6 +7,7 @@ errored row keeps flowing to the sink and nothing is dropped silently.
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 
 # Status columns on every row in flight.
@@ -31,9 +32,11 @@ FRAMES = "frames"  # uint8 (T, S, S, 3) at the frame classifier's input size
 FRAME_TIMES = "frame_times"  # float64 (T,) seconds
 FRAME_SCORES = "frame_scores"  # float32 (T,) P(medical)
 FRAME_SIMS = "frame_sims"  # float32 (T-1,) adjacent cosine similarity
+FRAME_FEATS = "frame_feats"  # float16 (T, D) unit CLIP image features (for the clip embedding)
+FRAME_HASHES = "frame_hashes"  # uint64 (T,) DCT hash per sampled frame (a source's, then its clip's)
 QFRAMES = "qframes"  # uint8 (N, H, W, 3): a clip's uniformly sampled frames (borders, aesthetic, technical, OCR)
 MFRAMES = "mframes"  # uint8 (P, 2, h, w): grey frame pairs for optical flow (motion)
-HEAVY_COLUMNS = (FRAMES, FRAME_TIMES, FRAME_SCORES, FRAME_SIMS, QFRAMES, MFRAMES)
+HEAVY_COLUMNS = (FRAMES, FRAME_TIMES, FRAME_SCORES, FRAME_SIMS, FRAME_FEATS, QFRAMES, MFRAMES)
 
 # Clip-level columns (after segmentation).
 CLIP_ID = "clip_id"
@@ -42,6 +45,7 @@ T_START = "t_start"
 T_END = "t_end"
 CLIP_URI = "clip_uri"
 CUT_MODE = "cut_mode"
+CLIP_EMBEDDING = "clip_embedding"  # float32 (D,) unit mean of the clip's sampled-frame CLIP features
 
 PROBE_COLUMNS = ("width", "height", "fps", "duration", "codec", "bitrate", "rotation")
 
@@ -88,6 +92,8 @@ MANIFEST_SCHEMA = pa.schema(
         (TRANSCRIPT, pa.string()),
         ("provenance", pa.string()),
         (N_CANDIDATES, pa.int32()),
+        (CLIP_EMBEDDING, pa.list_(pa.float32())),
+        (FRAME_HASHES, pa.list_(pa.uint64())),
     ]
 )
 
@@ -139,6 +145,8 @@ PER_VIDEO_PREFIXES = ("score_", "time_")
 
 # Defaults for columns that a row has not reached yet.
 COLUMN_DEFAULTS: dict[str, object] = {
+    CLIP_EMBEDDING: np.zeros(0, np.float32),  # arrays, like the clips' (Ray keeps one tensor column)
+    FRAME_HASHES: np.zeros(0, np.uint64),
     VIDEO_ID: "",
     SOURCE_URI: "",
     REQUEST: "",

@@ -39,6 +39,10 @@ def _clean(v: Any, typ: pa.DataType) -> Any:
         return None if v is None else float(v)
     if pa.types.is_string(typ):
         return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+    if pa.types.is_list(typ):
+        if v is None or isinstance(v, float) or len(v) == 0:
+            return None
+        return [int(x) for x in v] if pa.types.is_integer(typ.value_type) else [float(x) for x in v]
     return v
 
 

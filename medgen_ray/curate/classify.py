@@ -13,9 +13,10 @@ import numpy as np
 from medgen_ray.config import CurateConfig
 from medgen_ray.core.batch import Batch, ensure_status, is_active
 from medgen_ray.core.cluster import pick_device
+from medgen_ray.curate.dedup import frame_hashes
 from medgen_ray.models.linear_probe import load_probe, prototypes, softmax
 from medgen_ray.models.registry import load_model
-from medgen_ray.schema import FRAME_SCORES, FRAME_SIMS, FRAMES
+from medgen_ray.schema import FRAME_FEATS, FRAME_HASHES, FRAME_SCORES, FRAME_SIMS, FRAMES
 
 LOGIT_SCALE = 100.0
 
@@ -42,7 +43,7 @@ class FrameClassifierStage:
 
     name = "classify"
     reads = (FRAMES,)
-    adds = (FRAME_SCORES, FRAME_SIMS)
+    adds = (FRAME_SCORES, FRAME_SIMS, FRAME_FEATS, FRAME_HASHES)
     drops = (FRAMES,)
 
     def __init__(self, cfg: CurateConfig, device: str | None = None):
@@ -64,6 +65,8 @@ class FrameClassifierStage:
         lengths = [len(batch[FRAMES][i]) if active[i] else 0 for i in range(n)]
         scores = np.empty(n, dtype=object)
         sims = np.empty(n, dtype=object)
+        feats_out = np.empty(n, dtype=object)
+        hashes = np.empty(n, dtype=object)
         if sum(lengths):
             stacked = np.concatenate([batch[FRAMES][i] for i in range(n) if lengths[i]])
             feats = self.encoder.encode_images(stacked, batch_size=max(1, self.cfg.classify.pool.batch_size * 32))
@@ -73,11 +76,15 @@ class FrameClassifierStage:
             k = lengths[i]
             if k == 0:
                 scores[i], sims[i] = np.zeros(0, np.float32), np.zeros(0, np.float32)
+                feats_out[i] = np.zeros((0, 0), np.float16)
+                hashes[i] = np.zeros(0, np.uint64)
                 continue
+            hashes[i] = frame_hashes(batch[FRAMES][i])
             f = feats[offset : offset + k]
+            feats_out[i] = f.astype(np.float16)
             scores[i] = probs[offset : offset + k]
             sims[i] = np.sum(f[1:] * f[:-1], axis=1).astype(np.float32)
             offset += k
         out = {k: v for k, v in batch.items() if k != FRAMES}
-        out[FRAME_SCORES], out[FRAME_SIMS] = scores, sims
+        out[FRAME_SCORES], out[FRAME_SIMS], out[FRAME_FEATS], out[FRAME_HASHES] = scores, sims, feats_out, hashes
         return out

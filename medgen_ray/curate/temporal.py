@@ -17,7 +17,10 @@ from medgen_ray.core.batch import mark_reject
 from medgen_ray.core.errors import DataError
 from medgen_ray.core.stage import Row, RowStage
 from medgen_ray.schema import (
+    CLIP_EMBEDDING,
     CLIP_ID,
+    FRAME_FEATS,
+    FRAME_HASHES,
     FRAME_SCORES,
     FRAME_SIMS,
     FRAME_TIMES,
@@ -101,6 +104,15 @@ def snap_to_keyframes(t0: float, t1: float, keyframes: np.ndarray, duration: flo
     return s, e
 
 
+def clip_embedding(feats: np.ndarray | None, a: int, b: int) -> np.ndarray:
+    """The unit mean of frames a..b's CLIP features (near-duplicate removal compares these);
+    empty when the classifier kept no features."""
+    if feats is None or len(feats) <= b:
+        return np.zeros(0, np.float32)
+    mean = np.asarray(feats[a : b + 1], dtype=np.float32).mean(axis=0)
+    return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+
+
 def make_clip_id(video_id: str, t_start: float, t_end: float) -> str:
     """Deterministic: the same source and span always give the same id."""
     return f"{video_id}_{round(t_start * 1000):08d}_{round(t_end * 1000):08d}"
@@ -110,9 +122,9 @@ class SegmentStage(RowStage):
     """Fans a source row out into one row per candidate clip."""
 
     name = "segment"
-    reads = (VIDEO_ID, FRAME_SCORES, FRAME_SIMS, FRAME_TIMES, "duration", "keyframes")
-    adds = (CLIP_ID, T_START, T_END, N_CANDIDATES, "score_frame_medical", "score_min_similarity")
-    drops = (FRAME_SCORES, FRAME_SIMS, FRAME_TIMES)
+    reads = (VIDEO_ID, FRAME_SCORES, FRAME_SIMS, FRAME_TIMES, FRAME_FEATS, FRAME_HASHES, "duration", "keyframes")
+    adds = (CLIP_ID, T_START, T_END, N_CANDIDATES, "score_frame_medical", "score_min_similarity", CLIP_EMBEDDING)
+    drops = (FRAME_SCORES, FRAME_SIMS, FRAME_TIMES, FRAME_FEATS)
 
     def __init__(self, cfg: CurateConfig):
         super().__init__(cfg)
@@ -121,6 +133,8 @@ class SegmentStage(RowStage):
         times = np.asarray(row.pop(FRAME_TIMES), dtype=np.float64)
         scores = np.asarray(row.pop(FRAME_SCORES), dtype=np.float64)
         sims = np.asarray(row.pop(FRAME_SIMS), dtype=np.float64)
+        feats = row.pop(FRAME_FEATS, None)
+        hashes = np.asarray(row.pop(FRAME_HASHES, np.zeros(0, np.uint64)), dtype=np.uint64)
         if len(times) != len(scores) or len(sims) != max(0, len(times) - 1):
             raise DataError(f"frame arrays disagree: {len(times)} times, {len(scores)} scores, {len(sims)} sims")
         seg, clf = self.cfg.segment, self.cfg.classify
@@ -147,6 +161,8 @@ class SegmentStage(RowStage):
             clip[N_CANDIDATES] = len(spans)
             clip["score_frame_medical"] = float(scores[a : b + 1].mean())
             clip["score_min_similarity"] = float(sims[a:b].min()) if b > a else 1.0
+            clip[CLIP_EMBEDDING] = clip_embedding(feats, a, b)
+            clip[FRAME_HASHES] = hashes[a : b + 1] if len(hashes) > b else np.zeros(0, np.uint64)
             clips.append(clip)
         return clips
 

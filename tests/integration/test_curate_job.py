@@ -72,6 +72,9 @@ def test_curate_end_to_end(ray_cluster, mixed_folder, corpus, bad_inputs, frame_
         secs = truth[m["video_id"]]["seconds"][int(m["t_start"]) : int(m["t_end"])]
         assert sum(s["medical"] for s in secs) >= 0.8 * len(secs)  # tiny model + probe: mostly right
         assert json.loads(m["provenance"])["license"].startswith("Creative Commons")
+        n_frames = int(m["t_end"]) - int(m["t_start"]) + 1  # 1-fps samples inside the clip (dedup's signatures)
+        assert abs(len(m["frame_hashes"]) - n_frames) <= 1 and len(m["clip_embedding"]) == 32  # tiny CLIP's width
+        assert abs(sum(x * x for x in m["clip_embedding"]) - 1.0) < 1e-3
 
 
 def _sorted_manifest(out: Path) -> list[tuple]:

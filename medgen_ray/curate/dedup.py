@@ -1,0 +1,216 @@
+"""Near-duplicate clips across a dataset: re-uploads, compilations, re-encodes, rescales, trims.
+
+Every clip carries two signatures from the frames the classifier already sampled (1 fps):
+`clip_embedding`, the unit mean of its frames' CLIP features, and `frame_hashes`, a 64-bit DCT
+hash per sampled frame. A pair is a duplicate when the embeddings agree (cosine >=
+`dedup.embedding_threshold`, a cheap prefilter over all pairs in blocks) AND the hash sequences
+line up: at some shift of up to `dedup.max_shift_frames` sampled frames, at least `dedup.min_overlap`
+frames overlap and their mean Hamming distance is <= `dedup.max_hamming` bits. The second test
+is ours: a mean CLIP embedding groups footage of the same kind (two different generated
+endoscopy clips sit at cosine 0.9999 on the tiny CLIP), the frame hashes tell the same footage
+from similar footage. Duplicates form clusters (connected pairs); each keeps its best clip by
+`dedup.keep_by` (then longer, then smaller clip_id) and the others are rejected naming it.
+
+`write_dedup` is the view (no model runs); clips curated before signatures existed get them
+from `runner.run_dedup`'s Ray Data pass first (`ClipSignatureStage`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import cv2
+import fsspec
+import numpy as np
+import pyarrow as pa
+
+from medgen_ray.config import DedupConfig
+from medgen_ray.core.parts import list_parts, read_part, write_table_atomic
+from medgen_ray.core.stage import Row, RowStage
+from medgen_ray.schema import (
+    CLIP_EMBEDDING,
+    CLIP_ID,
+    CLIP_URI,
+    FRAME_HASHES,
+    MANIFEST_SCHEMA,
+    REJECT_REASON,
+    REJECT_STAGE,
+    REJECTS_SCHEMA,
+)
+
+SIGNATURES = "signatures"  # <out>/signatures/part-*.parquet: clip_id, clip_embedding, frame_hashes
+SIGNATURE_SCHEMA = pa.schema([(CLIP_ID, pa.string()), (CLIP_EMBEDDING, pa.list_(pa.float32())),
+                              (FRAME_HASHES, pa.list_(pa.uint64()))])
+_BITS = np.array([1 << i for i in range(64)], dtype=np.uint64)
+
+
+def frame_hashes(frames: np.ndarray) -> np.ndarray:
+    """64-bit DCT hash of each uint8 RGB frame (grey, 32 x 32, the 8 x 8 lowest frequencies
+    without DC against their median): survives re-encoding and rescaling."""
+    out = np.zeros(len(frames), dtype=np.uint64)
+    for i, f in enumerate(frames):
+        grey = cv2.resize(cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY), (32, 32),
+                          interpolation=cv2.INTER_AREA).astype(np.float32)
+        low = cv2.dct(grey)[:8, :8].ravel()[1:]
+        bits = np.append(low > np.median(low), False)
+        out[i] = np.bitwise_or.reduce(np.where(bits, _BITS, np.uint64(0)))
+    return out
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    return np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
+
+
+def sequences_match(a: np.ndarray, b: np.ndarray, cfg: DedupConfig) -> tuple[bool, float]:
+    """(same footage?, best mean Hamming distance) of two frame-hash sequences, over shifts of
+    up to max_shift_frames frames with at least min_overlap frames overlapping."""
+    best = math.inf
+    for shift in range(-cfg.max_shift_frames, cfg.max_shift_frames + 1):
+        x, y = (a[shift:], b) if shift >= 0 else (a, b[-shift:])
+        n = min(len(x), len(y))
+        if n < min(cfg.min_overlap, len(a), len(b)) or n == 0:
+            continue
+        best = min(best, float(_popcount(np.bitwise_xor(x[:n], y[:n])).mean()))
+    return best <= cfg.max_hamming, best
+
+
+def near_duplicates(rows: list[dict[str, Any]], cfg: DedupConfig) -> dict[str, tuple[str, str]]:
+    """{duplicate clip_id: (kept clip_id, reason)} over rows with clip_id, clip_embedding,
+    frame_hashes and the keep_by column."""
+    if not rows:
+        return {}
+    emb = np.stack([np.asarray(r[CLIP_EMBEDDING], np.float32) for r in rows])
+    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    hashes = [np.asarray(r[FRAME_HASHES], np.uint64) for r in rows]
+    parent = list(range(len(rows)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    evidence: dict[tuple[int, int], tuple[float, float]] = {}
+    for start in range(0, len(rows), cfg.block_size):
+        sims = emb[start:start + cfg.block_size] @ emb.T
+        for i, j in zip(*np.nonzero(sims >= cfg.embedding_threshold)):
+            i = int(i) + start
+            j = int(j)
+            if j <= i:
+                continue
+            same, dist = sequences_match(hashes[i], hashes[j], cfg)
+            if same:
+                evidence[(i, j)] = (float(sims[i - start, j]), dist)
+                parent[find(i)] = find(j)
+    clusters: dict[int, list[int]] = {}
+    for i in range(len(rows)):
+        clusters.setdefault(find(i), []).append(i)
+
+    def rank(i: int) -> tuple:
+        score = rows[i].get(cfg.keep_by)
+        score = -math.inf if score is None or (isinstance(score, float) and math.isnan(score)) else float(score)
+        return (-score, -float(rows[i].get("duration") or 0.0), rows[i][CLIP_ID])
+
+    out = {}
+    for members in clusters.values():
+        if len(members) < 2:
+            continue
+        keep = min(members, key=rank)
+        for m in members:
+            if m == keep:
+                continue
+            cos = float(emb[m] @ emb[keep])
+            direct = evidence.get((min(m, keep), max(m, keep)))
+            how = f"frame hashes {direct[1]:.1f}/64 bits apart" if direct else "linked through another duplicate"
+            out[rows[m][CLIP_ID]] = (rows[keep][CLIP_ID], f"near-duplicate of {rows[keep][CLIP_ID]} (embedding "
+                                     f"cosine {cos:.4f}, {how}; cluster of {len(members)}, kept by {cfg.keep_by})")
+    return out
+
+
+class ClipSignatureStage(RowStage):
+    """The two signatures of a cut clip, for datasets curated before they were stored: frames at
+    the curation's sampling rate and classifier size, CLIP features, frame hashes."""
+
+    name = "signature"
+    reads = (CLIP_ID, CLIP_URI)
+    adds = (CLIP_EMBEDDING, FRAME_HASHES)
+
+    def __init__(self, cfg, device: str | None = None):
+        super().__init__(cfg)
+        self.device = device
+        self.encoder = None
+
+    def setup(self) -> None:
+        from medgen_ray.core.cluster import pick_device
+        from medgen_ray.models.registry import load_model
+
+        c = self.cfg.classify
+        self.encoder = load_model(c.clip_model, c.weights, self.device or pick_device(c.pool.num_gpus), kind="clip")
+
+    def process(self, row: Row) -> Row:
+        from medgen_ray.core.decode import sample_frames
+        from medgen_ray.core.errors import DataError
+
+        frames, _ = sample_frames(str(row[CLIP_URI]), self.cfg.sample.fps, self.encoder.image_size,
+                                  self.cfg.sample.decode_threads)
+        if len(frames) == 0:
+            raise DataError("no frame decoded")
+        mean = self.encoder.encode_images(frames).mean(axis=0)
+        row[CLIP_EMBEDDING] = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+        row[FRAME_HASHES] = frame_hashes(frames)
+        return row
+
+
+def has_signature(row: dict[str, Any]) -> bool:
+    """Whether a manifest row carries both signatures."""
+    return bool(row.get(CLIP_EMBEDDING)) and bool(row.get(FRAME_HASHES))
+
+
+def read_signatures(out: str) -> dict[str, dict[str, Any]]:
+    """Signatures the Ray pass already wrote under <out>/signatures (the pass resumes from them)."""
+    fs, _ = fsspec.core.url_to_fs(out)
+    found = {}
+    for path in list_parts(out, SIGNATURES):
+        for r in read_part(fs, path).to_pylist():
+            found[r[CLIP_ID]] = r
+    return found
+
+
+def write_dedup(base: str, out: str, cfg: DedupConfig) -> dict[str, Any]:
+    """Write the deduplicated view of `base` under `out` (manifest of kept clips, rejects of the
+    duplicates with the id of the clip kept, dedup.json); signatures come from the manifest or
+    from <out>/signatures. Returns the summary."""
+    bfs, _ = fsspec.core.url_to_fs(base)
+    parts = list_parts(base, "manifest")
+    if not parts:
+        raise FileNotFoundError(f"dataset {base!r}: no manifest/part-*.parquet")
+    fs, root = fsspec.core.url_to_fs(out)
+    if fs.exists(f"{root}/manifest"):
+        raise FileExistsError(f"dedup output {out!r} already holds a dataset")
+    extra = read_signatures(out)
+    rows = []
+    for path in parts:
+        for r in read_part(bfs, path).to_pylist():
+            if not has_signature(r) and r[CLIP_ID] in extra:
+                r[CLIP_EMBEDDING], r[FRAME_HASHES] = extra[r[CLIP_ID]][CLIP_EMBEDDING], extra[r[CLIP_ID]][FRAME_HASHES]
+            rows.append(r)
+    missing = [r[CLIP_ID] for r in rows if not has_signature(r)]
+    if missing:
+        raise ValueError(f"{len(missing)} clip(s) have no signature (e.g. {missing[0]}): run `medgen dataset dedup` "
+                         "(its Ray pass computes them) rather than the view")
+    dups = near_duplicates(rows, cfg)
+    kept = [r for r in rows if r[CLIP_ID] not in dups]
+    rejected = [{**r, REJECT_STAGE: "dedup", REJECT_REASON: dups[r[CLIP_ID]][1]} for r in rows if r[CLIP_ID] in dups]
+    for name, items, schema in (("manifest", kept, MANIFEST_SCHEMA), ("rejects", rejected, REJECTS_SCHEMA)):
+        if items:
+            fs.makedirs(f"{root}/{name}", exist_ok=True)
+            table = pa.Table.from_pylist([{f.name: r.get(f.name) for f in schema} for r in items], schema=schema)
+            write_table_atomic(fs, f"{root}/{name}/part-00000.parquet", table)
+    summary = {"base": base, "clips": len(rows), "kept": len(kept), "duplicates": len(rejected),
+               "settings": cfg.model_dump(),
+               "removed": {d: k for d, (k, _) in sorted(dups.items())}}
+    with fs.open(f"{root}/dedup.json", "w") as fh:
+        fh.write(json.dumps(summary, indent=1))
+    return summary
