@@ -76,14 +76,15 @@ def thumbnails(df, per_model: int = 6) -> tuple[dict[str, bytes], list[str]]:
     be read (its scores row holds the error too)."""
     from PIL import Image
 
-    from medgen_ray.evaluate.score import read_frames
+    from medgen_ray.core.decode import open_video
 
     out, failed = {}, []
     for _, g in df.groupby("model", sort=False):
         for _, r in g.head(per_model).iterrows():
             try:
-                frame = read_frames(str(r["video_uri"]), 2)[0]
-            except (*DATA_ERRORS, OSError) as exc:
+                with open_video(str(r["video_uri"])) as c:
+                    frame = next(c.decode(video=0)).to_ndarray(format="rgb24")
+            except (*DATA_ERRORS, OSError, StopIteration) as exc:
                 failed.append(f"{r['video_id']}: {exc or type(exc).__name__}")
                 continue
             buf = io.BytesIO()
