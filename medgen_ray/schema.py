@@ -26,6 +26,7 @@ DESCRIPTION = "description"
 CHANNEL = "channel"
 LICENSE = "license"
 TRANSCRIPT = "transcript"
+DAMAGED_SPANS = "damaged_spans"  # JSON [[start, end], ...] seconds of the source that did not decode
 
 # Heavy, transient columns: dropped right after their last consumer.
 FRAMES = "frames"  # uint8 (T, S, S, 3) at the frame classifier's input size
@@ -92,6 +93,7 @@ MANIFEST_SCHEMA = pa.schema(
         (TRANSCRIPT, pa.string()),
         ("provenance", pa.string()),
         (N_CANDIDATES, pa.int32()),
+        (DAMAGED_SPANS, pa.string()),
         (CLIP_EMBEDDING, pa.list_(pa.float32())),
         (FRAME_HASHES, pa.list_(pa.uint64())),
     ]
@@ -117,6 +119,7 @@ REJECTS_SCHEMA = pa.schema(
         ("width", pa.int32()),
         ("height", pa.int32()),
         (CLIP_URI, pa.string()),
+        (DAMAGED_SPANS, pa.string()),
     ]
 )
 
@@ -145,6 +148,7 @@ PER_VIDEO_PREFIXES = ("score_", "time_")
 
 # Defaults for columns that a row has not reached yet.
 COLUMN_DEFAULTS: dict[str, object] = {
+    DAMAGED_SPANS: "",
     CLIP_EMBEDDING: np.zeros(0, np.float32),  # arrays, like the clips' (Ray keeps one tensor column)
     FRAME_HASHES: np.zeros(0, np.uint64),
     VIDEO_ID: "",

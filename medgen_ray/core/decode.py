@@ -138,16 +138,61 @@ def _rotation(container: av.container.InputContainer, stream: av.video.stream.Vi
     return int(round(getattr(frame, "rotation", 0) or 0)) % 360
 
 
-def sample_frames(uri: str, fps: float, size: int, threads: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def sample_frames(uri: str, fps: float, size: int, threads: int = 2,
+                  damaged: list[list[float]] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Frames at `fps` (first frame at or after each k/fps), resized (short side) and centre-cropped
     to size x size RGB. Returns (uint8 (T, size, size, 3), times (T,) in seconds)."""
-    return sample_window(uri, fps, size, size, threads=threads)
+    return sample_window(uri, fps, size, size, threads=threads, damaged=damaged)
+
+
+RECENT_PACKETS = 8  # packets before a decode error that count as damaged too (threads report late)
+
+
+def decoded_frames(container, stream, damaged: list[list[float]] | None = None) -> Iterator:
+    """The stream's frames, decoded packet by packet. Strict (damaged None): a packet the decoder
+    rejects raises. Tolerant (a list): it opens a damaged span at the earliest of the last
+    RECENT packets' times (a threaded decoder reports an error a few packets late, and a
+    damaged packet can decode into garbage before the error shows); frames from there until
+    the next decoded keyframe are skipped (they may reference the damage) and the span
+    [start, keyframe time) is appended to `damaged`; a span still open at the end closes at the
+    last packet's end."""
+    from collections import deque
+
+    tb = float(stream.time_base)
+    start = stream.start_time or 0
+    open_at: float | None = None
+    end = 0.0
+    recent: deque[float] = deque(maxlen=RECENT_PACKETS)
+    for packet in container.demux(stream):
+        if packet.pts is not None:
+            end = max(end, (packet.pts - start + (packet.duration or 0)) * tb)
+            recent.append((packet.pts - start) * tb)
+        try:
+            frames = packet.decode()
+        except av.FFmpegError:
+            if damaged is None:
+                raise
+            t_bad = min(recent) if recent else end
+            open_at = t_bad if open_at is None else min(open_at, t_bad)
+            continue
+        for frame in frames:
+            t = (frame.pts - start) * tb if frame.pts is not None else None
+            if open_at is not None and t is not None and t >= open_at:
+                if not frame.key_frame:
+                    continue
+                damaged.append([round(open_at, 3), round(t, 3)])
+                open_at = None
+            yield frame
+    if open_at is not None and damaged is not None:
+        damaged.append([round(open_at, 3), round(end, 3)])
 
 
 def sample_window(uri: str, fps: float | None, width: int, height: int, limit: int | None = None,
-                  threads: int = 2) -> tuple[np.ndarray, np.ndarray]:
+                  threads: int = 2, damaged: list[list[float]] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Up to `limit` frames at `fps` (None: every frame) from the start, resized to cover
-    width x height and centre-cropped. Returns (uint8 (T, height, width, 3), times (T,))."""
+    width x height and centre-cropped. Returns (uint8 (T, height, width, 3), times (T,)).
+    With a `damaged` list, undecodable stretches are skipped and recorded there
+    (`decoded_frames`); without, the first one raises ProbeError."""
     frames, times = [], []
     with open_video(uri) as container:
         stream = container.streams.video[0]
@@ -162,7 +207,7 @@ def sample_window(uri: str, fps: float | None, width: int, height: int, limit: i
         next_t = 0.0
         step = 1.0 / fps if fps else 0.0
         try:
-            for frame in container.decode(stream):
+            for frame in decoded_frames(container, stream, damaged):
                 if frame.pts is None:
                     continue
                 t = (frame.pts - start) * tb
@@ -170,7 +215,7 @@ def sample_window(uri: str, fps: float | None, width: int, height: int, limit: i
                     continue
                 rgb = frame.reformat(width=sw, height=sh, format="rgb24", interpolation="AREA").to_ndarray()
                 frames.append(rgb[y0 : y0 + height, x0 : x0 + width])
-                times.append(next_t if step else t)
+                times.append(next_t if step and t - next_t < step else t)  # after a gap: its own time
                 if limit is not None and len(frames) >= limit:
                     break
                 next_t += step

@@ -1,6 +1,11 @@
-"""Frame sampling stage: 1-fps frames at the frame classifier's input size."""
+"""Frame sampling stage: 1-fps frames at the frame classifier's input size. A source damaged in
+the middle keeps what decodes: the stretches that do not are skipped and listed in
+`damaged_spans` (segmentation never lets a clip cross one); only a source where nothing
+decodes is an error."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 
@@ -8,7 +13,7 @@ from medgen_ray.config import SampleConfig
 from medgen_ray.core.decode import sample_frames
 from medgen_ray.core.errors import DataError
 from medgen_ray.core.stage import Row, RowStage
-from medgen_ray.schema import FRAME_TIMES, FRAMES, SOURCE_URI
+from medgen_ray.schema import DAMAGED_SPANS, FRAME_TIMES, FRAMES, SOURCE_URI
 
 
 class SampleStage(RowStage):
@@ -16,7 +21,7 @@ class SampleStage(RowStage):
 
     name = "sample"
     reads = (SOURCE_URI,)
-    adds = (FRAMES, FRAME_TIMES)
+    adds = (FRAMES, FRAME_TIMES, DAMAGED_SPANS)
 
     def __init__(self, cfg: SampleConfig, image_size: int):
         super().__init__(cfg)
@@ -24,13 +29,15 @@ class SampleStage(RowStage):
 
     def empty_values(self) -> Row:
         return {FRAMES: np.zeros((0, self.image_size, self.image_size, 3), np.uint8),
-                FRAME_TIMES: np.zeros(0, np.float64)}
+                FRAME_TIMES: np.zeros(0, np.float64), DAMAGED_SPANS: ""}
 
     def process(self, row: Row) -> Row:
+        damaged: list[list[float]] = []
         frames, times = sample_frames(
-            row[SOURCE_URI], self.cfg.fps, self.image_size, self.cfg.decode_threads
+            row[SOURCE_URI], self.cfg.fps, self.image_size, self.cfg.decode_threads, damaged=damaged
         )
         if len(frames) == 0:
-            raise DataError("no frame decoded")
+            raise DataError("no frame decoded" + (f" (damaged from {damaged[0][0]:g} s)" if damaged else ""))
         row[FRAMES], row[FRAME_TIMES] = frames, times
+        row[DAMAGED_SPANS] = json.dumps(damaged) if damaged else ""
         return row

@@ -8,6 +8,7 @@ two clips (6 s + 7 s) rather than one 10 s clip and a wasted 3 s tail.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -19,6 +20,7 @@ from medgen_ray.core.stage import Row, RowStage
 from medgen_ray.schema import (
     CLIP_EMBEDDING,
     CLIP_ID,
+    DAMAGED_SPANS,
     FRAME_FEATS,
     FRAME_HASHES,
     FRAME_SCORES,
@@ -113,6 +115,15 @@ def clip_embedding(feats: np.ndarray | None, a: int, b: int) -> np.ndarray:
     return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
 
 
+def break_at_damage(times: np.ndarray, sims: np.ndarray, damaged: list[list[float]]) -> np.ndarray:
+    """Adjacent-frame similarities with every pair that straddles a damaged span set to -inf,
+    so no run of the clip rule (and no clip) crosses the damage."""
+    out = np.array(sims, dtype=np.float64, copy=True)
+    for a, b in damaged:
+        out[(times[:-1] < b) & (times[1:] > a)] = -np.inf
+    return out
+
+
 def make_clip_id(video_id: str, t_start: float, t_end: float) -> str:
     """Deterministic: the same source and span always give the same id."""
     return f"{video_id}_{round(t_start * 1000):08d}_{round(t_end * 1000):08d}"
@@ -122,7 +133,8 @@ class SegmentStage(RowStage):
     """Fans a source row out into one row per candidate clip."""
 
     name = "segment"
-    reads = (VIDEO_ID, FRAME_SCORES, FRAME_SIMS, FRAME_TIMES, FRAME_FEATS, FRAME_HASHES, "duration", "keyframes")
+    reads = (VIDEO_ID, FRAME_SCORES, FRAME_SIMS, FRAME_TIMES, FRAME_FEATS, FRAME_HASHES, DAMAGED_SPANS, "duration",
+             "keyframes")
     adds = (CLIP_ID, T_START, T_END, N_CANDIDATES, "score_frame_medical", "score_min_similarity", CLIP_EMBEDDING)
     drops = (FRAME_SCORES, FRAME_SIMS, FRAME_TIMES, FRAME_FEATS)
 
@@ -138,6 +150,8 @@ class SegmentStage(RowStage):
         if len(times) != len(scores) or len(sims) != max(0, len(times) - 1):
             raise DataError(f"frame arrays disagree: {len(times)} times, {len(scores)} scores, {len(sims)} sims")
         seg, clf = self.cfg.segment, self.cfg.classify
+        damaged = json.loads(row.get(DAMAGED_SPANS) or "[]")
+        sims = break_at_damage(times, sims, damaged)
         spans = find_segments(times, scores, sims, clf.threshold, seg.similarity_threshold,
                               seg.min_seconds, seg.max_seconds)
         if not spans:

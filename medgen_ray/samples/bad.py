@@ -13,6 +13,26 @@ from medgen_ray.samples.generator import Segment, VideoSpec, render_video
 BAD_KINDS = ("zero_byte", "truncated", "non_video", "audio_only", "unsupported_codec", "one_pixel", "rotated")
 # Inputs real users have that are not broken: variable frame rate (phone and screen recordings).
 UNUSUAL_KINDS = ("vfr",)
+# Files damaged in the middle (bytes overwritten inside the packets from 8 s): most of the first
+# keeps decoding; in the second every packet is hit, so nothing decodes.
+DAMAGED_KINDS = ("damaged_middle", "damaged_everywhere")
+
+
+def _overwrite_packets(src: Path, dst: Path, from_s: float, to_s: float | None) -> None:
+    """Copy src to dst with the payload of every video packet in [from_s, to_s) replaced by noise
+    (containers and headers intact, as a bad disk sector or a broken download leaves them)."""
+    data = bytearray(src.read_bytes())
+    rng = np.random.default_rng(5)
+    with av.open(str(src)) as c:
+        s = c.streams.video[0]
+        for pkt in c.demux(s):
+            if pkt.pts is None or pkt.pos is None or pkt.size < 64:
+                continue
+            t = float(pkt.pts * s.time_base)
+            if t >= from_s and (to_s is None or t < to_s):
+                a, b = pkt.pos + 16, pkt.pos + pkt.size
+                data[a:b] = rng.integers(0, 255, b - a, dtype=np.uint8).tobytes()
+    dst.write_bytes(bytes(data))
 
 
 def _encode(path: Path, codec: str, size: tuple[int, int], pix_fmt: str, n: int, rate: int = 24,
@@ -78,6 +98,15 @@ def make_bad_input(kind: str, folder: str | Path) -> Path:
     elif kind == "rotated":
         p = d / "rotated.mp4"
         _encode(p, "libx264", (640, 480), "yuv420p", 48, rotation=90.0)
+    elif kind in DAMAGED_KINDS:
+        p = d / f"{kind}.mp4"
+        full = d / f"_full_for_{kind}.mp4"
+        render_video(VideoSpec(kind, [Segment("endoscopy", 16)], 640, 480, 24), full)
+        if kind == "damaged_middle":
+            _overwrite_packets(full, p, 8.0, 8.5)
+        else:
+            _overwrite_packets(full, p, 0.0, None)
+        full.unlink()
     elif kind == "vfr":
         p = d / "vfr.mp4"
         rng = np.random.default_rng(3)
@@ -85,7 +114,7 @@ def make_bad_input(kind: str, folder: str | Path) -> Path:
         pts = np.concatenate([[0], np.cumsum(steps)[:-1]]).tolist()
         _encode(p, "libx264", (640, 480), "yuv420p", 120, rate=25, pts=pts, time_base=Fraction(1, 1000))
     else:
-        raise KeyError(f"unknown bad input kind {kind!r}; choices: {', '.join(BAD_KINDS + UNUSUAL_KINDS)}")
+        raise KeyError(f"unknown bad input kind {kind!r}; choices: {', '.join(BAD_KINDS + UNUSUAL_KINDS + DAMAGED_KINDS)}")
     return p
 
 
