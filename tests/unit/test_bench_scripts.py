@@ -71,3 +71,12 @@ def test_evaluate_benchmark_tiny_and_real_architectures():
     for out in (tiny, real):
         assert set(out["videos_per_min"]) >= {"subject_consistency", "imaging_quality", "dynamic_degree"}
         assert all(v > 0 for v in out["videos_per_min"].values())
+
+
+def test_gpu_curate_models_benchmark_runs_on_cpu_twins():
+    out = _load("gpu_bench_curate_models").main(["--tiny", "--device", "cpu", "--clips", "2", "--frames-per-clip", "2",
+                                                 "--classify-frames", "32", "--repeats", "1"])
+    assert set(out["stages"]) == {"classify", "aesthetic", "technical", "ocr"}
+    for name, r in out["stages"].items():
+        assert r["stage_frames_per_s"] > 0 and r["bare_frames_per_s"] > 0, name
+    assert "CPUExecutionProvider" in out["stages"]["ocr"]["onnxruntime_providers"]
