@@ -18,6 +18,7 @@ import numpy as np
 
 from medgen_ray.config import AppConfig, CurateConfig, PoolConfig, derive
 from medgen_ray.core.cluster import init_ray
+from medgen_ray.core.console import JobProgress
 from medgen_ray.core.stage import check_chain
 from medgen_ray.core.storage import absolute_local, arrow_fs
 from medgen_ray.models.requirements import require_weights
@@ -73,7 +74,7 @@ def _map(ds, name: str, factory: Callable[[], Callable], *, batch_size: int, num
     return ds.map_batches(
         _actor_cls(name, factory, post), batch_size=pool.batch_size, batch_format="numpy",
         compute=ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),
-        num_gpus=pool.num_gpus, num_cpus=pool.num_cpus, zero_copy_batch=False,
+        num_gpus=pool.num_gpus, num_cpus=pool.num_cpus, memory=pool.memory_mb * 2**20, zero_copy_batch=False,
     )
 
 
@@ -284,10 +285,15 @@ def run_curate(app: AppConfig) -> dict[str, Any]:
     require_weights(app, "curate")  # and a missing weight, in seconds, naming the pull command
     init_ray(app.ray)
     ds = build_curate_dataset(cfg, rows, finished)
-    totals = {"kept": 0, "rejected": 0}
+    totals = {"kept": 0, "rejected": 0, "errored": 0}
+    progress = JobProgress("curate", len(rows) if cfg.source.kind == "files" else None)
+    progress.sources.update(finished)
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        got = {k: int(batch[k].sum()) for k in totals}
         for k in totals:
-            totals[k] += int(batch[k].sum())
+            totals[k] += got[k]
+        progress.update(**got, sources=[v for s in batch["videos"] for v in str(s).split("\n")])
+    progress.finish()
     duplicates = drop_duplicates(cfg.output)
     if duplicates:
         log.warning("removed %d rows written twice (tasks re-executed after a lost node)", duplicates)

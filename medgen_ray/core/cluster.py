@@ -8,6 +8,7 @@ imported (entry points import it before anything that imports Ray).
 from __future__ import annotations
 
 import os
+import sys
 
 from medgen_ray.config import RayConfig
 
@@ -18,11 +19,14 @@ def init_ray(cfg: RayConfig) -> None:
     """Connect to a cluster (config or RAY_ADDRESS), or start an embedded one on 127.0.0.1."""
     import ray
 
+    from medgen_ray.core.console import quiet_ray, verbose
+
     if ray.is_initialized():
         return
+    console = quiet_ray()
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, **console)
         return
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # inherited by the processes ray.init starts
     from ray._private import ray_constants
@@ -36,9 +40,14 @@ def init_ray(cfg: RayConfig) -> None:
         include_dashboard=cfg.include_dashboard,
         _node_ip_address="127.0.0.1",
         dashboard_host="127.0.0.1",
-        log_to_driver=True,
         runtime_env={"env_vars": {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "MEDGEN_CACHE") if k in os.environ}},
+        **console,
     )
+    if not verbose():
+        import ray._private.worker as worker
+
+        logs = getattr(worker._global_node, "get_logs_dir_path", lambda: "")()
+        print(f"medgen: Ray started on 127.0.0.1; its logs (and -v for them here): {logs}", file=sys.stderr)
 
 
 def keep_serve_replica_on_loopback() -> None:

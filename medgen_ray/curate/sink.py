@@ -89,7 +89,10 @@ def write_batch(output: str, batch: Batch) -> dict[str, int]:
         if table.num_rows:
             fs.makedirs(f"{root}/{name}", exist_ok=True)
             write_table_atomic(fs, f"{root}/{name}/part-{part}.parquet", table)
-    return {"kept": manifest.num_rows, "rejected": rejects.num_rows}
+    errors = [e for e in batch.get(ERROR, []) if e]
+    videos = sorted({str(v) for v in batch.get(VIDEO_ID, []) if v})
+    return {"kept": manifest.num_rows, "rejected": rejects.num_rows - len(errors), "errored": len(errors),
+            "videos": "\n".join(videos)}
 
 
 def _iter_tables(output: str, columns: list[str]) -> Iterator[tuple[str, str, pa.Table]]:

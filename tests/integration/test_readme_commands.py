@@ -27,6 +27,11 @@ def test_readme_smoke_curation_runs_offline_on_two_cores(tmp_path):
         out = subprocess.run(medgen + args, cwd=ROOT, capture_output=True, text=True, timeout=900,
                              env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
         assert out.returncode == 0, (line, out.stdout[-3000:], out.stderr[-3000:])
+    console = (out.stdout + out.stderr).splitlines()  # the curation's: one progress display and its own lines
+    assert len(console) <= 20, console
+    assert sum(ln.startswith("curate: ") and " sources · kept " in ln for ln in console) >= 1, console
+    noise = ("logging_progress", "issue_detector", "Token authentication", "Progress bars", "Running Dataset")
+    assert not [ln for ln in console if any(n in ln for n in noise)], console
     summary = json.loads((tmp_path / "ds" / "summary.json").read_text())
     assert summary["accounted"] and summary["inputs"] == int(re.search(r"--videos (\d+)", samples[0]).group(1))
     assert summary["funnel"][0]["in"] == summary["inputs"]  # tiny CLIP zero-shot: plumbing, clips may be few
