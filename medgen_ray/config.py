@@ -224,6 +224,11 @@ class OcrConfig(Strict):
     min_score: float = Field(0.5, ge=0, le=1)
     det_side: int = Field(480, ge=64, description="text detector's input side (rapidocr limit_side_len)")
     max_words: int = Field(20, ge=0, description="paper: reject when > 20 words over the 5 frames")
+    recognize: Literal["near_threshold", "always"] = Field(
+        "near_threshold", description="ours: detect text on every frame, read it only when the word estimate from "
+                                      "the boxes is within [max_words/2, 2 max_words]; always: read every frame")
+    threads: int = Field(1, ge=0, description="onnxruntime threads per OCR (0: all cores); the job already "
+                                              "runs one OCR per CPU task")
 
 
 class AestheticConfig(Strict):

@@ -137,3 +137,26 @@ def test_crop_action_removes_the_bars(clips, tmp_path):
     again = BorderStage(cfg.quality.borders, cfg.cut)(ClipFramesStage(cfg.quality.clipframes)(from_rows([{"video_id": "l", "clip_id": "l",
                                                                 "clip_uri": str(clip)}])))
     assert again["crop_box"][0] == ""  # no bars left: nothing more to crop
+
+
+def test_reading_only_near_the_threshold_keeps_every_decision(tmp_path_factory):
+    """Detection first, recognition only when the box estimate is within [max_words/2,
+    2 max_words]: the same verdict as reading every frame, on clips with 0, 3, 4, 5, 12 and 30
+    subtitle words a frame (the threshold, 20 over 5 frames, sits between 4 and 5), and the
+    recognised count exactly where it matters."""
+    cfg = load_config(None).curate
+    clips = {n: _clip(tmp_path_factory, f"words{n}", [Segment("anatomy", 6, text_words=n)]) for n in (0, 3, 4, 5, 12, 30)}
+    batch = ClipFramesStage(cfg.quality.clipframes)(from_rows([{"video_id": k, "clip_id": str(k), "clip_uri": v}
+                                                                for k, v in clips.items()]))
+    frames = {k: batch[k] for k in ("clip_id", "qframes")}
+    results = {}
+    for mode in ("always", "near_threshold"):
+        ocr_cfg = cfg.quality.ocr.model_copy(update={"recognize": mode})
+        out = apply_filters(OcrStage(ocr_cfg)(from_rows([{"clip_id": c, "qframes": q} for c, q in
+                                                         zip(frames["clip_id"], frames["qframes"])])), cfg, "ocr")
+        results[mode] = {c: (s, w) for c, s, w in zip(out["clip_id"], out["reject_stage"], out["score_ocr_words"])}
+    assert {c: s for c, (s, _) in results["always"].items()} == {c: s for c, (s, _) in results["near_threshold"].items()}
+    assert results["always"]["30"][0] == "ocr" and results["always"]["0"][0] == ""
+    for n in ("4", "5"):  # 20 and 25 words: in the band, so read exactly
+        assert results["near_threshold"][n][1] == results["always"][n][1]
+    assert results["near_threshold"]["0"][1] <= 2  # no text line found on a clean clip
