@@ -16,6 +16,7 @@ import pytest
 
 from medgen_ray.config import load_config
 from medgen_ray.core.decode import probe_video
+from medgen_ray.models.registry import TINY_CLIP_CFG
 from medgen_ray.runner import run_curate
 from tests.conftest import TINY_MODELS, tiny_overrides
 from tests.unit.test_decode import EXPECTED
@@ -73,7 +74,7 @@ def test_curate_end_to_end(ray_cluster, mixed_folder, corpus, bad_inputs, frame_
         assert sum(s["medical"] for s in secs) >= 0.8 * len(secs)  # tiny model + probe: mostly right
         assert json.loads(m["provenance"])["license"].startswith("Creative Commons")
         n_frames = int(m["t_end"]) - int(m["t_start"]) + 1  # 1-fps samples inside the clip (dedup's signatures)
-        assert abs(len(m["frame_hashes"]) - n_frames) <= 1 and len(m["clip_embedding"]) == 32  # tiny CLIP's width
+        assert abs(len(m["frame_hashes"]) - n_frames) <= 1 and len(m["clip_embedding"]) == TINY_CLIP_CFG["embed_dim"]
         assert abs(sum(x * x for x in m["clip_embedding"]) - 1.0) < 1e-3
 
 
