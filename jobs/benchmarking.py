@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import gc
+import time
+from typing import Callable
 
 
 def add_shape_args(ap: argparse.ArgumentParser, height: int, width: int, frames: int) -> None:
@@ -28,3 +30,23 @@ def peak_gib(device) -> float | None:
     import torch
 
     return torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+
+
+def best_seconds(fn: Callable[[], object], device: str, repeats: int) -> float:
+    """Fastest of `repeats` timed calls after one warm-up call (kernels, allocator, autotune),
+    the device synchronised around each."""
+    import torch
+
+    def sync() -> None:
+        if str(device).startswith("cuda"):
+            torch.cuda.synchronize()
+
+    fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t)
+    return min(times)

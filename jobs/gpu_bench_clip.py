@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarking.py beside this script
 
 
 def bench(model: str, device: str, frames: int, per_video: int, batch: int, repeats: int = 3) -> dict:
@@ -47,17 +45,10 @@ def bench(model: str, device: str, frames: int, per_video: int, batch: int, repe
     def staged() -> None:
         stage(from_rows(rows))
 
-    results = {}
-    for name, fn in (("bare_encode_image", bare), ("classify_stage", staged)):
-        fn()  # warm-up: kernels, allocator, cudnn autotune
-        _sync(device)
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            fn()
-            _sync(device)
-            times.append(time.perf_counter() - t)
-        results[name] = used / min(times)
+    from benchmarking import best_seconds
+
+    results = {name: used / best_seconds(fn, device, repeats)
+               for name, fn in (("bare_encode_image", bare), ("classify_stage", staged))}
     out = {"model": model, "device": device, "frames": used, "batch": batch,
            "bare_frames_per_s": round(results["bare_encode_image"], 1),
            "stage_frames_per_s": round(results["classify_stage"], 1),

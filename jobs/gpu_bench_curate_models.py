@@ -14,30 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
+import sys
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def _best(fn: Callable[[], None], device: str, repeats: int) -> float:
-    fn()  # warm-up: kernels, allocator, autotune
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    return min(times)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarking.py beside this script
 
 
 def bench(device: str, tiny: bool, clips: int, frames_per_clip: int, classify_frames: int,
@@ -102,7 +87,9 @@ def bench(device: str, tiny: bool, clips: int, frames_per_clip: int, classify_fr
 
 
 def _pair(stage: Callable[[], object], bare: Callable[[], object], frames: int, device: str, repeats: int) -> dict:
-    t_stage, t_bare = _best(stage, device, repeats), _best(bare, device, repeats)
+    from benchmarking import best_seconds
+
+    t_stage, t_bare = best_seconds(stage, device, repeats), best_seconds(bare, device, repeats)
     return {"frames": frames, "stage_frames_per_s": round(frames / t_stage, 1),
             "bare_frames_per_s": round(frames / t_bare, 1), "stage_over_bare": round(t_bare / t_stage, 3)}
 
