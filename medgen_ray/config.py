@@ -127,6 +127,9 @@ class SampleConfig(Strict):
 
     fps: float = Field(1.0, gt=0)
     decode_threads: int = Field(2, ge=0, description="0 lets FFmpeg choose")
+    window_s: float = Field(300.0, gt=0, description="ours: a source longer than this is decoded by the classifier "
+                                                     "window by window (frames of one window in memory at a time) "
+                                                     "instead of travelling as one row of every frame")
 
 
 class FrameClassifierConfig(Strict):

@@ -34,6 +34,7 @@ FRAME_TIMES = "frame_times"  # float64 (T,) seconds
 FRAME_SCORES = "frame_scores"  # float32 (T,) P(medical)
 FRAME_SIMS = "frame_sims"  # float32 (T-1,) adjacent cosine similarity
 FRAME_FEATS = "frame_feats"  # float16 (T, D) unit CLIP image features (for the clip embedding)
+WINDOWED = "windowed"  # bool: a long source the classifier samples window by window (no frames in the row)
 FRAME_HASHES = "frame_hashes"  # uint64 (T,) DCT hash per sampled frame (a source's, then its clip's)
 QFRAMES = "qframes"  # uint8 (N, H, W, 3): a clip's uniformly sampled frames (borders, aesthetic, technical, OCR)
 MFRAMES = "mframes"  # uint8 (P, 2, h, w): grey frame pairs for optical flow (motion)
@@ -149,6 +150,7 @@ PER_VIDEO_PREFIXES = ("score_", "time_")
 # Defaults for columns that a row has not reached yet.
 COLUMN_DEFAULTS: dict[str, object] = {
     DAMAGED_SPANS: "",
+    WINDOWED: False,
     CLIP_EMBEDDING: np.zeros(0, np.float32),  # arrays, like the clips' (Ray keeps one tensor column)
     FRAME_HASHES: np.zeros(0, np.uint64),
     VIDEO_ID: "",

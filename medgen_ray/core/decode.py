@@ -193,6 +193,17 @@ def sample_window(uri: str, fps: float | None, width: int, height: int, limit: i
     width x height and centre-cropped. Returns (uint8 (T, height, width, 3), times (T,)).
     With a `damaged` list, undecodable stretches are skipped and recorded there
     (`decoded_frames`); without, the first one raises ProbeError."""
+    chunks = list(sample_chunks(uri, fps, width, height, None, limit, threads, damaged))
+    if not chunks:
+        return np.zeros((0, height, width, 3), np.uint8), np.zeros(0)
+    return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
+
+
+def sample_chunks(uri: str, fps: float | None, width: int, height: int, chunk: int | None = None,
+                  limit: int | None = None, threads: int = 2,
+                  damaged: list[list[float]] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`sample_window`'s frames in one decode pass, handed out `chunk` frames at a time (all at
+    once when None): memory holds one chunk, whatever the video's length."""
     frames, times = [], []
     with open_video(uri) as container:
         stream = container.streams.video[0]
@@ -206,6 +217,7 @@ def sample_window(uri: str, fps: float | None, width: int, height: int, limit: i
         x0, y0 = (sw - width) // 2, (sh - height) // 2
         next_t = 0.0
         step = 1.0 / fps if fps else 0.0
+        taken = 0
         try:
             for frame in decoded_frames(container, stream, damaged):
                 if frame.pts is None:
@@ -216,16 +228,19 @@ def sample_window(uri: str, fps: float | None, width: int, height: int, limit: i
                 rgb = frame.reformat(width=sw, height=sh, format="rgb24", interpolation="AREA").to_ndarray()
                 frames.append(rgb[y0 : y0 + height, x0 : x0 + width])
                 times.append(next_t if step and t - next_t < step else t)  # after a gap: its own time
-                if limit is not None and len(frames) >= limit:
+                taken += 1
+                if chunk is not None and len(frames) >= chunk:
+                    yield np.stack(frames), np.asarray(times, dtype=np.float64)
+                    frames, times = [], []
+                if limit is not None and taken >= limit:
                     break
                 next_t += step
                 while step and next_t <= t:  # a gap longer than a step: no frame shown there
                     next_t += step
         except av.FFmpegError as exc:
             raise ProbeError(f"decode failed at {next_t:.1f} s ({_ffmpeg_message(exc)})") from exc
-    if not frames:
-        return np.zeros((0, height, width, 3), np.uint8), np.zeros(0)
-    return np.stack(frames), np.asarray(times, dtype=np.float64)
+    if frames:
+        yield np.stack(frames), np.asarray(times, dtype=np.float64)
 
 
 def decode_all(uri: str, threads: int = 2) -> tuple[int, float]:

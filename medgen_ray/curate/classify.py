@@ -8,15 +8,31 @@ cosine similarities that temporal segmentation uses to find scene cuts.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from medgen_ray.config import CurateConfig
 from medgen_ray.core.batch import Batch, ensure_status, is_active
 from medgen_ray.core.cluster import pick_device
+from medgen_ray.core.decode import sample_chunks
+from medgen_ray.core.errors import DATA_ERRORS
 from medgen_ray.curate.dedup import frame_hashes
 from medgen_ray.models.linear_probe import load_probe, prototypes, softmax
 from medgen_ray.models.registry import load_model
-from medgen_ray.schema import FRAME_FEATS, FRAME_HASHES, FRAME_SCORES, FRAME_SIMS, FRAMES
+from medgen_ray.schema import (
+    DAMAGED_SPANS,
+    ERROR,
+    FRAME_FEATS,
+    FRAME_HASHES,
+    FRAME_SCORES,
+    FRAME_SIMS,
+    FRAME_TIMES,
+    FRAMES,
+    REJECT_STAGE,
+    SOURCE_URI,
+    WINDOWED,
+)
 
 LOGIT_SCALE = 100.0
 
@@ -42,8 +58,8 @@ class FrameClassifierStage:
     """P(medical) of every sampled frame and adjacent-frame CLIP similarities, batched over rows."""
 
     name = "classify"
-    reads = (FRAMES,)
-    adds = (FRAME_SCORES, FRAME_SIMS, FRAME_FEATS, FRAME_HASHES)
+    reads = (FRAMES, FRAME_TIMES, WINDOWED, SOURCE_URI)
+    adds = (FRAME_SCORES, FRAME_SIMS, FRAME_FEATS, FRAME_HASHES, DAMAGED_SPANS)
     drops = (FRAMES,)
 
     def __init__(self, cfg: CurateConfig, device: str | None = None):
@@ -87,4 +103,36 @@ class FrameClassifierStage:
             offset += k
         out = {k: v for k, v in batch.items() if k != FRAMES}
         out[FRAME_SCORES], out[FRAME_SIMS], out[FRAME_FEATS], out[FRAME_HASHES] = scores, sims, feats_out, hashes
+        windowed = batch.get(WINDOWED, np.zeros(n, bool))
+        for i in range(n):
+            if active[i] and bool(windowed[i]):
+                self._windowed(out, i)
         return out
+
+    def _windowed(self, out: Batch, i: int) -> None:
+        """Row i, a long source: decode it here, one window of frames at a time, and keep only
+        what segmentation needs (times, scores, similarities, features, hashes)."""
+        s = self.cfg.sample
+        damaged: list[list[float]] = []
+        times, feats, probs, hashes = [], [], [], []
+        try:
+            for frames, t in sample_chunks(str(out[SOURCE_URI][i]), s.fps, self.encoder.image_size,
+                                           self.encoder.image_size, max(1, int(s.window_s * s.fps)),
+                                           threads=s.decode_threads, damaged=damaged):
+                f = self.encoder.encode_images(frames, batch_size=max(1, self.cfg.classify.pool.batch_size * 32))
+                times.append(t)
+                feats.append(f)
+                probs.append(self.score(f))
+                hashes.append(frame_hashes(frames))
+        except DATA_ERRORS as exc:
+            out[REJECT_STAGE][i], out[ERROR][i] = self.name, f"{self.name}: {exc or type(exc).__name__}"
+            return
+        if not times:
+            out[REJECT_STAGE][i] = self.name
+            out[ERROR][i] = f"{self.name}: no frame decoded" + (f" (damaged from {damaged[0][0]:g} s)" if damaged else "")
+            return
+        f = np.concatenate(feats)
+        out[FRAME_TIMES][i], out[FRAME_SCORES][i] = np.concatenate(times), np.concatenate(probs)
+        out[FRAME_SIMS][i] = np.sum(f[1:] * f[:-1], axis=1).astype(np.float32)
+        out[FRAME_FEATS][i], out[FRAME_HASHES][i] = f.astype(np.float16), np.concatenate(hashes)
+        out[DAMAGED_SPANS][i] = json.dumps(damaged) if damaged else ""
