@@ -26,6 +26,26 @@ from medgen_ray.models.requirements import require_weights
 log = logging.getLogger("medgen_ray")
 
 
+def _start_ray(app: AppConfig) -> None:
+    """Ray for a job: connected or embedded (init_ray), Ray Data's console quiet unless -v
+    (its progress bars off; its console handler at WARNING through its documented logging-config
+    file, minus notices we expect; ray-data.log in the session folder keeps everything)."""
+    import ray.data
+
+    from medgen_ray.core.console import drop_expected, ray_data_logging_config, verbose
+
+    loud = verbose()
+    if not loud:
+        os.environ["RAY_DATA_LOGGING_CONFIG"] = ray_data_logging_config()
+        from ray.data._internal.logging import configure_logging  # re-reads that variable
+
+        configure_logging()
+    drop_expected("ray.data._internal.progress")
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = ctx.enable_operator_progress_bars = ctx.print_on_execution_start = loud
+    init_ray(app.ray)
+
+
 def _task_fn(name: str, factory: Callable[[], Callable], post: Callable | None = None) -> Callable:
     """A named task function that builds its stage lazily. Ray deserialises the function for
     each task, so the cache lives one task; task stages therefore keep setup cheap (models
@@ -283,7 +303,7 @@ def run_curate(app: AppConfig) -> dict[str, Any]:
         raise FileExistsError(f"curate.output {cfg.output!r} holds a dataset and curate.resume is false")
     check_steps(curate_steps(cfg, finished), rows)  # a mis-ordered pipeline fails here, before Ray starts
     require_weights(app, "curate")  # and a missing weight, in seconds, naming the pull command
-    init_ray(app.ray)
+    _start_ray(app)
     ds = build_curate_dataset(cfg, rows, finished)
     totals = {"kept": 0, "rejected": 0, "errored": 0}
     progress = JobProgress("curate", len(rows) if cfg.source.kind == "files" else None)
@@ -327,7 +347,7 @@ def run_precompute(app: AppConfig) -> dict[str, int]:
     if skip and not cfg.resume:
         raise FileExistsError(f"precompute.output {cfg.output!r} holds shards and precompute.resume is false")
     require_weights(app, "precompute")
-    init_ray(app.ray)
+    _start_ray(app)
     ray.data.DataContext.get_current().op_resource_reservation_enabled = False
     fs, _ = __import__("fsspec").core.url_to_fs(cfg.dataset)
     captions = [c for c in (cfg.caption_field, cfg.fallback_caption_field) if c]
@@ -365,7 +385,7 @@ def run_train(app: AppConfig) -> dict[str, Any]:
 
     cfg, check = check_train_inputs(app.train)
     require_weights(app, "train")
-    init_ray(app.ray)
+    _start_ray(app)
     ray.data.DataContext.get_current().enable_progress_bars = False  # one bar per epoch per worker is noise
     fs, root = fsspec.core.url_to_fs(cfg.data)
     ds = ray.data.read_parquet(f"{root.rstrip('/')}/{SHARDS}", filesystem=arrow_fs(fs))
@@ -429,7 +449,7 @@ def run_evaluate(app: AppConfig) -> dict[str, Any]:
         raise FileExistsError(f"evaluate.output {cfg.output!r} holds scores and evaluate.resume is false")
     todo = [r for r in rows if r["video_id"] not in done]
     require_weights(app, "evaluate")
-    init_ray(app.ray)
+    _start_ray(app)
     ray.data.DataContext.get_current().op_resource_reservation_enabled = False
     if todo:
         # one pipeline: a generation failure reaches the sink as that video's error
@@ -493,7 +513,7 @@ def run_dedup(app: AppConfig, dataset: str, out: str) -> dict[str, Any]:
     todo = [{CLIP_ID: r[CLIP_ID], CLIP_URI: r[CLIP_URI]} for r in rows if not has_signature(r) and r[CLIP_ID] not in done]
     if todo:
         require_weights(derive(app, {"curate.quality.enabled": False, "curate.metadata.enabled": False}), "curate")
-        init_ray(app.ray)
+        _start_ray(app)
         fs, root = fsspec.core.url_to_fs(out)
         fs.makedirs(f"{root}/{SIGNATURES}", exist_ok=True)
         start = len(list_parts(out, SIGNATURES))

@@ -2,10 +2,10 @@
 per-operator progress logs, its INFO lines, worker output) goes to log files, and to the console
 too with `medgen -v`.
 
-`quiet_ray()` runs before Ray starts: Ray's own progress bars and INFO logs off unless verbose,
-worker output kept on the workers (Ray writes it under the session's logs folder), the
-token-authentication notice (expected: the embedded cluster keeps Ray's default token auth on)
-filtered at its logger. `JobProgress` is the one display: sources reached, clips kept /
+`quiet_ray()` runs before Ray starts: Ray's INFO logs off unless verbose, worker output kept on
+the workers (Ray writes it under the session's logs folder), the token-authentication notice
+(expected: the embedded cluster keeps Ray's default token auth on) filtered at its logger; the
+runner does the same for its data library (progress bars, its console handler). `JobProgress` is the one display: sources reached, clips kept /
 rejected / errored, elapsed time and an estimate of what is left; redrawn in place on a
 terminal, a line every `interval_s` otherwise (CI logs, `ray job submit`).
 """
@@ -38,30 +38,24 @@ class DropExpected(logging.Filter):
 def quiet_ray() -> dict:
     """Console settings for Ray before it starts; returns the extra `ray.init` arguments."""
     loud = verbose()
-    for name in ("ray._private.authentication.authentication_token_setup", "ray.data._internal.progress"):
-        logger = logging.getLogger(name)  # a logger's filters see the records made on it
-        if not any(isinstance(f, DropExpected) for f in logger.filters):
-            logger.addFilter(DropExpected())
+    drop_expected("ray._private.authentication.authentication_token_setup")
     for name in ("ray.serve", "ray.train", "ray.tune"):
         logging.getLogger(name).setLevel(logging.INFO if loud else logging.WARNING)
-    try:
-        import ray.data
-
-        if not loud:  # Ray Data configures its own loggers from this file (its documented override)
-            from importlib import resources
-
-            os.environ["RAY_DATA_LOGGING_CONFIG"] = str(resources.files("medgen_ray") / "resources" /
-                                                        "ray_data_logging.yaml")
-            from ray.data._internal.logging import configure_logging
-
-            configure_logging()
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = loud
-        ctx.enable_operator_progress_bars = loud
-        ctx.print_on_execution_start = loud
-    except ImportError:  # Ray without its data library: nothing to quiet there
-        pass
     return {"log_to_driver": loud, "logging_level": logging.INFO if loud else logging.WARNING}
+
+
+def drop_expected(logger_name: str) -> None:
+    """Filter DropExpected's notices out of a logger (a logger's filters see the records made on it)."""
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, DropExpected) for f in logger.filters):
+        logger.addFilter(DropExpected())
+
+
+def ray_data_logging_config() -> str:
+    """Our console-quiet copy of Ray Data's logging config (for RAY_DATA_LOGGING_CONFIG)."""
+    from importlib import resources
+
+    return str(resources.files("medgen_ray") / "resources" / "ray_data_logging.yaml")
 
 
 def _clock(seconds: float) -> str:
