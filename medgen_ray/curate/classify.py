@@ -103,10 +103,17 @@ class FrameClassifierStage:
             offset += k
         out = {k: v for k, v in batch.items() if k != FRAMES}
         out[FRAME_SCORES], out[FRAME_SIMS], out[FRAME_FEATS], out[FRAME_HASHES] = scores, sims, feats_out, hashes
-        windowed = batch.get(WINDOWED, np.zeros(n, bool))
-        for i in range(n):
-            if active[i] and bool(windowed[i]):
-                self._windowed(out, i)
+        windowed = [bool(active[i]) and bool(w) for i, w in enumerate(batch.get(WINDOWED, np.zeros(n, bool)))]
+        if any(windowed):
+            # Ray hands equal-shaped cells as one tensor (all times empty: (n, 0)) and text as fixed-
+            # width strings: per-row objects, so a window's arrays and an error message fit
+            for col in (FRAME_TIMES, DAMAGED_SPANS, ERROR, REJECT_STAGE):
+                cells = np.empty(n, dtype=object)
+                cells[:] = [out[col][i] if col in out else "" for i in range(n)]
+                out[col] = cells
+            for i in range(n):
+                if windowed[i]:
+                    self._windowed(out, i)
         return out
 
     def _windowed(self, out: Batch, i: int) -> None:

@@ -58,3 +58,18 @@ def test_no_row_carries_more_than_a_window(long_source, frame_probe):
     assert max(np.asarray(f).nbytes for f in sampled["frames"]) <= window_bytes
     assert "frames" not in classified
     assert sum(np.asarray(v[0]).nbytes for k, v in classified.items() if k.startswith("frame_")) < window_bytes
+
+
+def test_windowed_rows_in_ray_shaped_batches(long_source, frame_probe):
+    """Ray hands a batch whose rows all have empty frame times as one (n, 0) tensor and its text
+    as fixed-width strings; the classifier still writes each long source's arrays and errors."""
+    cfg = load_config(None, ["curate.classify.clip_model=clip/tiny", f"curate.classify.probe_path={frame_probe}",
+                             "curate.sample.window_s=10"]).curate
+    n = 2
+    batch = {"video_id": np.array(["lecture", "gone"]), "source_uri": np.array([str(long_source), "/nope.mp4"]),
+             "frames": np.zeros((n, 0, 64, 64, 3), np.uint8), "frame_times": np.zeros((n, 0)),
+             "windowed": np.ones(n, bool), "damaged_spans": np.array(["", ""]), "reject_stage": np.array(["", ""]),
+             "reject_reason": np.array(["", ""]), "error": np.array(["", ""])}
+    out = FrameClassifierStage(cfg, device="cpu")(batch)
+    assert len(out["frame_times"][0]) == 44 and len(out["frame_scores"][0]) == 44
+    assert out["error"][1].startswith("classify: ") and out["reject_stage"][1] == "classify"
