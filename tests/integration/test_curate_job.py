@@ -77,6 +77,13 @@ def test_curate_end_to_end(ray_cluster, mixed_folder, corpus, bad_inputs, frame_
         assert abs(len(m["frame_hashes"]) - n_frames) <= 1 and len(m["clip_embedding"]) == TINY_CLIP_CFG["embed_dim"]
         assert abs(sum(x * x for x in m["clip_embedding"]) - 1.0) < 1e-3
 
+    # The same inputs with every source classified window by window (8-s windows on 16-s videos):
+    # through Ray, the same clips.
+    windowed = tmp_path / "ds_windowed"
+    again = run_curate(load_config(None, _overrides(windowed, mixed_folder, frame_probe, "curate.sample.window_s=8")))
+    assert again["inputs"] == summary["inputs"] and again["accounted"]
+    assert _sorted_manifest(windowed) == _sorted_manifest(out)
+
 
 def _sorted_manifest(out: Path) -> list[tuple]:
     return sorted((m["clip_id"], m["t_start"], m["t_end"], m["width"], m["score_frame_medical"])
