@@ -82,7 +82,8 @@ def test_curate_end_to_end(ray_cluster, mixed_folder, corpus, bad_inputs, frame_
     windowed = tmp_path / "ds_windowed"
     again = run_curate(load_config(None, _overrides(windowed, mixed_folder, frame_probe, "curate.sample.window_s=8")))
     assert again["inputs"] == summary["inputs"] and again["accounted"]
-    assert _sorted_manifest(windowed) == _sorted_manifest(out)
+    rounded = [lambda d: [(*m[:4], round(m[4], 4)) for m in _sorted_manifest(d)]][0]  # CLIP batches differ by ULPs
+    assert rounded(windowed) == rounded(out)
 
 
 def _sorted_manifest(out: Path) -> list[tuple]:
