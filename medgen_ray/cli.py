@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 from medgen_ray.config import AppConfig, ConfigError, load_config
-from medgen_ray.core.console import VERBOSE_ENV
+from medgen_ray.core.console import VERBOSE_ENV, verbose
 from medgen_ray.models.weights import WeightsUnavailable
 
 
@@ -402,11 +402,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `medgen`; returns the exit code (2 for a bad config)."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-v", "--verbose") for a in argv):  # anywhere on the line: Ray's own output on the console
         argv = [a for a in argv if a not in ("-v", "--verbose")]
         os.environ[VERBOSE_ENV] = "1"
+    # Our INFO lines; libraries' (open_clip, transformers, ...) only with -v.
+    logging.basicConfig(level=logging.INFO if verbose() else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("medgen_ray").setLevel(logging.INFO)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # `a.b=v` overrides may follow options (`dataset view DS --out V key=value`): argparse takes

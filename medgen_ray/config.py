@@ -375,8 +375,9 @@ class CurateConfig(Strict):
     write_batch_rows: int = Field(64, ge=1, description="rows per Parquet part")
     task_num_cpus: float = Field(1.0, gt=0, description="CPUs per decode/segment/cut task")
     task_memory_mb: int = Field(
-        768, ge=1, description="memory reserved per CPU task (ours: Ray measured 380-530 MiB for the decode, cut "
-                               "and OCR tasks on the sample corpus); also keeps decoding out of model actors"
+        1024, ge=1, description="memory reserved per CPU task (ours: Ray measured 380-640 MiB for the decode, cut "
+                                "and OCR tasks on the sample corpus and the demo); also keeps decoding out of model "
+                                "actors"
     )
 
 

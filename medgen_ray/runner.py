@@ -24,6 +24,9 @@ from medgen_ray.core.storage import absolute_local, arrow_fs
 from medgen_ray.models.requirements import require_weights
 
 log = logging.getLogger("medgen_ray")
+# Writers and the HTTP generation client: Ray's memory detector measured 115-540 MiB for them
+# (precompute's shard writer the most); reserved with headroom, so the advice is acted on.
+WRITER_MEMORY_MB = 768
 
 
 def _start_ray(app: AppConfig) -> None:
@@ -362,7 +365,7 @@ def run_precompute(app: AppConfig) -> dict[str, int]:
     ds = _map(ds, "Precompute", lambda: PrecomputeStage(cfg, None, root), batch_size=cfg.pool.batch_size,
               pool=cfg.pool, num_cpus=cfg.pool.num_cpus)
     ds = _map(ds, "WriteShards", lambda: (lambda b: _counts(write_shard_batch(cfg.output, b))),
-              batch_size=cfg.write_batch_rows, num_cpus=0, memory_mb=1)
+              batch_size=cfg.write_batch_rows, num_cpus=0, memory_mb=WRITER_MEMORY_MB)
     totals = {"shards": 0, "rejects": 0}
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for k in totals:
@@ -457,13 +460,13 @@ def run_evaluate(app: AppConfig) -> dict[str, Any]:
         if not cfg.videos and cfg.url:
             token = cfg.token or os.environ.get("MEDGEN_SERVE_TOKEN")
             ds = _map(ds, "GenerateRemote", lambda: RemoteGenerateStage(cfg, token), batch_size=1,
-                      num_cpus=0.1, memory_mb=64)
+                      num_cpus=0.1, memory_mb=WRITER_MEMORY_MB)
         elif not cfg.videos:
             ds = _map(ds, "Generate", lambda: GenerateStage(app), batch_size=1, pool=cfg.generator_pool,
                       num_cpus=cfg.generator_pool.num_cpus)
         ds = _map(ds, "Score", lambda: VideoScoreStage(cfg), batch_size=1, pool=cfg.pool, num_cpus=cfg.pool.num_cpus)
         ds = _map(ds, "WriteScores", lambda: (lambda b: write_scores(cfg.output, b)), batch_size=16,
-                  num_cpus=0, memory_mb=64)
+                  num_cpus=0, memory_mb=WRITER_MEMORY_MB)
         for _ in ds.iter_batches(batch_size=None, batch_format="numpy"):
             pass
     df = read_per_video(cfg.output)
