@@ -33,11 +33,10 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from medgen_ray.evaluate import metrics
+from medgen_ray.models.clip import CLIP_MEAN, CLIP_STD
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def as_tensor(frames: np.ndarray) -> torch.Tensor:
