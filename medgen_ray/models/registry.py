@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import fsspec
 import torch
 
 from medgen_ray.models.weights import (
@@ -22,7 +21,8 @@ from medgen_ray.models.weights import (
     TINY_SEED,
     WEIGHTS_FILE,
     WeightsUnavailable,
-    cache_root,
+    publish_pull,
+    pull_folder,
     stage_weights,
     weights_file,
 )
@@ -295,10 +295,7 @@ def load_video_encoders(name: str, weights: str | None = None) -> Any:
 def pull_weights(name: str, dest: str) -> str:
     """Pre-stage `name`'s weights under dest/<name> (local or s3://). Returns that URI."""
     spec = get_spec(name)
-    target = dest.rstrip("/") + "/" + name.replace("/", "__")
-    fs, root = fsspec.core.url_to_fs(target)
-    tmp = cache_root() / "pull" / name.replace("/", "__")
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp = pull_folder(name)
     if spec.tiny and spec.kind == "video":
         spec.build(None, "cpu").save_pretrained(str(tmp))
     elif spec.tiny:
@@ -316,6 +313,4 @@ def pull_weights(name: str, dest: str) -> str:
             snapshot_download(repo_id=spec.hub_id, local_dir=str(tmp))
         except Exception as exc:  # hub client raises many types; all mean "not fetched"
             raise _hub_error(spec, exc) from exc
-    fs.makedirs(root, exist_ok=True)
-    fs.put(str(tmp) + "/", root, recursive=True)
-    return target
+    return publish_pull(name, tmp, dest)

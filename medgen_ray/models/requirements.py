@@ -206,14 +206,12 @@ def pull_eval_weights(name: str, dest: str) -> str:
     import fsspec
 
     from medgen_ray.models.registry import pull_weights
-    from medgen_ray.models.weights import cache_root
+    from medgen_ray.models.weights import publish_pull, pull_folder
 
     if name not in EVAL_SOURCES:
         raise KeyError(f"unknown Med-VBench model {name!r}; choices: {', '.join(EVAL_SOURCES)}")
     source, file = EVAL_SOURCES[name]
-    target = dest.rstrip("/") + "/" + name.replace("/", "__")
-    tmp = cache_root() / "pull" / name.replace("/", "__")
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp = pull_folder(name)
     try:
         if source.startswith("hub:"):
             from huggingface_hub import hf_hub_download, snapshot_download
@@ -237,10 +235,9 @@ def pull_eval_weights(name: str, dest: str) -> str:
         raise
     except Exception as exc:  # network and hub clients raise many types; all mean "not fetched"
         raise WeightsUnavailable(f"{name}: could not fetch {source} ({exc}); run the pull where it is reachable") from exc
-    fs, root = fsspec.core.url_to_fs(target)
-    fs.makedirs(root, exist_ok=True)
-    fs.put(str(tmp) + "/", root, recursive=True)
+    target = publish_pull(name, tmp, dest)
     if name == "aesthetic/vbench":
+        fs, root = fsspec.core.url_to_fs(target)
         pull_weights("clip/vit-l-14", target)
         fs.mv(root + "/clip__vit-l-14", root + "/clip", recursive=True)
     return target

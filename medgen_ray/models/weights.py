@@ -24,6 +24,22 @@ def cache_root() -> Path:
     return Path(os.environ.get("MEDGEN_CACHE", Path.home() / ".cache" / "medgen_ray"))
 
 
+def pull_folder(name: str) -> Path:
+    """The local folder `weights pull` fills for `name` before publishing it."""
+    tmp = cache_root() / "pull" / name.replace("/", "__")
+    tmp.mkdir(parents=True, exist_ok=True)
+    return tmp
+
+
+def publish_pull(name: str, tmp: Path, dest: str) -> str:
+    """Copy a filled pull folder to dest/<name> (local or s3://); returns that URI."""
+    target = dest.rstrip("/") + "/" + name.replace("/", "__")
+    fs, root = fsspec.core.url_to_fs(target)
+    fs.makedirs(root, exist_ok=True)
+    fs.put(str(tmp) + "/", root, recursive=True)
+    return target
+
+
 def stage_weights(uri: str) -> str:
     """Local path for `uri`; remote folders/files are copied into the cache once."""
     if "://" not in uri or uri.startswith("file://"):
