@@ -498,20 +498,20 @@ def run_dedup(app: AppConfig, dataset: str, out: str) -> dict[str, Any]:
     import ray
 
     from medgen_ray.core.batch import to_rows
-    from medgen_ray.core.parts import list_parts, read_part, write_table_atomic
+    from medgen_ray.core.parts import list_parts, write_table_atomic
     from medgen_ray.curate.dedup import (
         SIGNATURE_SCHEMA,
         SIGNATURES,
         ClipSignatureStage,
         has_signature,
+        read_manifest,
         read_signatures,
         write_dedup,
     )
     from medgen_ray.schema import CLIP_ID, CLIP_URI
 
     cfg = app.curate
-    bfs, _ = fsspec.core.url_to_fs(dataset)
-    rows = [r for p in list_parts(dataset, "manifest") for r in read_part(bfs, p).to_pylist()]
+    rows = read_manifest(dataset)
     done = read_signatures(out)
     todo = [{CLIP_ID: r[CLIP_ID], CLIP_URI: r[CLIP_URI]} for r in rows if not has_signature(r) and r[CLIP_ID] not in done]
     if todo:
@@ -525,15 +525,16 @@ def run_dedup(app: AppConfig, dataset: str, out: str) -> dict[str, Any]:
                   pool=cfg.dedup.pool, num_cpus=cfg.dedup.pool.num_cpus)
         errors = []
         for i, batch in enumerate(ds.iter_batches(batch_size=cfg.write_batch_rows, batch_format="numpy")):
-            good = [r for r in to_rows(batch) if not r.get("error")]
-            errors += [f"{r[CLIP_ID]}: {r['error']}" for r in to_rows(batch) if r.get("error")]
+            signed = to_rows(batch)
+            good = [r for r in signed if not r.get("error")]
+            errors += [f"{r[CLIP_ID]}: {r['error']}" for r in signed if r.get("error")]
             if good:
                 table = pa.Table.from_pylist([{f.name: r[f.name] for f in SIGNATURE_SCHEMA} for r in good],
                                              schema=SIGNATURE_SCHEMA)
                 write_table_atomic(fs, f"{root}/{SIGNATURES}/part-{start + i:05d}.parquet", table)
         if errors:
             raise ValueError(f"dedup: {len(errors)} clip(s) could not be read, nothing removed yet: {errors[:3]}")
-    summary = write_dedup(dataset, out, cfg.dedup)
+    summary = write_dedup(dataset, out, cfg.dedup, rows)
     print(f"dedup: {summary['kept']} of {summary['clips']} clips kept, {summary['duplicates']} near-duplicates "
           f"rejected (rejects name the clip kept) -> {out}", file=sys.stdout)
     return summary

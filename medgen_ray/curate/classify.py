@@ -54,6 +54,13 @@ class MedicalFrameScorer:
         return softmax(LOGIT_SCALE * feats @ self.class_text.T)[:, 0].astype(np.float32)
 
 
+def row_signals(feats: np.ndarray, frames: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """What segmentation and dedup keep of a source's frames: adjacent-frame similarities of the
+    unit CLIP features, the features as float16, and (given the frames) their DCT hashes."""
+    sims = np.sum(feats[1:] * feats[:-1], axis=1).astype(np.float32)
+    return sims, feats.astype(np.float16), None if frames is None else frame_hashes(frames)
+
+
 class FrameClassifierStage:
     """P(medical) of every sampled frame and adjacent-frame CLIP similarities, batched over rows."""
 
@@ -85,7 +92,7 @@ class FrameClassifierStage:
         hashes = np.empty(n, dtype=object)
         if sum(lengths):
             stacked = np.concatenate([batch[FRAMES][i] for i in range(n) if lengths[i]])
-            feats = self.encoder.encode_images(stacked, batch_size=max(1, self.cfg.classify.pool.batch_size * 32))
+            feats = self._encode(stacked)
             probs = self.score(feats)
         offset = 0
         for i in range(n):
@@ -95,11 +102,8 @@ class FrameClassifierStage:
                 feats_out[i] = np.zeros((0, 0), np.float16)
                 hashes[i] = np.zeros(0, np.uint64)
                 continue
-            hashes[i] = frame_hashes(batch[FRAMES][i])
-            f = feats[offset : offset + k]
-            feats_out[i] = f.astype(np.float16)
+            sims[i], feats_out[i], hashes[i] = row_signals(feats[offset : offset + k], batch[FRAMES][i])
             scores[i] = probs[offset : offset + k]
-            sims[i] = np.sum(f[1:] * f[:-1], axis=1).astype(np.float32)
             offset += k
         out = {k: v for k, v in batch.items() if k != FRAMES}
         out[FRAME_SCORES], out[FRAME_SIMS], out[FRAME_FEATS], out[FRAME_HASHES] = scores, sims, feats_out, hashes
@@ -116,6 +120,9 @@ class FrameClassifierStage:
                     self._windowed(out, i)
         return out
 
+    def _encode(self, frames: np.ndarray) -> np.ndarray:
+        return self.encoder.encode_images(frames, batch_size=max(1, self.cfg.classify.pool.batch_size * 32))
+
     def _windowed(self, out: Batch, i: int) -> None:
         """Row i, a long source: decode it here, one window of frames at a time, and keep only
         what segmentation needs (times, scores, similarities, features, hashes)."""
@@ -126,7 +133,7 @@ class FrameClassifierStage:
             for frames, t in sample_chunks(str(out[SOURCE_URI][i]), s.fps, self.encoder.image_size,
                                            self.encoder.image_size, max(1, int(s.window_s * s.fps)),
                                            threads=s.decode_threads, damaged=damaged):
-                f = self.encoder.encode_images(frames, batch_size=max(1, self.cfg.classify.pool.batch_size * 32))
+                f = self._encode(frames)
                 times.append(t)
                 feats.append(f)
                 probs.append(self.score(f))
@@ -138,8 +145,7 @@ class FrameClassifierStage:
             out[REJECT_STAGE][i] = self.name
             out[ERROR][i] = f"{self.name}: no frame decoded" + (f" (damaged from {damaged[0][0]:g} s)" if damaged else "")
             return
-        f = np.concatenate(feats)
         out[FRAME_TIMES][i], out[FRAME_SCORES][i] = np.concatenate(times), np.concatenate(probs)
-        out[FRAME_SIMS][i] = np.sum(f[1:] * f[:-1], axis=1).astype(np.float32)
-        out[FRAME_FEATS][i], out[FRAME_HASHES][i] = f.astype(np.float16), np.concatenate(hashes)
+        out[FRAME_SIMS][i], out[FRAME_FEATS][i], _ = row_signals(np.concatenate(feats), None)
+        out[FRAME_HASHES][i] = np.concatenate(hashes)
         out[DAMAGED_SPANS][i] = json.dumps(damaged) if damaged else ""

@@ -146,19 +146,20 @@ class ClipSignatureStage(RowStage):
         from medgen_ray.core.cluster import pick_device
         from medgen_ray.models.registry import load_model
 
-        c = self.cfg.classify
-        self.encoder = load_model(c.clip_model, c.weights, self.device or pick_device(c.pool.num_gpus), kind="clip")
+        c = self.cfg.classify  # the curation's embedder, on the signature pass's own pool
+        self.encoder = load_model(c.clip_model, c.weights, self.device or pick_device(self.cfg.dedup.pool.num_gpus),
+                                  kind="clip")
 
     def process(self, row: Row) -> Row:
         from medgen_ray.core.decode import sample_frames
         from medgen_ray.core.errors import DataError
+        from medgen_ray.curate.temporal import clip_embedding
 
         frames, _ = sample_frames(str(row[CLIP_URI]), self.cfg.sample.fps, self.encoder.image_size,
                                   self.cfg.sample.decode_threads)
         if len(frames) == 0:
             raise DataError("no frame decoded")
-        mean = self.encoder.encode_images(frames).mean(axis=0)
-        row[CLIP_EMBEDDING] = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+        row[CLIP_EMBEDDING] = clip_embedding(self.encoder.encode_images(frames), 0, len(frames) - 1)
         row[FRAME_HASHES] = frame_hashes(frames)
         return row
 
@@ -178,24 +179,27 @@ def read_signatures(out: str) -> dict[str, dict[str, Any]]:
     return found
 
 
-def write_dedup(base: str, out: str, cfg: DedupConfig) -> dict[str, Any]:
-    """Write the deduplicated view of `base` under `out` (manifest of kept clips, rejects of the
-    duplicates with the id of the clip kept, dedup.json); signatures come from the manifest or
-    from <out>/signatures. Returns the summary."""
+def read_manifest(base: str) -> list[dict[str, Any]]:
+    """Every manifest row of a dataset."""
     bfs, _ = fsspec.core.url_to_fs(base)
     parts = list_parts(base, "manifest")
     if not parts:
         raise FileNotFoundError(f"dataset {base!r}: no manifest/part-*.parquet")
+    return [r for path in parts for r in read_part(bfs, path).to_pylist()]
+
+
+def write_dedup(base: str, out: str, cfg: DedupConfig, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Write the deduplicated view of `base` under `out` (manifest of kept clips, rejects of the
+    duplicates with the id of the clip kept, dedup.json); signatures come from the manifest or
+    from <out>/signatures. `rows`: the manifest when the caller has read it. Returns the summary."""
     fs, root = fsspec.core.url_to_fs(out)
     if fs.exists(f"{root}/manifest"):
         raise FileExistsError(f"dedup output {out!r} already holds a dataset")
+    rows = read_manifest(base) if rows is None else rows
     extra = read_signatures(out)
-    rows = []
-    for path in parts:
-        for r in read_part(bfs, path).to_pylist():
-            if not has_signature(r) and r[CLIP_ID] in extra:
-                r[CLIP_EMBEDDING], r[FRAME_HASHES] = extra[r[CLIP_ID]][CLIP_EMBEDDING], extra[r[CLIP_ID]][FRAME_HASHES]
-            rows.append(r)
+    for r in rows:
+        if not has_signature(r) and r[CLIP_ID] in extra:
+            r[CLIP_EMBEDDING], r[FRAME_HASHES] = extra[r[CLIP_ID]][CLIP_EMBEDDING], extra[r[CLIP_ID]][FRAME_HASHES]
     missing = [r[CLIP_ID] for r in rows if not has_signature(r)]
     if missing:
         raise ValueError(f"{len(missing)} clip(s) have no signature (e.g. {missing[0]}): run `medgen dataset dedup` "

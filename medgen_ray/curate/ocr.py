@@ -91,15 +91,8 @@ def box_area(boxes: list[np.ndarray], shape: tuple[int, int]) -> float:
 def text_stats(detections: list[tuple[str, float, np.ndarray]], shape: tuple[int, int],
                min_score: float) -> tuple[int, float]:
     """(words, fraction of the frame covered by text boxes)."""
-    h, w = shape
-    mask = np.zeros((h, w), np.uint8)
-    words = 0
-    for text, score, box in detections:
-        if score < min_score:
-            continue
-        words += len(text.split())
-        cv2.fillPoly(mask, [np.asarray(box, dtype=np.int32).reshape(-1, 2)], 1)
-    return words, float(mask.mean())
+    read = [(text, box) for text, score, box in detections if score >= min_score]
+    return sum(len(text.split()) for text, _ in read), box_area([box for _, box in read], shape)
 
 
 class OcrStage(RowStage):
