@@ -92,10 +92,10 @@ def subject_consistency(dino: Callable[[torch.Tensor], torch.Tensor], frames: np
     return 100.0 * metrics.consistency(features(dino, dino_input(frames), device))
 
 
-def background_consistency(clip_image: Callable[[torch.Tensor], torch.Tensor], n_px: int, frames: np.ndarray,
-                           device: str) -> float:
-    """VBench background consistency (per cent) from CLIP image features."""
-    return 100.0 * metrics.consistency(features(clip_image, clip_input(frames, n_px), device))
+def background_consistency(clip_image, frames: np.ndarray, device: str) -> float:
+    """VBench background consistency (per cent) from CLIP image features; `clip_image` maps
+    normalised (N, 3, n_px, n_px) to features and says its `n_px`."""
+    return 100.0 * metrics.consistency(features(clip_image, clip_input(frames, clip_image.n_px), device))
 
 
 def imaging_quality(musiq: Callable[[torch.Tensor], torch.Tensor], frames: np.ndarray, device: str) -> float:
@@ -106,10 +106,9 @@ def imaging_quality(musiq: Callable[[torch.Tensor], torch.Tensor], frames: np.nd
         return float(np.mean([float(musiq(x[i:i + 1].to(device))) for i in range(len(x))]))
 
 
-def aesthetic(clip_image: Callable[[torch.Tensor], torch.Tensor], head: torch.nn.Module, n_px: int,
-              frames: np.ndarray, device: str) -> float:
+def aesthetic(clip_image, head: torch.nn.Module, frames: np.ndarray, device: str) -> float:
     """VBench aesthetic quality in per cent: the LAION linear head on unit CLIP features, / 10."""
-    feats = torch.from_numpy(features(clip_image, clip_input(frames, n_px), device)).to(device)
+    feats = torch.from_numpy(features(clip_image, clip_input(frames, clip_image.n_px), device)).to(device)
     with torch.inference_mode():
         scores = head(feats).squeeze(-1).float() / 10.0
     return 100.0 * float(scores.mean())

@@ -158,9 +158,9 @@ def _weights_path(weights: str) -> Path:
 
 
 class Flow:
-    """Optical flow: `pairs(frames)` gives each consecutive pair's flow at the size the model
-    saw (RAFT: replicate-padded to /8, as VBench's dynamic degree reads it); `__call__(a, b)`
-    gives one pair's flow at the frames' size (the warping proxy)."""
+    """Optical flow of each consecutive pair of frames, batched: `pairs(frames)` at the size the
+    model saw (RAFT: replicate-padded to /8, as VBench's dynamic degree reads it), or with
+    `unpad=True` at the frames' size (the warping proxy)."""
 
     def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None, divisor: int,
                  device: str, batch_size: int = 8, net: torch.nn.Module | None = None):
@@ -183,11 +183,9 @@ class Flow:
                 out += list(flow.permute(0, 2, 3, 1).float().cpu().numpy())
         return out
 
-    def pairs(self, frames: np.ndarray) -> list[np.ndarray]:
-        return self._run(frames[:-1], frames[1:], unpad=False)
-
-    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return self._run(a[None], b[None], unpad=True)[0]
+    def pairs(self, frames: np.ndarray, unpad: bool = False) -> list[np.ndarray]:
+        """Flow t -> t+1 for every t."""
+        return self._run(frames[:-1], frames[1:], unpad)
 
 
 def farneback_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:

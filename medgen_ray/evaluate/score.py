@@ -101,8 +101,7 @@ class VideoScoreStage(RowStage):
         if dim == "subject_consistency":
             return dimensions.subject_consistency(m["dino"], frames, dev)
         if dim == "background_consistency":
-            clip = ClipImages(m["clip"])
-            return dimensions.background_consistency(clip, clip.n_px, frames, dev)
+            return dimensions.background_consistency(ClipImages(m["clip"]), frames, dev)
         if dim == "motion_smoothness":
             return dimensions.motion_smoothness(m["interpolator"], frames)
         if dim == "imaging_quality":
@@ -110,8 +109,7 @@ class VideoScoreStage(RowStage):
         if dim == "dynamic_degree":
             return dimensions.dynamic_degree(m["flow"].pairs, frames, fps)
         if dim == "aesthetic":
-            a = m["aesthetic"]
-            return dimensions.aesthetic(a.images, a.head, a.images.n_px, frames, dev)
+            return dimensions.aesthetic(m["aesthetic"].images, m["aesthetic"].head, frames, dev)
         if dim == "text_alignment":
             img = self._clip_features(frames)
             txt = m["clip"].encode_texts([str(row.get("prompt") or "")])[0]
@@ -120,8 +118,9 @@ class VideoScoreStage(RowStage):
             return 100.0 * float(np.mean(m["medical"](self._clip_features(frames))))
         if dim == "warping_auto":  # ours: forward-backward checked warping error at flow_side
             small = _resize_short(frames, self.cfg.flow_side)
-            flows = [(m["flow"](a, b), m["flow"](b, a)) for a, b in zip(small[:-1], small[1:])]
-            return 100.0 * metrics.warping_error_auto(small, flows)
+            forward = m["flow"].pairs(small, unpad=True)
+            backward = m["flow"].pairs(small[::-1], unpad=True)[::-1]  # t+1 -> t
+            return 100.0 * metrics.warping_error_auto(small, list(zip(forward, backward)))
         raise KeyError(dim)
 
     def _clip_frames(self, frames: np.ndarray) -> np.ndarray:
