@@ -60,19 +60,50 @@ def frame_hashes(frames: np.ndarray) -> np.ndarray:
 
 
 def _popcount(x: np.ndarray) -> np.ndarray:
-    return np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
+    """Set bits of each uint64 of a (P, W) array."""
+    bits = np.unpackbits(np.ascontiguousarray(x).view(np.uint8).reshape(*x.shape, 8), axis=-1)
+    return bits.sum(axis=-1, dtype=np.int32)
+
+
+def hash_matrix(hashes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Frame-hash sequences as one zero-padded (N, L) uint64 matrix and their lengths."""
+    width = max((len(h) for h in hashes), default=1) or 1
+    out = np.zeros((len(hashes), width), np.uint64)
+    for i, h in enumerate(hashes):
+        out[i, :len(h)] = h
+    return out, np.array([len(h) for h in hashes])
+
+
+def best_distances(H: np.ndarray, lens: np.ndarray, i: np.ndarray, j: np.ndarray, cfg: DedupConfig,
+                   chunk: int = 50_000) -> np.ndarray:
+    """Best mean Hamming distance (bits) of the hash sequences of each pair (i[k], j[k]) over
+    shifts of up to max_shift_frames with at least min_overlap frames (or all of the shorter)
+    overlapping; inf where no shift qualifies. All pairs at once, in chunks."""
+    out = np.full(len(i), np.inf)
+    width = H.shape[1]
+    for c in range(0, len(i), chunk):
+        a, b = H[i[c:c + chunk]], H[j[c:c + chunk]]
+        la, lb = lens[i[c:c + chunk]], lens[j[c:c + chunk]]
+        need = np.minimum(cfg.min_overlap, np.minimum(la, lb))
+        best = np.full(len(a), np.inf)
+        for s in range(-cfg.max_shift_frames, cfg.max_shift_frames + 1):
+            w = width - abs(s)
+            if w <= 0:
+                continue
+            x, y = (a[:, s:], b[:, :w]) if s >= 0 else (a[:, :w], b[:, -s:])
+            n = np.minimum(la - s, lb) if s >= 0 else np.minimum(la, lb + s)
+            ok = (n >= need) & (n > 0)
+            mask = np.arange(w)[None, :] < n[:, None]
+            dist = (_popcount(np.bitwise_xor(x, y)) * mask).sum(axis=1) / np.maximum(n, 1)
+            best = np.where(ok, np.minimum(best, dist), best)
+        out[c:c + chunk] = best
+    return out
 
 
 def sequences_match(a: np.ndarray, b: np.ndarray, cfg: DedupConfig) -> tuple[bool, float]:
-    """(same footage?, best mean Hamming distance) of two frame-hash sequences, over shifts of
-    up to max_shift_frames frames with at least min_overlap frames overlapping."""
-    best = math.inf
-    for shift in range(-cfg.max_shift_frames, cfg.max_shift_frames + 1):
-        x, y = (a[shift:], b) if shift >= 0 else (a, b[-shift:])
-        n = min(len(x), len(y))
-        if n < min(cfg.min_overlap, len(a), len(b)) or n == 0:
-            continue
-        best = min(best, float(_popcount(np.bitwise_xor(x[:n], y[:n])).mean()))
+    """(same footage?, best mean Hamming distance) of two frame-hash sequences."""
+    H, lens = hash_matrix([np.asarray(a, np.uint64), np.asarray(b, np.uint64)])
+    best = float(best_distances(H, lens, np.array([0]), np.array([1]), cfg)[0])
     return best <= cfg.max_hamming, best
 
 
@@ -83,7 +114,7 @@ def near_duplicates(rows: list[dict[str, Any]], cfg: DedupConfig) -> dict[str, t
         return {}
     emb = np.stack([np.asarray(r[CLIP_EMBEDDING], np.float32) for r in rows])
     emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    hashes = [np.asarray(r[FRAME_HASHES], np.uint64) for r in rows]
+    H, lens = hash_matrix([np.asarray(r[FRAME_HASHES], np.uint64) for r in rows])
     parent = list(range(len(rows)))
 
     def find(i: int) -> int:
@@ -95,15 +126,14 @@ def near_duplicates(rows: list[dict[str, Any]], cfg: DedupConfig) -> dict[str, t
     evidence: dict[tuple[int, int], tuple[float, float]] = {}
     for start in range(0, len(rows), cfg.block_size):
         sims = emb[start:start + cfg.block_size] @ emb.T
-        for i, j in zip(*np.nonzero(sims >= cfg.embedding_threshold)):
-            i = int(i) + start
-            j = int(j)
-            if j <= i:
-                continue
-            same, dist = sequences_match(hashes[i], hashes[j], cfg)
-            if same:
-                evidence[(i, j)] = (float(sims[i - start, j]), dist)
-                parent[find(i)] = find(j)
+        bi, j = np.nonzero(sims >= cfg.embedding_threshold)
+        i = bi + start
+        keep = j > i
+        bi, i, j = bi[keep], i[keep], j[keep]
+        dist = best_distances(H, lens, i, j, cfg)  # every candidate pair of the block at once
+        for k in np.flatnonzero(dist <= cfg.max_hamming):
+            evidence[(int(i[k]), int(j[k]))] = (float(sims[bi[k], j[k]]), float(dist[k]))
+            parent[find(int(i[k]))] = find(int(j[k]))
     clusters: dict[int, list[int]] = {}
     for i in range(len(rows)):
         clusters.setdefault(find(i), []).append(i)
