@@ -14,6 +14,8 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from medgen_ray.models.families import VideoFamily, family_of
+
 
 class Strict(BaseModel):
     """Base of every config section: unknown keys are errors, and a validated config is never
@@ -381,21 +383,27 @@ class CurateConfig(Strict):
     )
 
 
+def _family(model: str) -> VideoFamily:
+    """The family of a video model name, as a validation error when there is none."""
+    try:
+        return family_of(model)
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
+
+
 class BucketConfig(Strict):
     """One training shape (frames x height x width) clips are resized into."""
 
-    frames: int = Field(..., ge=1, description="4k+1 frames")
+    frames: int = Field(..., ge=1, description="4k+1 frames (the model family's rule)")
     height: int = Field(..., ge=16)
     width: int = Field(..., ge=16)
 
-    @model_validator(mode="after")
-    def _shape(self) -> "BucketConfig":
-        if (self.frames - 1) % 4:
-            raise ValueError(f"frames={self.frames}: HunyuanVideo's VAE needs 4k+1 frames (1, 5, 9, ..., 33, ...)")
-        for side in ("height", "width"):
-            if getattr(self, side) % 16:
-                raise ValueError(f"{side}={getattr(self, side)}: must be a multiple of 16")
-        return self
+    def problems(self, family: VideoFamily) -> list[str]:
+        """What in this shape the family's VAE and patch size refuse."""
+        out = [f"frames={self.frames}: {why}" for why in [family.check_frames(self.frames)] if why]
+        out += [f"{side}={getattr(self, side)}: {why}" for side in ("height", "width")
+                for why in [family.check_side(getattr(self, side))] if why]
+        return out
 
 
 class PrecomputeConfig(Strict):
@@ -405,10 +413,9 @@ class PrecomputeConfig(Strict):
     output: str = Field("medgen_latents", description="shard folder: local path or s3:// URI")
     model: str = Field("hunyuan_video/tiny", description="registry name of the video model")
     weights: str | None = None
-    buckets: list[BucketConfig] = Field(
-        default_factory=lambda: [BucketConfig(frames=33, height=544, width=960),
-                                 BucketConfig(frames=33, height=960, width=544),
-                                 BucketConfig(frames=33, height=720, width=720)])
+    buckets: list[BucketConfig] | None = Field(
+        None, description="None = 33 frames (ours) at the family's default shape, its transpose and the square "
+                          "of equal area (HunyuanVideo: 544x960, 960x544, 720x720)")
     fps: float | None = Field(24.0, gt=0, description="frame rate the clip is resampled to; None = source fps")
     caption_field: str = "caption_detailed"
     fallback_caption_field: str | None = "caption_brief"
@@ -418,6 +425,19 @@ class PrecomputeConfig(Strict):
     pool: PoolConfig = Field(default_factory=lambda: PoolConfig(num_gpus=1.0, batch_size=1))
     resume: bool = True
     write_batch_rows: int = Field(8, ge=1)
+
+    @model_validator(mode="after")
+    def _buckets_fit_model(self) -> "PrecomputeConfig":
+        family = _family(self.model)
+        if self.buckets is None:
+            side = round((family.height * family.width) ** 0.5 / family.spatial) * family.spatial
+            object.__setattr__(self, "buckets", [BucketConfig(frames=33, height=family.height, width=family.width),
+                                                 BucketConfig(frames=33, height=family.width, width=family.height),
+                                                 BucketConfig(frames=33, height=side, width=side)])
+        bad = [f"buckets[{i}] {why}" for i, b in enumerate(self.buckets) for why in b.problems(family)]
+        if bad:
+            raise ValueError("; ".join(bad))
+        return self
 
 
 class LoraConfig(Strict):
@@ -467,7 +487,8 @@ class TrainConfig(Strict):
     unpadded_attention: bool = Field(True, description="at micro_batch 1, attention without the text mask "
                                                        "(exact: shards hold trimmed prompts; takes flash kernels)")
     timestep_sampling: Literal["uniform", "logit_normal", "mode"] = "logit_normal"
-    shift: float = Field(7.0, gt=0, description="flow time shift, as the released model samples")
+    shift: float | None = Field(None, gt=0, description="flow time shift; None = the model family's (the released "
+                                                       "scheduler's: 7 HunyuanVideo, 5 HunyuanVideo-1.5, 3-5 Wan)")
     guidance: float = Field(1.0, ge=0, description="guidance-embedding input (x1000 inside)")
     caption_dropout: float = Field(0.0, ge=0, le=1, description="share of steps trained with an empty prompt")
     ema_decay: float | None = Field(None, gt=0, lt=1)
@@ -482,6 +503,11 @@ class TrainConfig(Strict):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     export_dir: str | None = Field(None, description="default <storage_path>/<name>/lora")
     kill_rank_at_step: int | None = Field(None, ge=1, description="fault drill: SIGKILL rank 1 once at this step")
+
+    @model_validator(mode="after")
+    def _known_model(self) -> "TrainConfig":
+        _family(self.model)
+        return self
 
 
 
@@ -528,12 +554,13 @@ class ServeConfig(Strict):
     sync_timeout_s: float = Field(600.0, gt=0)
     generator: GeneratorPoolConfig = Field(default_factory=GeneratorPoolConfig)
     limits: ServeLimits = Field(default_factory=ServeLimits)
-    default_height: int = 544
-    default_width: int = 960
-    default_frames: int = 33
+    default_height: int | None = Field(None, description="None = the model family's default shape")
+    default_width: int | None = None
+    default_frames: int | None = None
     default_steps: int = 30
-    default_guidance: float = 6.0
-    fps: int = Field(24, ge=1, description="frame rate of the written mp4")
+    default_guidance: float | None = Field(None, description="None = the family's (embedded guidance for "
+                                                             "HunyuanVideo, classifier-free scale for the others)")
+    fps: int | None = Field(None, ge=1, description="frame rate of the written mp4; None = the family's")
     vae_tiling: bool = True
     compile: bool = Field(False, description="torch.compile the transformer blocks at start-up")
     dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
@@ -541,6 +568,12 @@ class ServeConfig(Strict):
     @model_validator(mode="after")
     def _defaults_within_limits(self) -> "ServeConfig":
         """A request that omits a field gets the default: it must obey the same limits."""
+        family = _family(self.model)
+        for name, value in (("default_height", family.height), ("default_width", family.width),
+                            ("default_frames", family.frames), ("default_guidance", family.guidance),
+                            ("fps", family.fps)):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)  # resolved once, at validation
         lim, bad = self.limits, []
         for name, value, most in (("default_height", self.default_height, lim.max_height),
                                   ("default_width", self.default_width, lim.max_width),
@@ -550,10 +583,12 @@ class ServeConfig(Strict):
             if value > most:
                 bad.append(f"{name}={value:g} is over its limit {most:g}")
         for name in ("default_height", "default_width"):
-            if getattr(self, name) % 16:
-                bad.append(f"{name}={getattr(self, name)} is not a multiple of 16")
-        if (self.default_frames - 1) % 4:
-            bad.append(f"default_frames={self.default_frames} is not 4k+1")
+            why = family.check_side(getattr(self, name))
+            if why:
+                bad.append(f"{name}={getattr(self, name)}: {why}")
+        why = family.check_frames(self.default_frames)
+        if why:
+            bad.append(f"default_frames={self.default_frames} is not 4k+1: {why}")
         if bad:
             raise ValueError("; ".join(bad))
         return self

@@ -137,7 +137,10 @@ SHARD_SCHEMA = pa.schema([
     ("text_shape", pa.list_(pa.int32())),
     ("pooled", pa.binary()),
     ("pooled_shape", pa.list_(pa.int32())),
+    ("text_embeds_2", pa.binary()),  # a second prompt stream (HunyuanVideo-1.5's glyph encoder); empty elsewhere
+    ("text_2_shape", pa.list_(pa.int32())),
     ("dtype", pa.string()),
+    ("family", pa.string()),  # models.families name: training refuses shards of another family
 ])
 SHARD_REJECTS_SCHEMA = pa.schema([(CLIP_ID, pa.string()), (REJECT_STAGE, pa.string()),
                                   (REJECT_REASON, pa.string()), (ERROR, pa.string())])

@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from medgen_ray.models.weights import RANDOM, TINY_SEED, WeightsUnavailable, stage_weights
+from medgen_ray.models.tokenizers import byte_tokenizer
+from medgen_ray.models.weights import TINY_SEED
 
-HUB_ID = "hunyuanvideo-community/HunyuanVideo"
 PIPELINE_LOGGER = "diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video"
 
 
@@ -57,22 +57,6 @@ TINY_VAE_CFG: dict[str, Any] = {
     "block_out_channels": (8, 8, 8, 8), "layers_per_block": 1, "norm_num_groups": 4,
     "spatial_compression_ratio": 8, "temporal_compression_ratio": 4, "mid_block_add_attention": True,
 }
-
-
-def byte_tokenizer(max_length: int, specials: list[str], pad: str, bos: str | None, eos: str):
-    """A byte-level BPE tokenizer with no merges: every string tokenizes, no vocab file needed."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=max_length)
-    fast.add_special_tokens({"pad_token": pad, "eos_token": eos, **({"bos_token": bos} if bos else {}),
-                             "additional_special_tokens": [s for s in specials if s not in (pad, eos, bos)]})
-    return fast
 
 
 def template_crop_start(tokenizer, template: str = PROMPT_TEMPLATE) -> int:
@@ -123,86 +107,81 @@ def prompt_template_for(pipe) -> dict[str, Any]:
     return {"template": PROMPT_TEMPLATE, "crop_start": crop}
 
 
-def load_tiny_pipeline(weights: str | None, device: str):
-    """The tiny twin pipeline on a device, built or from a saved folder."""
-    if weights not in (None, RANDOM):
-        return _from_folder(weights, device)
-    return build_pipeline(build_tiny_components()).to(device)
+def configure(pipe):
+    """Nothing follows the tokenizer here beyond the template crop, which `prompt_template_for` computes."""
+    return pipe
 
 
-def load_real_pipeline(weights: str | None, device: str, dtype: torch.dtype = torch.bfloat16):
-    """weights=None: hub id through the HF cache; a folder: a saved pipeline; "random": transformer
-    and VAE at full size with random init (for GPU benchmarks), no text encoders."""
-    if weights == RANDOM:
-        from diffusers import AutoencoderKLHunyuanVideo, HunyuanVideoTransformer3DModel
-
-        return {"transformer": HunyuanVideoTransformer3DModel().to(device, dtype),
-                "vae": AutoencoderKLHunyuanVideo().to(device, dtype)}
-    if weights is not None:
-        return _from_folder(weights, device, dtype)
-    from diffusers import HunyuanVideoPipeline
-
-    try:
-        return HunyuanVideoPipeline.from_pretrained(HUB_ID, torch_dtype=dtype).to(device)
-    except OSError as exc:
-        raise WeightsUnavailable(
-            f"model 'hunyuan_video': weights for {HUB_ID!r} are unavailable ({exc}). Pre-stage them with "
-            "`medgen weights pull hunyuan_video --dest DIR` and pass the path, or use hunyuan_video/tiny."
-        ) from exc
+def tiny_components(family) -> dict[str, Any]:
+    """The family hook: the tiny twin's components."""
+    return build_tiny_components()
 
 
-def _from_folder(path: str, device: str, dtype: torch.dtype | None = None):
-    from diffusers import HunyuanVideoPipeline
-
-    kwargs = {"torch_dtype": dtype} if dtype is not None else {}
-    return HunyuanVideoPipeline.from_pretrained(path, **kwargs).to(device)
+def full_config(family) -> dict[str, Any]:
+    """The released transformer's config (diffusers' defaults are the 13B model's)."""
+    return {}
 
 
-def load_encoders(name: str, tiny: bool, weights: str | None, dtype: torch.dtype | None = None):
-    """The pipeline without its transformer: VAE, both text encoders and tokenizers, on the CPU
-    (what latent precompute uses; the 13B transformer is never read)."""
-    from diffusers import HunyuanVideoPipeline
+def full_vae(family):
+    """The released VAE at full size (random init), for GPU benchmarks."""
+    from diffusers import AutoencoderKLHunyuanVideo
 
-    if weights == RANDOM:
-        raise ValueError(f"model {name!r}: weights=random has no text encoders; precompute needs real or tiny ones")
-    kwargs = {"torch_dtype": dtype} if dtype is not None else {}
-    if weights is not None:
-        return HunyuanVideoPipeline.from_pretrained(stage_weights(weights), transformer=None, **kwargs)
-    if tiny:
-        return build_pipeline({**build_tiny_components(), "transformer": None})
-    try:
-        return HunyuanVideoPipeline.from_pretrained(HUB_ID, transformer=None, **kwargs)
-    except OSError as exc:
-        raise WeightsUnavailable(f"model {name!r}: encoder weights for {HUB_ID!r} are unavailable ({exc})") from exc
+    return AutoencoderKLHunyuanVideo()
 
 
-def load_transformer(name: str, tiny: bool, weights: str | None, dtype: torch.dtype = torch.float32,
-                     device: str = "cpu"):
-    """Only the video transformer (what training updates): tiny twin, random full size,
-    a saved pipeline folder, or the hub. Random weights are initialised on `device` (13B
-    parameters initialise in seconds on a GPU, minutes on a CPU)."""
-    from diffusers import HunyuanVideoTransformer3DModel
-
-    if weights not in (None, RANDOM):
-        local = stage_weights(weights)
-        return HunyuanVideoTransformer3DModel.from_pretrained(local, subfolder="transformer", torch_dtype=dtype)
-    if tiny:
-        return build_tiny_components()["transformer"].to(dtype)
-    if weights == RANDOM:
-        with torch.device(device):
-            return HunyuanVideoTransformer3DModel().to(dtype)
-    try:
-        return HunyuanVideoTransformer3DModel.from_pretrained(HUB_ID, subfolder="transformer", torch_dtype=dtype)
-    except OSError as exc:
-        raise WeightsUnavailable(f"model {name!r}: transformer weights for {HUB_ID!r} are unavailable ({exc})") from exc
+def encode_text(pipe, text: str, max_len: int, device) -> dict[str, torch.Tensor]:
+    """Llama hidden states trimmed to the prompt's tokens, and CLIP's pooled vector."""
+    embeds, pooled, mask = pipe.encode_prompt(prompt=text, prompt_template=prompt_template_for(pipe),
+                                              max_sequence_length=max_len, device=device)
+    n = int(mask[0].sum())
+    return {"text_embeds": embeds[0, :n], "pooled": pooled[0]}
 
 
-def generate_video(pipe, prompt: str, *, height: int, width: int, num_frames: int, steps: int,
-                   guidance: float = 6.0, seed: int = 0, negative_prompt: str | None = None,
-                   true_cfg_scale: float = 1.0, max_sequence_length: int = 256, callback=None,
-                   output_type: str = "np"):
+def model_inputs(family, transformer, noisy, timesteps, batch, guidance, device, dtype) -> dict[str, Any]:
+    """Latents, timestep, Llama tokens with their mask, CLIP's pooled vector, embedded guidance (x1000)."""
+    n = noisy.shape[0]
+    return {"hidden_states": noisy.to(dtype), "timestep": timesteps,
+            "encoder_hidden_states": batch["text_embeds"].to(device, dtype),
+            "encoder_attention_mask": batch["text_mask"].to(device),
+            "pooled_projections": batch["pooled"].to(device, dtype),
+            "guidance": torch.full((n,), guidance * 1000.0, device=device, dtype=dtype)}
+
+
+def unpadded_attention(transformer, on: bool = True) -> int:
+    """Swap in the processor that drops the all-true text mask (see models.attention)."""
+    from medgen_ray.models.attention import set_unpadded_attention
+
+    return set_unpadded_attention(transformer, on)
+
+
+def original_groups(cfg: dict[str, Any]) -> list:
+    """HunyuanVideo's original checkpoint fuses q/k/v (and the single blocks' MLP input)."""
+    inner = cfg["num_attention_heads"] * cfg["attention_head_dim"]
+    mlp = int(inner * cfg["mlp_ratio"])
+    return [
+        (r"transformer_blocks\.(\d+)\.", "double_blocks.{}.img_attn_qkv",
+         [("attn.to_q", inner), ("attn.to_k", inner), ("attn.to_v", inner)]),
+        (r"transformer_blocks\.(\d+)\.", "double_blocks.{}.txt_attn_qkv",
+         [("attn.add_q_proj", inner), ("attn.add_k_proj", inner), ("attn.add_v_proj", inner)]),
+        (r"transformer_blocks\.(\d+)\.", "double_blocks.{}.img_attn_proj", [("attn.to_out.0", inner)]),
+        (r"transformer_blocks\.(\d+)\.", "double_blocks.{}.txt_attn_proj", [("attn.to_add_out", inner)]),
+        (r"single_transformer_blocks\.(\d+)\.", "single_blocks.{}.linear1",
+         [("attn.to_q", inner), ("attn.to_k", inner), ("attn.to_v", inner), ("proj_mlp", mlp)]),
+        (r"single_transformer_blocks\.(\d+)\.", "single_blocks.{}.linear2", [("proj_out", inner)]),
+        (r"context_embedder\.token_refiner\.refiner_blocks\.(\d+)\.",
+         "txt_in.individual_token_refiner.blocks.{}.self_attn_qkv",
+         [("attn.to_q", inner), ("attn.to_k", inner), ("attn.to_v", inner)]),
+        (r"context_embedder\.token_refiner\.refiner_blocks\.(\d+)\.",
+         "txt_in.individual_token_refiner.blocks.{}.self_attn_proj", [("attn.to_out.0", inner)]),
+    ]
+
+
+def generate(pipe, prompt: str, *, height: int, width: int, num_frames: int, steps: int, guidance: float,
+             seed: int = 0, negative_prompt: str | None = None, true_cfg_scale: float = 1.0,
+             max_sequence_length: int = 256, output_type: str = "np"):
     """One video, with the prompt trimmed to its real tokens so attention needs no mask
-    (the transformer may carry `set_unpadded_attention`). Returns frames (F, H, W, 3) in [0, 1]."""
+    (the transformer may carry the unpadded processor). `guidance` is the embedded guidance;
+    a negative prompt takes effect with true_cfg_scale > 1. Returns frames (F, H, W, 3) in [0, 1]."""
     from medgen_ray.models.attention import trim_text
 
     device = pipe._execution_device
@@ -220,8 +199,6 @@ def generate_video(pipe, prompt: str, *, height: int, width: int, num_frames: in
         n_embeds, n_pooled, n_mask = encode(negative_prompt)
         kwargs = {"negative_prompt_embeds": n_embeds, "negative_pooled_prompt_embeds": n_pooled,
                   "negative_prompt_attention_mask": n_mask, "true_cfg_scale": true_cfg_scale}
-    if callback is not None:
-        kwargs["callback_on_step_end"] = callback
     out = pipe(prompt_embeds=embeds, pooled_prompt_embeds=pooled, prompt_attention_mask=mask, height=height,
                width=width, num_frames=num_frames, num_inference_steps=steps, guidance_scale=guidance,
                generator=torch.Generator().manual_seed(seed), output_type=output_type, prompt_template=template,

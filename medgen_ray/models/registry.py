@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import torch
 
+from medgen_ray.models.families import FAMILIES
 from medgen_ray.models.weights import (
     RANDOM,
     TINY_SEED,
@@ -225,16 +226,24 @@ def _build_laion_aesthetic(weights: str | None, device: str):
 
 # --- text-to-video ------------------------------------------------------------------------------
 
-def _build_tiny_video(weights: str | None, device: str):
-    from medgen_ray.models.hunyuan import load_tiny_pipeline
+def _video_builder(model: str, tiny: bool):
+    def build(weights: str | None, device: str):
+        from medgen_ray.models.video import load_pipeline
 
-    return load_tiny_pipeline(weights, device)
+        return load_pipeline(model, tiny, weights, device)
+
+    return build
 
 
-def _build_video(weights: str | None, device: str):
-    from medgen_ray.models.hunyuan import load_real_pipeline
-
-    return load_real_pipeline(weights, device)
+def _video_specs() -> list[ModelSpec]:
+    """Two entries per family (models.families): the production model and its tiny twin."""
+    specs = []
+    for f in FAMILIES.values():
+        specs.append(ModelSpec(f.name, "video", f.hub_id, False, _video_builder(f.name, False),
+                               f"{f.pipeline} ({f.params} transformer); weights=random: transformer + VAE only"))
+        specs.append(ModelSpec(f"{f.name}/tiny", "video", None, True, _video_builder(f"{f.name}/tiny", True),
+                               f"tiny {f.label} twin from the same diffusers classes, byte-level tokenizers"))
+    return specs
 
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -254,10 +263,7 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec("arctic-embed-m", "text", "Snowflake/snowflake-arctic-embed-m", False, _build_arctic,
                   "the paper's metadata embedder"),
         ModelSpec("arctic-embed-m/tiny", "text", None, True, _tiny_bert_builder("arctic-embed-m/tiny")),
-        ModelSpec("hunyuan_video", "video", "hunyuanvideo-community/HunyuanVideo", False, _build_video,
-                  "HunyuanVideoPipeline (13B transformer); weights=random: transformer + VAE only"),
-        ModelSpec("hunyuan_video/tiny", "video", None, True, _build_tiny_video,
-                  "tiny transformer/VAE/Llama/CLIP twin, byte-level tokenizers"),
+        *_video_specs(),
     ]
 }
 
@@ -280,14 +286,14 @@ def load_model(name: str, weights: str | None = None, device: str = "cpu", kind:
 
 def load_transformer(name: str, weights: str | None, dtype: torch.dtype = torch.float32, device: str = "cpu"):
     """Only the video transformer of video model `name` (what training updates)."""
-    from medgen_ray.models.hunyuan import load_transformer as load_hunyuan_transformer
+    from medgen_ray.models.video import load_transformer as load_video_transformer
 
-    return load_hunyuan_transformer(name, get_spec(name, "video").tiny, weights, dtype, device)
+    return load_video_transformer(name, get_spec(name, "video").tiny, weights, dtype, device)
 
 
 def load_video_encoders(name: str, weights: str | None = None) -> Any:
     """Video model `name` without its transformer (VAE, text encoders, tokenizers), on the CPU."""
-    from medgen_ray.models.hunyuan import load_encoders
+    from medgen_ray.models.video import load_encoders
 
     return load_encoders(name, get_spec(name, "video").tiny, weights)
 

@@ -27,6 +27,12 @@ class JobCancelled(Exception):
     """The job was cancelled or deleted while it ran: stop denoising."""
 
 
+def transformer_blocks(transformer: torch.nn.Module) -> list[torch.nn.Module]:
+    """The repeated blocks of a video transformer (every top-level ModuleList named *blocks)."""
+    return [b for name, child in transformer.named_children()
+            if name.endswith("blocks") and isinstance(child, torch.nn.ModuleList) for b in child]
+
+
 class VideoGenerator:
     """One pipeline with its LoRA adapters loaded by name; generates and stores jobs."""
 
@@ -36,8 +42,8 @@ class VideoGenerator:
         self.adapters: list[str] = []
 
     def setup(self) -> None:
-        from medgen_ray.models.attention import set_unpadded_attention
         from medgen_ray.models.registry import load_model
+        from medgen_ray.models.video import unpadded_attention
         from medgen_ray.train.lora import load_lora_file
 
         cfg = self.cfg
@@ -49,42 +55,40 @@ class VideoGenerator:
         for name, path in cfg.adapters.items():
             if name == BASE:
                 raise ValueError(f"serve.adapters: {BASE!r} is reserved for the model without adapters")
-            pipe.load_lora_weights(load_lora_file(path, dict(pipe.transformer.config)), adapter_name=name)
+            # the transformer's own loader (diffusers' PeftAdapterMixin): every family has it, not every pipeline
+            pipe.transformer.load_lora_adapter(load_lora_file(path, pipe.transformer), adapter_name=name,
+                                               prefix="transformer")
         self.adapters = list(cfg.adapters)
-        set_unpadded_attention(pipe.transformer)  # generate_video hands over trimmed prompts
+        unpadded_attention(pipe.transformer)  # generate_video hands over trimmed prompts where it matters
         if cfg.vae_tiling:
             pipe.vae.enable_tiling()
         pipe.to(device, dtype)
         if cfg.compile:
-            for block in list(pipe.transformer.transformer_blocks) + list(pipe.transformer.single_transformer_blocks):
+            for block in transformer_blocks(pipe.transformer):
                 block.compile()
         self.pipe = pipe
 
     def use_adapter(self, name: str) -> None:
+        transformer = self.pipe.transformer
         if name == BASE:
             if self.adapters:
-                self.pipe.disable_lora()
+                transformer.disable_lora()
             return
         if name not in self.adapters:
             raise ValueError(f"adapter {name!r}: not loaded; choices: {', '.join([BASE, *self.adapters])}")
-        self.pipe.enable_lora()
-        self.pipe.set_adapters([name], adapter_weights=[1.0])
+        transformer.enable_lora()
+        transformer.set_adapters([name], weights=[1.0])
 
     def generate(self, request: dict[str, Any], on_step=None) -> np.ndarray:
-        from medgen_ray.models.hunyuan import generate_video
+        from medgen_ray.models.video import generate_video
 
         self.use_adapter(request.get("adapter") or BASE)
-        callback = None
-        if on_step is not None:
-            def callback(pipe, i, t, kwargs):
-                on_step(i + 1)
-                return {}
         with torch.no_grad():
             return generate_video(
                 self.pipe, request["prompt"], height=request["height"], width=request["width"],
                 num_frames=request["num_frames"], steps=request["steps"], guidance=request["guidance"],
                 seed=request["seed"], negative_prompt=request.get("negative_prompt") or None,
-                true_cfg_scale=request.get("true_cfg_scale", 1.0), callback=callback)
+                true_cfg_scale=request.get("true_cfg_scale", 1.0), on_step=on_step)
 
     def run_job(self, job_id: str, store: JobStore) -> dict[str, Any]:
         """Generate a stored job and store its video. Idempotent: a finished job is left alone

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medgen_ray.config import ServeConfig
+from medgen_ray.models.families import family_of
 from medgen_ray.serve.store import ID_RE
 
 ID_PATTERN = ID_RE.pattern  # what JobStore.create hands out; anything else is not a job
@@ -231,6 +232,11 @@ def resolve(req: VideoRequest, cfg: ServeConfig, adapters: list[str], sync: bool
         ("steps", steps, lim.sync_max_steps if sync else lim.max_steps, "steps"),
         ("guidance", out["guidance"], lim.max_guidance, ""),
     ]
+    family = family_of(cfg.model)
+    for field, value in ((origin_h, h), (origin_w, w)):
+        why = family.check_side(value)
+        if why and field not in {e["loc"][-1] for e in errors}:
+            errors.append(field_error(field, f"{value}: {why}"))
     seen = {e["loc"][-1] for e in errors}
     for field, value, most, unit in checks:
         if value > most and field not in seen:

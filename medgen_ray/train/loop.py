@@ -21,8 +21,9 @@ from typing import Any, Iterator
 import torch
 
 from medgen_ray.config import TrainConfig
+from medgen_ray.models.families import VideoFamily, family_of
 from medgen_ray.train.flow import flow_loss, noisy_latents, sample_sigmas, timesteps_for
-from medgen_ray.train.precompute import collate, decode_row
+from medgen_ray.train.precompute import TEXT_MASKS, collate, decode_row
 
 LOOP_STATE = "loop_state.json"
 PRECISION = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": torch.float32}
@@ -53,22 +54,35 @@ def bucket_batches(rows: Iterator[dict[str, Any]], micro_batch: int, skip: set[s
             yield [r["clip_id"] for r in group], collate([decode_row(r) for r in group])
 
 
+def without_caption(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch as if every prompt were empty: each prompt stream one zero token, pooled zero."""
+    out = dict(batch)
+    for key, mask_key in TEXT_MASKS.items():
+        if key in out:
+            out[key], out[mask_key] = out[key][:, :1] * 0, out[mask_key][:, :1]
+    if "pooled" in out:
+        out["pooled"] = out["pooled"] * 0
+    return out
+
+
 def flow_step_loss(model, batch: dict[str, torch.Tensor], cfg: TrainConfig, gen: torch.Generator,
-                   device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """The flow-matching loss of one micro-batch (noise, sigma sampling, forward, MSE)."""
+                   device: torch.device, dtype: torch.dtype, family: VideoFamily) -> torch.Tensor:
+    """The flow-matching loss of one micro-batch (noise, sigma sampling, forward, MSE); the
+    family turns the batch into its transformer's inputs."""
+    from medgen_ray.models.video import model_inputs
+
     x0 = batch["latent"].to(device, torch.float32)
     n = x0.shape[0]
     noise = torch.randn(x0.shape, generator=gen).to(device)
-    sigmas = sample_sigmas(n, sampling=cfg.timestep_sampling, shift=cfg.shift, generator=gen).to(device)
-    text, mask, pooled = batch["text_embeds"], batch["text_mask"], batch["pooled"]
+    shift = family.shift if cfg.shift is None else cfg.shift
+    sigmas = sample_sigmas(n, sampling=cfg.timestep_sampling, shift=shift, generator=gen).to(device)
     if cfg.caption_dropout and float(torch.rand(1, generator=gen)) < cfg.caption_dropout:
-        # unconditional step: one zero token, as if the prompt were empty
-        text, mask, pooled = text[:, :1] * 0, mask[:, :1], pooled * 0
-    guidance = torch.full((n,), cfg.guidance * 1000.0, device=device, dtype=dtype)
+        batch = without_caption(batch)  # unconditional step
+    inner = getattr(model, "module", model)  # DDP / DeepSpeed wrap the transformer
+    inputs = model_inputs(family, inner, noisy_latents(x0, noise, sigmas), timesteps_for(sigmas), batch,
+                          cfg.guidance, device, dtype)
     with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-        pred = model(hidden_states=noisy_latents(x0, noise, sigmas).to(dtype), timestep=timesteps_for(sigmas),
-                     encoder_hidden_states=text.to(device, dtype), encoder_attention_mask=mask.to(device),
-                     pooled_projections=pooled.to(device, dtype), guidance=guidance, return_dict=False)[0]
+        pred = model(**inputs, return_dict=False)[0]
     return flow_loss(pred, x0, noise)
 
 
@@ -83,13 +97,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import torch.distributed as dist
 
-    from medgen_ray.models.attention import set_unpadded_attention
     from medgen_ray.models.registry import load_transformer
+    from medgen_ray.models.video import unpadded_attention
     from medgen_ray.train.lora import add_lora
     from medgen_ray.train.outputs import finish_run, log_metrics, train_run_dir, validate
     from medgen_ray.train.strategy import make_strategy
 
     cfg = TrainConfig.model_validate(config["train"])
+    family = family_of(cfg.model)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     on_gpu = cfg.use_gpu and torch.cuda.is_available()
@@ -103,7 +118,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         transformer.enable_gradient_checkpointing()
     add_lora(transformer, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets, cfg.lora.dropout)
     if cfg.unpadded_attention and cfg.micro_batch == 1:
-        set_unpadded_attention(transformer)  # collate() pads nothing at batch 1
+        unpadded_attention(transformer)  # collate() pads nothing at batch 1 (where the family allows it)
     transformer.to(device)
     named = [(n, p) for n, p in transformer.named_parameters() if p.requires_grad]
     for _, p in named:
@@ -139,7 +154,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             ids, batch = item
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + state.step * 1009 + rank * 17 + len(losses))
             with strategy.sync_context():
-                loss = flow_step_loss(strategy.model, batch, cfg, gen, device, dtype)
+                loss = flow_step_loss(strategy.model, batch, cfg, gen, device, dtype, family)
                 stepped = strategy.micro_step(loss)
             losses.append(float(loss.detach()))
             step_ids += ids

@@ -1,10 +1,12 @@
-"""LoRA on HunyuanVideo's transformer (peft), and its two export formats.
+"""LoRA on a video transformer of any family (peft), and its two export formats.
 
 - diffusers format: `pytorch_lora_weights.safetensors` with `transformer.<module>.lora_A/B.weight`
-  keys, loadable by `HunyuanVideoPipeline.load_lora_weights`.
-- original-key format (what ComfyUI loads): `diffusion_model.<original module>.lora_A/B.weight`.
-  The released checkpoint fuses q/k/v (and, in single blocks, the MLP input) into one linear,
-  so separate q, k, v adapters of rank r become one adapter of rank 3r on the fused weight:
+  keys, loadable by the pipeline's `load_lora_weights` (HunyuanVideo, Wan) or the transformer's
+  `load_lora_adapter` (every family; HunyuanVideo-1.5's pipeline has no LoRA mixin in diffusers 0.42).
+- original-key format (what ComfyUI loads): `diffusion_model.<original module>.lora_A/B.weight`,
+  with the family's original names (`original_groups` of its module). Where the original
+  checkpoint fuses q/k/v (HunyuanVideo everywhere, HunyuanVideo-1.5's token refiner), separate
+  q, k, v adapters of rank r become one adapter of rank 3r on the fused weight:
   A = [A_q; A_k; A_v], B = blockdiag(B_q, B_k, B_v). The product is exactly the fused update.
 
 Both formats fold the peft scale alpha/r into B and carry no alpha, so every loader applies
@@ -80,26 +82,12 @@ def save_diffusers_lora(state: dict[str, torch.Tensor], rank: int, alpha: float,
 
 # --- original-key (ComfyUI) format -------------------------------------------------------------
 
-def _fused_groups(cfg: dict[str, Any]) -> list[tuple[str, str, list[tuple[str, int]]]]:
-    """(diffusers block regex, original name template, [(diffusers suffix, output rows)])."""
-    inner = cfg["num_attention_heads"] * cfg["attention_head_dim"]
-    mlp = int(inner * cfg["mlp_ratio"])
-    return [
-        (r"transformer_blocks\.(\d+)\.", "double_blocks.{}.img_attn_qkv",
-         [("attn.to_q", inner), ("attn.to_k", inner), ("attn.to_v", inner)]),
-        (r"transformer_blocks\.(\d+)\.", "double_blocks.{}.txt_attn_qkv",
-         [("attn.add_q_proj", inner), ("attn.add_k_proj", inner), ("attn.add_v_proj", inner)]),
-        (r"transformer_blocks\.(\d+)\.", "double_blocks.{}.img_attn_proj", [("attn.to_out.0", inner)]),
-        (r"transformer_blocks\.(\d+)\.", "double_blocks.{}.txt_attn_proj", [("attn.to_add_out", inner)]),
-        (r"single_transformer_blocks\.(\d+)\.", "single_blocks.{}.linear1",
-         [("attn.to_q", inner), ("attn.to_k", inner), ("attn.to_v", inner), ("proj_mlp", mlp)]),
-        (r"single_transformer_blocks\.(\d+)\.", "single_blocks.{}.linear2", [("proj_out", inner)]),
-        (r"context_embedder\.token_refiner\.refiner_blocks\.(\d+)\.",
-         "txt_in.individual_token_refiner.blocks.{}.self_attn_qkv",
-         [("attn.to_q", inner), ("attn.to_k", inner), ("attn.to_v", inner)]),
-        (r"context_embedder\.token_refiner\.refiner_blocks\.(\d+)\.",
-         "txt_in.individual_token_refiner.blocks.{}.self_attn_proj", [("attn.to_out.0", inner)]),
-    ]
+def _groups(transformer_cfg: dict[str, Any]) -> list[tuple[str, str, list[tuple[str, int]]]]:
+    """(diffusers block regex, original name template, [(diffusers suffix, output rows)]) of the
+    family whose transformer wrote this config (`_class_name`, HunyuanVideo's when absent)."""
+    from medgen_ray.models.video import original_groups
+
+    return original_groups(transformer_cfg.get("_class_name") or "HunyuanVideoTransformer3DModel", transformer_cfg)
 
 
 def _module_names(state: dict[str, torch.Tensor]) -> set[str]:
@@ -113,7 +101,7 @@ def to_original_keys(state: dict[str, torch.Tensor], transformer_cfg: dict[str, 
     modules = _module_names(state)
     used: set[str] = set()
     out: dict[str, torch.Tensor] = {}
-    for block_re, orig, parts in _fused_groups(transformer_cfg):
+    for block_re, orig, parts in _groups(transformer_cfg):
         blocks = sorted({m.group(1) for name in modules if (m := re.match(block_re + "(.+)$", name))
                          and name[m.end(1) + 1:] in {p for p, _ in parts}}, key=int)
         for idx in blocks:
@@ -149,7 +137,7 @@ def from_original_keys(state: dict[str, torch.Tensor], transformer_cfg: dict[str
     for key in sorted(k for k in state if k.endswith(".lora_A.weight")):
         orig = key.removeprefix("diffusion_model.").removesuffix(".lora_A.weight")
         a, b = state[key], state[key.replace(".lora_A.", ".lora_B.")]
-        for block_re, template, parts in _fused_groups(transformer_cfg):
+        for block_re, template, parts in _groups(transformer_cfg):
             m = re.fullmatch(re.escape(template).replace(r"\{\}", r"(\d+)"), orig)
             if not m:
                 continue
@@ -178,9 +166,11 @@ def save_original_lora(state: dict[str, torch.Tensor], transformer_cfg: dict[str
     return str(path)
 
 
-def load_lora_file(path: str, transformer_cfg: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+def load_lora_file(path: str, transformer: Any = None) -> dict[str, torch.Tensor]:
     """Either export format (a file, or a folder holding one; local or remote) -> diffusers-keyed
-    tensors with the `transformer.` prefix."""
+    tensors with the `transformer.` prefix. `transformer` (a model or its config dict) names the
+    family whose original keys an original-key file is read with."""
+    transformer_cfg = transformer_config(transformer)
     from safetensors.torch import load_file
 
     if "://" in path and not path.startswith("file://"):
@@ -200,6 +190,13 @@ def load_lora_file(path: str, transformer_cfg: dict[str, Any] | None = None) -> 
             raise ValueError(f"{path}: original-key LoRA needs the transformer config to unfuse")
         state = {PREFIX + k: v for k, v in from_original_keys(state, transformer_cfg).items()}
     return state
+
+
+def transformer_config(transformer: Any) -> dict[str, Any] | None:
+    """A transformer's config with its class name (a config dict passes through)."""
+    if transformer is None or isinstance(transformer, dict):
+        return transformer
+    return {**dict(transformer.config), "_class_name": type(transformer).__name__}
 
 
 def _fetch(uri: str) -> str:
@@ -224,8 +221,8 @@ def _fetch(uri: str) -> str:
 
 def merge_lora_into_pipeline(pipe, lora_path: str, adapter: str = "medgen", scale: float = 1.0):
     """Fuse a LoRA into the pipeline's transformer weights and drop the adapter layers."""
-    state = load_lora_file(lora_path, dict(pipe.transformer.config))
-    pipe.load_lora_weights(state, adapter_name=adapter)
-    pipe.fuse_lora(components=["transformer"], lora_scale=scale, adapter_names=[adapter])
-    pipe.unload_lora_weights()
+    transformer = pipe.transformer
+    transformer.load_lora_adapter(load_lora_file(lora_path, transformer), adapter_name=adapter, prefix="transformer")
+    transformer.fuse_lora(lora_scale=scale, adapter_names=[adapter])
+    transformer.unload_lora()
     return pipe

@@ -72,7 +72,7 @@ def _validation_pipe(cfg: TrainConfig):
 
 def validate(cfg: TrainConfig, transformer: torch.nn.Module, step: int, out: str) -> list[str]:
     """Generate the fixed validation prompts with the transformer as it is now."""
-    from medgen_ray.models.hunyuan import generate_video
+    from medgen_ray.models.video import generate_video
 
     v = cfg.validation
     pipe = _validation_pipe(cfg)
@@ -132,12 +132,12 @@ def write_loss_curve(history: list[dict[str, Any]], out: str) -> None:
 def finish_run(cfg: TrainConfig, transformer: torch.nn.Module, lora: dict[str, torch.Tensor],
                ema: dict[str, torch.Tensor] | None, history: list[dict[str, Any]]) -> dict[str, str]:
     """Export the LoRA (EMA weights when kept), the loss curve and the final validation videos."""
-    from medgen_ray.train.lora import save_diffusers_lora, save_original_lora
+    from medgen_ray.train.lora import save_diffusers_lora, save_original_lora, transformer_config
 
     if ema is not None:
         lora = {_peft_key(k): v for k, v in ema.items()}
     out = train_run_dir(cfg)
-    tcfg = dict(transformer.config)
+    tcfg = transformer_config(transformer)  # with its class: the family's original keys
     with tempfile.TemporaryDirectory() as tmp:
         save_diffusers_lora(lora, cfg.lora.rank, cfg.lora.alpha, tmp)
         save_original_lora(lora, tcfg, cfg.lora.rank, cfg.lora.alpha, tmp)

@@ -5,9 +5,10 @@ for clips that fit no bucket or failed to decode (with the reason). Tensors are 
 little-endian bytes with their shape and dtype beside them, so a shard is plain Parquet that
 any reader can open and the training loop rebuilds tensors without copying through Python.
 
-Latents are the VAE posterior mean times the scaling factor (deterministic, so a rerun gives
-identical shards). Text embeddings are trimmed to the prompt's real tokens: at batch 1 the
-transformer then sees no padding, and batches pad per step (see `collate`).
+Latents are the VAE posterior mean, normalised as the model family does (scaling factor or
+per-channel mean/std; deterministic, so a rerun gives identical shards). Text embeddings are
+trimmed to the prompt's real tokens: at batch 1 the transformer then sees no padding, and
+batches pad per step (see `collate`). Every row records its family (`models.families`).
 """
 
 from __future__ import annotations
@@ -82,11 +83,12 @@ class PrecomputeStage(RowStage):
     name = "precompute"
     reads = tuple(PRECOMPUTE_INPUT)
     adds = ("bucket", "caption", "latent", "latent_shape", "text_embeds", "text_shape", "pooled", "pooled_shape",
-            "dtype")
+            "text_embeds_2", "text_2_shape", "dtype", "family")
 
     def empty_values(self) -> Row:
         return {"bucket": "", "caption": "", "latent": b"", "latent_shape": [], "text_embeds": b"",
-                "text_shape": [], "pooled": b"", "pooled_shape": [], "dtype": ""}
+                "text_shape": [], "pooled": b"", "pooled_shape": [], "text_embeds_2": b"", "text_2_shape": [],
+                "dtype": "", "family": ""}
 
     def __init__(self, cfg: PrecomputeConfig, device: str | None = None, dataset_root: str = ""):
         super().__init__(cfg)
@@ -96,19 +98,20 @@ class PrecomputeStage(RowStage):
         self.pipe: Any = None
 
     def setup(self) -> None:
-        from medgen_ray.models.hunyuan import prompt_template_for
+        from medgen_ray.models.families import family_of
         from medgen_ray.models.registry import load_video_encoders
 
         if self.device is None:  # decided where the stage runs, never on the driver
             self.device = pick_device(self.cfg.pool.num_gpus)
         if self.device == "cpu" and self.dtype == torch.float16:
             self.dtype = torch.float32  # half-precision convolutions are not implemented on CPU
+        self.family = family_of(self.cfg.model)
         pipe = load_video_encoders(self.cfg.model, self.cfg.weights)  # no transformer: it is never used here
-        self.template = prompt_template_for(pipe)
         if self.cfg.vae_tiling:
             pipe.vae.enable_tiling()
-        for name in ("vae", "text_encoder", "text_encoder_2"):
-            getattr(pipe, name).to(self.device, self.dtype).eval()
+        for module in pipe.components.values():
+            if isinstance(module, torch.nn.Module):
+                module.to(self.device, self.dtype).eval()
         self.pipe = pipe
         self.vae_dtype = self.dtype
 
@@ -140,25 +143,24 @@ class PrecomputeStage(RowStage):
         frames, _ = sample_window(uri, cfg.fps, bucket.width, bucket.height, limit=bucket.frames)
         if len(frames) < bucket.frames:
             raise DataError(f"decoded {len(frames)} frames, bucket {bucket_key(bucket)} needs {bucket.frames}")
-        latent, embeds, pooled = self.encode(frames, caption)
-        row.update({"bucket": bucket_key(bucket), "caption": caption, "dtype": _NP[self.dtype]})
-        for col, t in (("latent", latent), ("text_embeds", embeds), ("pooled", pooled)):
-            row[col], shape = tensor_bytes(t)
-            row[{"latent": "latent_shape", "text_embeds": "text_shape", "pooled": "pooled_shape"}[col]] = shape
+        tensors = self.encode(frames, caption)
+        row.update(self.empty_values())  # columns this family has no tensor for stay empty
+        row.update({"bucket": bucket_key(bucket), "caption": caption, "dtype": _NP[self.dtype],
+                    "family": self.family.name})
+        for col, t in tensors.items():
+            row[col], row[SHAPE_COLUMNS[col]] = tensor_bytes(t)
         return row
 
     @torch.no_grad()
-    def encode(self, frames: np.ndarray, caption: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        pipe = self.pipe
+    def encode(self, frames: np.ndarray, caption: str) -> dict[str, torch.Tensor]:
+        """The clip's latent and its caption's tensors (text_embeds [, pooled] [, text_embeds_2])."""
+        from medgen_ray.models.video import encode_latent, encode_text
+
         video = torch.from_numpy(frames).permute(3, 0, 1, 2).unsqueeze(0)  # (1, C, F, H, W)
         video = (video.to(self.device, torch.float32) / 127.5 - 1.0).to(self.vae_dtype)
-        dist = pipe.vae.encode(video).latent_dist
-        latent = (dist.mode() * pipe.vae.config.scaling_factor)[0].to(self.dtype)
-        embeds, pooled, mask = pipe.encode_prompt(prompt=caption, prompt_template=self.template,
-                                                  max_sequence_length=self.cfg.max_sequence_length,
-                                                  device=self.device)
-        n = int(mask[0].sum())
-        return latent, embeds[0, :n].to(self.dtype), pooled[0].to(self.dtype)
+        out = {"latent": encode_latent(self.pipe, self.family, video)}
+        out.update(encode_text(self.pipe, self.family, caption, self.cfg.max_sequence_length, self.device))
+        return {k: v.to(self.dtype) for k, v in out.items()}
 
 
 @dataclass
@@ -172,10 +174,14 @@ class ShardCheck:
 
 REQUIRED = ["clip_id", "bucket", "latent", "latent_shape", "text_embeds", "text_shape", "pooled", "pooled_shape",
             "dtype"]
+SHAPE_COLUMNS = {"latent": "latent_shape", "text_embeds": "text_shape", "pooled": "pooled_shape",
+                 "text_embeds_2": "text_2_shape"}
+LEGACY_FAMILY = "hunyuan_video"  # shards written before families were recorded hold HunyuanVideo latents
 
 
-def check_shards(data: str) -> ShardCheck:
-    """Validate a shard folder before any training starts; errors name the folder or file."""
+def check_shards(data: str, family: str | None = None) -> ShardCheck:
+    """Validate a shard folder before any training starts; errors name the folder or file.
+    `family`: the training model's family; shards of another one are refused."""
     import fsspec
     import pyarrow.parquet as pq
 
@@ -200,6 +206,12 @@ def check_shards(data: str) -> ShardCheck:
                     raise ValueError(f"shard {path}: missing columns {missing}")
                 for b in meta.read(columns=["bucket"]).column("bucket").to_pylist():
                     buckets[b] = buckets.get(b, 0) + 1
+                found = set(meta.read(columns=["family"]).column("family").to_pylist()) if "family" in names \
+                    else {LEGACY_FAMILY}
+                if family is not None and found - {family}:
+                    raise ValueError(f"shard {path}: latents of {sorted(found - {family})}, but train.model is a "
+                                     f"{family!r} model; precompute the dataset with a {family} model (or train "
+                                     f"that family)")
         except (pa.ArrowInvalid, OSError) as exc:
             raise ValueError(f"shard {path}: not a readable Parquet file ({exc})") from exc
         rows += n
@@ -209,28 +221,37 @@ def check_shards(data: str) -> ShardCheck:
 
 
 def decode_row(row: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """A shard row's tensors (latent, text embeddings, pooled)."""
+    """A shard row's tensors: latent, text_embeds, and pooled / text_embeds_2 where the family has them."""
     dtype = row["dtype"]
-    return {
-        "latent": bytes_tensor(row["latent"], list(row["latent_shape"]), dtype),
-        "text_embeds": bytes_tensor(row["text_embeds"], list(row["text_shape"]), dtype),
-        "pooled": bytes_tensor(row["pooled"], list(row["pooled_shape"]), dtype),
-    }
+    out = {}
+    for col, shape in SHAPE_COLUMNS.items():
+        shape_value = row.get(shape)
+        if shape_value is not None and len(shape_value):
+            out[col] = bytes_tensor(row[col], list(shape_value), dtype)
+    return out
+
+
+TEXT_MASKS = {"text_embeds": "text_mask", "text_embeds_2": "text_mask_2"}
 
 
 def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Stack clips of one bucket; pad text to the longest prompt (the mask marks real tokens;
-    at batch 1 it is all true, which `attention.unpadded` can exploit)."""
-    lat = torch.stack([it["latent"] for it in items])
-    pooled = torch.stack([it["pooled"] for it in items])
-    n = max(it["text_embeds"].shape[0] for it in items)
-    dim = items[0]["text_embeds"].shape[1]
-    text = torch.zeros(len(items), n, dim, dtype=items[0]["text_embeds"].dtype)
-    mask = torch.zeros(len(items), n, dtype=torch.bool)
-    for i, it in enumerate(items):
-        k = it["text_embeds"].shape[0]
-        text[i, :k], mask[i, :k] = it["text_embeds"], True
-    return {"latent": lat, "text_embeds": text, "text_mask": mask, "pooled": pooled}
+    """Stack clips of one bucket; pad each prompt stream to its longest (the mask marks real
+    tokens; at batch 1 it is all true, which `attention.unpadded` can exploit)."""
+    out = {"latent": torch.stack([it["latent"] for it in items])}
+    if "pooled" in items[0]:
+        out["pooled"] = torch.stack([it["pooled"] for it in items])
+    for key, mask_key in TEXT_MASKS.items():
+        if key not in items[0]:
+            continue
+        n = max(it[key].shape[0] for it in items)
+        dim = items[0][key].shape[1]
+        text = torch.zeros(len(items), n, dim, dtype=items[0][key].dtype)
+        mask = torch.zeros(len(items), n, dtype=torch.bool)
+        for i, it in enumerate(items):
+            k = it[key].shape[0]
+            text[i, :k], mask[i, :k] = it[key], True
+        out[key], out[mask_key] = text, mask
+    return out
 
 
 def write_shard_batch(output: str, batch: dict[str, np.ndarray]) -> dict[str, int]:

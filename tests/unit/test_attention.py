@@ -37,7 +37,8 @@ def test_dropping_mask_on_padded_text_would_differ():
 
 def test_generate_video_trimmed_matches_padded_pipeline():
     """The generator's trimmed, unmasked path gives the pipeline's own padded, masked result."""
-    from medgen_ray.models.hunyuan import build_pipeline, generate_video, prompt_template_for
+    from medgen_ray.models.hunyuan import build_pipeline, prompt_template_for
+    from medgen_ray.models.video import generate_video
 
     pipe = build_pipeline(build_tiny_components())
     kw = dict(height=32, width=48, num_frames=5)

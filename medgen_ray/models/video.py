@@ -1,0 +1,247 @@
+"""Text-to-video models of every family: loading (tiny twin, hub, saved folder, a fine-tuned
+transformer in place of the base one, random full size) and the calls the jobs make.
+
+A family's hook module (`VideoFamily.impl`) provides, with these exact names:
+  tiny_components(family) -> dict          the twin's pipeline components, seeded
+  configure(pipe) -> pipe                  settings that follow the tokenizer (prompt template crop)
+  encode_text(pipe, text, max_len, device) -> dict[str, Tensor]
+                                           batch-1 prompt tensors trimmed to real tokens:
+                                           text_embeds (n, d) [+ pooled (d,)] [+ text_embeds_2 (m, d2)]
+  model_inputs(family, transformer, noisy, timesteps, batch, guidance, device, dtype) -> dict
+                                           the transformer's keyword arguments for a training batch
+  generate(pipe, prompt, **kw) -> frames   one video through the pipeline, (F, H, W, 3) in [0, 1]
+  original_groups(cfg) -> list             LoRA module groups for the original-key export
+  unpadded_attention(transformer, on) -> int
+                                           attention without the text mask where it is exact
+Nothing outside the family modules branches on a family.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from medgen_ray.models.families import VideoFamily, family_of, family_of_transformer
+from medgen_ray.models.weights import RANDOM, TINY_SEED, WeightsUnavailable, stage_weights
+
+TEXT_PARTS = ("text_embeds", "text_embeds_2")  # sequence tensors a prompt may have (each padded with its mask)
+
+
+def _diffusers(name: str):
+    import diffusers
+
+    return getattr(diffusers, name)
+
+
+FAMILY_ATTR = "_medgen_family"
+
+
+def pipeline_family(pipe) -> VideoFamily:
+    """The family of a loaded pipeline: the one it was loaded as, else its transformer's class."""
+    name = getattr(pipe, FAMILY_ATTR, None)
+    return family_of(name) if name else family_of_transformer(type(transformer_of(pipe)).__name__)
+
+
+def _tagged(pipe, family: VideoFamily):
+    setattr(pipe, FAMILY_ATTR, family.name)
+    return family.module().configure(pipe)
+
+
+def transformer_of(pipe) -> torch.nn.Module:
+    """The pipeline's transformer (peft may wrap nothing here: diffusers models carry adapters)."""
+    return pipe.transformer
+
+
+def tiny_pipeline(family: VideoFamily, **replace: Any):
+    """The family's tiny twin pipeline (components seeded from TINY_SEED), configured."""
+    torch.manual_seed(TINY_SEED)
+    components = {**family.module().tiny_components(family), **replace}
+    return _tagged(_diffusers(family.pipeline)(**components), family)
+
+
+def _is_pipeline_folder(path: str) -> bool:
+    return (Path(path) / "model_index.json").is_file()
+
+
+def _transformer_folder(path: str) -> str | None:
+    """`path` itself or its transformer/ subfolder when it holds a transformer config."""
+    for candidate in (Path(path), Path(path) / "transformer"):
+        cfg = candidate / "config.json"
+        if cfg.is_file() and "Transformer" in json.loads(cfg.read_text()).get("_class_name", ""):
+            return str(candidate)
+    return None
+
+
+def _check_class(family: VideoFamily, folder: str, what: str) -> None:
+    cfg = json.loads((Path(folder) / "config.json").read_text())
+    found = cfg.get("_class_name")
+    if found and found != family.transformer:
+        raise ValueError(f"{what} {folder!r}: holds a {found}, model {family.name!r} needs a {family.transformer}")
+
+
+def load_pipeline(model: str, tiny: bool, weights: str | None, device: str, dtype: torch.dtype | None = None):
+    """A whole pipeline of `model` on a device.
+
+    weights: None (tiny twin, or the hub id through the HF cache), a saved pipeline folder
+    (`weights pull`, `save_pretrained`), or a fine-tuned transformer folder (a full fine-tune such as
+    MedGen-1.3B: its `transformer/` replaces the base one, everything else is the base model's);
+    "random": transformer and VAE at full size with random init (GPU benchmarks), no text encoders.
+    """
+    family = family_of(model)
+    if weights == RANDOM:
+        return {"transformer": load_transformer(model, tiny, RANDOM, dtype or torch.bfloat16, device),
+                "vae": (family.module().full_vae(family) if not tiny else tiny_pipeline(family).vae).to(device)}
+    kwargs = {"torch_dtype": dtype} if dtype is not None else {}
+    transformer = None
+    if weights is not None:
+        local = stage_weights(weights)
+        if _is_pipeline_folder(local):
+            pipe = _diffusers(family.pipeline).from_pretrained(local, **kwargs)
+            _check_class(family, str(Path(local) / "transformer"), "weights")
+            return _tagged(pipe, family).to(device)
+        folder = _transformer_folder(local)
+        if folder is None:
+            raise WeightsUnavailable(f"model {model!r}: weights {weights!r} hold neither a pipeline (model_index.json) "
+                                     "nor a transformer (config.json)")
+        _check_class(family, folder, "weights")
+        transformer = _diffusers(family.transformer).from_pretrained(folder, **kwargs)
+    if tiny:
+        pipe = tiny_pipeline(family, **({"transformer": transformer} if transformer is not None else {}))
+        return pipe.to(device, dtype) if dtype is not None else pipe.to(device)
+    try:
+        extra = {"transformer": transformer} if transformer is not None else {}
+        pipe = _diffusers(family.pipeline).from_pretrained(family.hub_id, **extra, **kwargs)
+    except OSError as exc:
+        raise _unavailable(family, model, exc) from exc
+    return _tagged(pipe, family).to(device)
+
+
+def _unavailable(family: VideoFamily, model: str, exc: Exception) -> WeightsUnavailable:
+    return WeightsUnavailable(
+        f"model {model!r}: weights for {family.hub_id!r} are unavailable ({exc}). Pre-stage them with "
+        f"`medgen weights pull {family.name} --dest DIR` and pass the path, or use {family.name}/tiny.")
+
+
+def load_encoders(model: str, tiny: bool, weights: str | None, dtype: torch.dtype | None = None):
+    """The pipeline without its transformer (VAE, text encoders, tokenizers) on the CPU: what
+    latent precompute uses (the transformer is never read)."""
+    family = family_of(model)
+    if weights == RANDOM:
+        raise ValueError(f"model {model!r}: weights=random has no text encoders; precompute needs real or tiny ones")
+    kwargs = {"torch_dtype": dtype} if dtype is not None else {}
+    if weights is not None:
+        local = stage_weights(weights)
+        if _is_pipeline_folder(local):
+            return _tagged(_diffusers(family.pipeline).from_pretrained(local, transformer=None, **kwargs), family)
+        weights = None  # a fine-tuned transformer alone: the encoders are the base model's
+    if tiny:
+        return tiny_pipeline(family, transformer=None)
+    try:
+        return _tagged(_diffusers(family.pipeline).from_pretrained(family.hub_id, transformer=None, **kwargs), family)
+    except OSError as exc:
+        raise _unavailable(family, model, exc) from exc
+
+
+def load_transformer(model: str, tiny: bool, weights: str | None, dtype: torch.dtype = torch.float32,
+                     device: str = "cpu"):
+    """Only the video transformer (what training updates): tiny twin, random full size (initialised
+    on `device`: billions of parameters initialise in seconds on a GPU), a saved pipeline or
+    transformer folder, or the hub."""
+    family = family_of(model)
+    cls = _diffusers(family.transformer)
+    if weights not in (None, RANDOM):
+        local = stage_weights(weights)
+        folder = _transformer_folder(local)
+        if folder is None:
+            raise WeightsUnavailable(f"model {model!r}: no transformer config in {weights!r}")
+        _check_class(family, folder, "weights")
+        return cls.from_pretrained(folder, torch_dtype=dtype)
+    if tiny:
+        torch.manual_seed(TINY_SEED)
+        return family.module().tiny_components(family)["transformer"].to(dtype)
+    if weights == RANDOM:
+        with torch.device(device):
+            return cls(**family.module().full_config(family)).to(dtype)
+    try:
+        return cls.from_pretrained(family.hub_id, subfolder="transformer", torch_dtype=dtype)
+    except OSError as exc:
+        raise _unavailable(family, model, exc) from exc
+
+
+@contextlib.contextmanager
+def step_reporter(pipe, on_step: Callable[[int], None] | None):
+    """Calls on_step(steps done) after every scheduler step of a generation, whatever the
+    pipeline (some have no step callback); an exception raised there stops the generation."""
+    if on_step is None:
+        yield
+        return
+    scheduler = pipe.scheduler
+    original = scheduler.step
+    done = [0]
+
+    def step(*args, **kwargs):
+        out = original(*args, **kwargs)
+        done[0] += 1
+        on_step(done[0])
+        return out
+
+    scheduler.step = step
+    try:
+        yield
+    finally:
+        del scheduler.step  # the instance attribute goes; the class method is back
+
+
+def generate_video(pipe, prompt: str, *, height: int, width: int, num_frames: int, steps: int,
+                   guidance: float | None = None, seed: int = 0, negative_prompt: str | None = None,
+                   true_cfg_scale: float = 1.0, on_step: Callable[[int], None] | None = None,
+                   output_type: str = "np", **family_kwargs: Any):
+    """One video from any family's pipeline: (F, H, W, 3) in [0, 1]. guidance None = the family's;
+    family_kwargs go to the family's generate (HunyuanVideo's max_sequence_length)."""
+    family = pipeline_family(pipe)
+    with step_reporter(pipe, on_step):
+        return family.module().generate(
+            pipe, prompt, height=height, width=width, num_frames=num_frames, steps=steps,
+            guidance=family.guidance if guidance is None else guidance, seed=seed, negative_prompt=negative_prompt,
+            true_cfg_scale=true_cfg_scale, output_type=output_type, **family_kwargs)
+
+
+def encode_latent(pipe, family: VideoFamily, video: torch.Tensor) -> torch.Tensor:
+    """Clip (1, 3, F, H, W) in [-1, 1] -> the normalised latent the transformer trains on
+    (posterior mean: deterministic). Scaling factor or per-channel mean/std, by family."""
+    mean = pipe.vae.encode(video).latent_dist.mode()
+    cfg = pipe.vae.config
+    if family.latent_norm == "mean_std":
+        shape = (1, -1) + (1,) * (mean.ndim - 2)
+        mu = torch.tensor(cfg.latents_mean, dtype=mean.dtype, device=mean.device).view(shape)
+        std = torch.tensor(cfg.latents_std, dtype=mean.dtype, device=mean.device).view(shape)
+        return ((mean - mu) / std)[0]
+    return (mean * cfg.scaling_factor)[0]
+
+
+def encode_text(pipe, family: VideoFamily, text: str, max_len: int, device) -> dict[str, torch.Tensor]:
+    """Batch-1 prompt tensors trimmed to their real tokens (see the module doc)."""
+    with torch.no_grad():
+        return family.module().encode_text(pipe, text, max_len, device)
+
+
+def model_inputs(family: VideoFamily, transformer, noisy: torch.Tensor, timesteps: torch.Tensor,
+                 batch: dict[str, torch.Tensor], guidance: float, device, dtype) -> dict[str, Any]:
+    """The transformer's keyword arguments for a training batch of this family."""
+    return family.module().model_inputs(family, transformer, noisy, timesteps, batch, guidance, device, dtype)
+
+
+def unpadded_attention(transformer: torch.nn.Module, on: bool = True) -> int:
+    """Attention without the text mask where the family's transformer allows it exactly; returns
+    how many processors changed (0 where the family has nothing to drop)."""
+    family = family_of_transformer(type(transformer).__name__)
+    return family.module().unpadded_attention(transformer, on)
+
+
+def original_groups(transformer_cls: str, cfg: dict[str, Any]) -> list:
+    """The original-key LoRA groups of a transformer class with this config."""
+    return family_of_transformer(transformer_cls).module().original_groups(cfg)
