@@ -72,7 +72,7 @@ class JobProgress:
         self.interval_s = interval_s
         self.tty = bool(getattr(self.out, "isatty", lambda: False)())
         self.start = time.monotonic()
-        self.last = 0.0
+        self.last = float("-inf")  # the first update draws, however young the monotonic clock
         self.sources: set[str] = set()
         self.kept = self.rejected = self.errored = 0
 

@@ -66,11 +66,12 @@ def without_caption(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def flow_step_loss(model, batch: dict[str, torch.Tensor], cfg: TrainConfig, gen: torch.Generator,
-                   device: torch.device, dtype: torch.dtype, family: VideoFamily) -> torch.Tensor:
+                   device: torch.device, dtype: torch.dtype, family: VideoFamily | None = None) -> torch.Tensor:
     """The flow-matching loss of one micro-batch (noise, sigma sampling, forward, MSE); the
     family turns the batch into its transformer's inputs."""
     from medgen_ray.models.video import model_inputs
 
+    family = family or family_of(cfg.model)
     x0 = batch["latent"].to(device, torch.float32)
     n = x0.shape[0]
     noise = torch.randn(x0.shape, generator=gen).to(device)
