@@ -71,7 +71,7 @@ def tiny_components(family) -> dict[str, Any]:
         rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]}, pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id))
     torch.manual_seed(TINY_SEED + 3)
-    text_encoder_2 = T5EncoderModel(T5Config(vocab_size=384, d_model=TINY_GLYPH_DIM, d_kv=8, d_ff=32, num_layers=2,
+    text_encoder_2 = T5EncoderModel(T5Config(vocab_size=384, d_model=TINY_GLYPH_DIM, d_kv=8, d_ff=32, num_layers=2, dropout_rate=0.0,
                                              num_heads=2, decoder_start_token_id=0))
     return {"transformer": transformer, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer,
             "text_encoder_2": text_encoder_2, "tokenizer_2": ByT5Tokenizer(),

@@ -60,6 +60,9 @@ def tiny_pipeline(family: VideoFamily, **replace: Any):
     """The family's tiny twin pipeline (components seeded from TINY_SEED), configured."""
     torch.manual_seed(TINY_SEED)
     components = {**family.module().tiny_components(family), **replace}
+    for module in components.values():
+        if isinstance(module, torch.nn.Module):
+            module.eval()  # built, not loaded: modules start in training mode (T5's dropout would fire)
     return _tagged(_diffusers(family.pipeline)(**components), family)
 
 

@@ -79,7 +79,7 @@ def tiny_components(family) -> dict[str, Any]:
     tokenizer = byte_tokenizer(family.text_len, ["<pad>", "</s>"], pad="<pad>", bos=None, eos="</s>")
     torch.manual_seed(TINY_SEED + 2)
     text_encoder = UMT5EncoderModel(UMT5Config(
-        vocab_size=len(tokenizer), d_model=TEXT_DIM, d_kv=16, d_ff=64, num_layers=2, num_heads=2,
+        vocab_size=len(tokenizer), d_model=TEXT_DIM, d_kv=16, d_ff=64, num_layers=2, num_heads=2, dropout_rate=0.0,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=0))
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
                                         num_train_timesteps=1000, flow_shift=family.shift)
@@ -94,9 +94,13 @@ def configure(pipe):
 
 def encode_text(pipe, text: str, max_len: int, device) -> dict[str, torch.Tensor]:
     """UMT5's last hidden state over the prompt's real tokens (the pipeline's own cleaning and
-    encoding; its zero padding to 512 comes back at training time)."""
+    encoding; its zero padding to 512 comes back at training time). Encoded at the family's
+    length exactly as the pipeline encodes them: `max_len` does not apply."""
     from diffusers.pipelines.wan.pipeline_wan import prompt_clean
 
+    from medgen_ray.models.video import pipeline_family
+
+    max_len = pipeline_family(pipe).text_len
     length = pipe.tokenizer([prompt_clean(text)], padding="max_length", max_length=max_len, truncation=True,
                             add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
     n = int(length.attention_mask[0].sum())

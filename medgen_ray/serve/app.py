@@ -60,7 +60,7 @@ log = logging.getLogger("medgen_ray.serve")
 
 # The OpenAPI document and /docs are our own routes: the document depends on the deployment's config.
 api = FastAPI(title="medgen_ray generation API", version="2", openapi_url=None, docs_url=None, redoc_url=None,
-              description="Text-to-video generation (HunyuanVideo + LoRA adapters) on Ray Serve, "
+              description="Text-to-video generation (a video base model + LoRA adapters) on Ray Serve, "
                           "in the shape of OpenAI's Videos API.")
 # Set by the Ingress replica that serves this process: the token the /v1 routes require and the
 # body-size cap the middleware enforces (one Ingress per replica process). Serve runs copies of

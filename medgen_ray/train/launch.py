@@ -18,11 +18,13 @@ from medgen_ray.core.storage import absolute_local, storage_for
 def check_train_inputs(cfg: TrainConfig) -> tuple[TrainConfig, Any]:
     """Validate model name, shards and batch size before any worker starts; returns the config
     with a local storage path made absolute, and the shard check."""
+    from medgen_ray.models.families import family_of
     from medgen_ray.models.registry import get_spec
     from medgen_ray.train.precompute import check_shards
 
     get_spec(cfg.model, "video")
-    check = check_shards(cfg.data)  # bad paths and shards fail here, before any worker starts
+    # bad paths, bad shards and another family's latents fail here, before any worker starts
+    check = check_shards(cfg.data, family_of(cfg.model).name)
     if cfg.micro_batch > 1 and max(check.buckets.values()) < cfg.micro_batch:
         raise ValueError(f"train.micro_batch={cfg.micro_batch}: no bucket has that many clips ({check.buckets})")
     if "://" not in cfg.storage_path:

@@ -84,10 +84,12 @@ def save_diffusers_lora(state: dict[str, torch.Tensor], rank: int, alpha: float,
 
 def _groups(transformer_cfg: dict[str, Any]) -> list[tuple[str, str, list[tuple[str, int]]]]:
     """(diffusers block regex, original name template, [(diffusers suffix, output rows)]) of the
-    family whose transformer wrote this config (`_class_name`, HunyuanVideo's when absent)."""
+    family whose transformer wrote this config (`_class_name`; the default family's when absent,
+    as in configs written before families)."""
+    from medgen_ray.models.families import DEFAULT_FAMILY, FAMILIES
     from medgen_ray.models.video import original_groups
 
-    return original_groups(transformer_cfg.get("_class_name") or "HunyuanVideoTransformer3DModel", transformer_cfg)
+    return original_groups(transformer_cfg.get("_class_name") or FAMILIES[DEFAULT_FAMILY].transformer, transformer_cfg)
 
 
 def _module_names(state: dict[str, torch.Tensor]) -> set[str]:

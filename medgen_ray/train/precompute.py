@@ -26,6 +26,7 @@ from medgen_ray.core.cluster import pick_device
 from medgen_ray.core.decode import open_video, sample_window
 from medgen_ray.core.errors import DataError
 from medgen_ray.core.stage import Row, RowStage
+from medgen_ray.models.families import DEFAULT_FAMILY
 from medgen_ray.schema import (
     CLIP_ID,
     CLIP_URI,
@@ -176,7 +177,7 @@ REQUIRED = ["clip_id", "bucket", "latent", "latent_shape", "text_embeds", "text_
             "dtype"]
 SHAPE_COLUMNS = {"latent": "latent_shape", "text_embeds": "text_shape", "pooled": "pooled_shape",
                  "text_embeds_2": "text_2_shape"}
-LEGACY_FAMILY = "hunyuan_video"  # shards written before families were recorded hold HunyuanVideo latents
+LEGACY_FAMILY = DEFAULT_FAMILY  # shards written before families were recorded hold the default family's latents
 
 
 def check_shards(data: str, family: str | None = None) -> ShardCheck:

@@ -1,0 +1,84 @@
+"""Model families: the spec table, shapes checked against it, shards of another family refused,
+and the grep-able rule that nothing outside the specs branches on a family."""
+
+import re
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from medgen_ray.config import ConfigError, load_config
+from medgen_ray.models.families import FAMILIES, family_of
+from medgen_ray.schema import SHARD_SCHEMA
+
+ROOT = Path(__file__).resolve().parents[2] / "medgen_ray"
+# the training loop, the Serve generator and app, the evaluation job and the other jobs' plumbing
+FAMILY_FREE = ["train/loop.py", "train/precompute.py", "train/launch.py", "train/outputs.py", "train/strategy.py",
+               "serve/generator.py", "serve/app.py", "serve/schema.py", "evaluate/job.py", "evaluate/score.py",
+               "runner.py", "experiments/arms.py", "experiments/comparison.py", "demo.py"]
+FAMILY_WORDS = re.compile(r"[Hh]unyuan|HUNYUAN|\bwan\d|\bwan_|\bWan[A-Z0-9]")
+
+
+def test_every_family_has_a_production_and_a_tiny_registry_entry():
+    from medgen_ray.models.registry import REGISTRY
+
+    assert set(FAMILIES) == {"hunyuan_video", "hunyuan_video_1_5", "wan2.1-t2v-1.3b", "wan2.1-t2v-14b",
+                             "wan2.2-ti2v-5b"}
+    for name, fam in FAMILIES.items():
+        assert REGISTRY[name].hub_id == fam.hub_id and not REGISTRY[name].tiny
+        assert REGISTRY[f"{name}/tiny"].tiny and family_of(f"{name}/tiny") is fam
+    with pytest.raises(KeyError, match="families: hunyuan_video"):
+        family_of("sora")
+
+
+@pytest.mark.parametrize("rel", FAMILY_FREE)
+def test_no_family_is_named_outside_the_specs(rel):
+    text = (ROOT / rel).read_text()
+    hits = [line.strip() for line in text.splitlines() if FAMILY_WORDS.search(line)]
+    assert not hits, f"{rel} names a family: {hits[:3]}"
+
+
+def test_the_family_rule_can_fail():
+    assert FAMILY_WORDS.search("if family.name == 'wan2.1-t2v-1.3b':")
+    assert FAMILY_WORDS.search("pipe = HunyuanVideoPipeline(...)")
+
+
+def test_shapes_are_checked_against_the_family():
+    with pytest.raises(ConfigError, match=r"buckets\[0\] width=48: Wan2.2-TI2V-5B needs sides that are multiples of 32"):
+        load_config(None, ["precompute.model=wan2.2-ti2v-5b/tiny", "precompute.buckets=[{frames: 9, height: 32, width: 48}]"])
+    load_config(None, ["precompute.model=wan2.1-t2v-1.3b/tiny", "precompute.buckets=[{frames: 9, height: 32, width: 48}]"])
+    serve = load_config(None, ["serve.model=wan2.1-t2v-1.3b"]).serve
+    assert (serve.default_height, serve.default_width, serve.default_frames, serve.fps) == (480, 832, 81, 16)
+    with pytest.raises(ConfigError, match="default_width=48: Wan2.2-TI2V-5B needs sides that are multiples of 32"):
+        load_config(None, ["serve.model=wan2.2-ti2v-5b/tiny", "serve.default_width=48"])
+    with pytest.raises(ConfigError, match="unknown video model 'sora'"):
+        load_config(None, ["train.model=sora"])
+
+
+def _shard(folder: Path, family: str | None):
+    (folder / "shards").mkdir(parents=True)
+    row = {"clip_id": "c0", "bucket": "9x32x48", "caption": "x", "latent": b"", "latent_shape": [], "text_embeds": b"",
+           "text_shape": [], "pooled": b"", "pooled_shape": [], "text_embeds_2": b"", "text_2_shape": [],
+           "dtype": "float32", "family": family or ""}
+    table = pa.Table.from_pylist([row], schema=SHARD_SCHEMA)
+    if family is None:  # written before families were recorded
+        table = table.drop_columns(["family", "text_embeds_2", "text_2_shape"])
+    pq.write_table(table, folder / "shards" / "part-0.parquet")
+
+
+def test_shards_of_another_family_are_refused_before_training(tmp_path):
+    from medgen_ray.train.launch import check_train_inputs
+
+    _shard(tmp_path / "wan", "wan2.1-t2v-1.3b")
+    cfg = load_config(None, [f"train.data={tmp_path / 'wan'}", "train.model=hunyuan_video/tiny"]).train
+    with pytest.raises(ValueError, match=r"part-0.parquet: latents of \['wan2.1-t2v-1.3b'\], but train.model is a "
+                                         "'hunyuan_video' model"):
+        check_train_inputs(cfg)
+    same = load_config(None, [f"train.data={tmp_path / 'wan'}", "train.model=wan2.1-t2v-1.3b/tiny"]).train
+    assert check_train_inputs(same)[1].rows == 1
+    _shard(tmp_path / "old", None)  # older shards: HunyuanVideo latents
+    old = load_config(None, [f"train.data={tmp_path / 'old'}", "train.model=hunyuan_video/tiny"]).train
+    assert check_train_inputs(old)[1].rows == 1
+    with pytest.raises(ValueError, match="latents of \\['hunyuan_video'\\]"):
+        check_train_inputs(load_config(None, [f"train.data={tmp_path / 'old'}", "train.model=wan2.1-t2v-14b"]).train)
