@@ -784,6 +784,8 @@ class DemoConfig(Strict):
     train_frames_per_class: int = Field(120, ge=10)
     train_texts_per_class: int = Field(60, ge=10)
     train_lora: bool = Field(True, description="precompute latents of the kept clips and train a LoRA on them")
+    model: str | None = Field(None, description="a video family (models.families) whose tiny twin the demo trains, "
+                                                "serves and scores; None = the config's (HunyuanVideo's twin)")
 
 
 class AppConfig(Strict):

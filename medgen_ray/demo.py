@@ -173,11 +173,34 @@ def check_against_truth(output: str, truth: dict[str, Any], bad: dict[str, str])
     }
 
 
+def with_family(app: AppConfig, model: str) -> AppConfig:
+    """The demo config on another family's tiny twin: precompute, training, serving and the
+    evaluation's label take it; every demo side is rounded to the family's multiple."""
+    from medgen_ray.models.families import family_of
+
+    fam = family_of(model)
+
+    def side(v: int) -> int:
+        return max(fam.spatial, round(v / fam.spatial) * fam.spatial)
+
+    buckets = [{"frames": b.frames, "height": side(b.height), "width": side(b.width)} for b in app.precompute.buckets]
+    v, s = app.train.validation, app.serve
+    models = [{"name": f"{fam.label}-tiny" if m.adapter == "base" else m.name, "adapter": m.adapter}
+              for m in app.evaluate.models]
+    return derive(app, {"precompute.model": f"{fam.name}/tiny", "precompute.buckets": buckets,
+                        "train.model": f"{fam.name}/tiny", "train.validation.height": side(v.height),
+                        "train.validation.width": side(v.width), "serve.model": f"{fam.name}/tiny",
+                        "serve.default_height": side(s.default_height), "serve.default_width": side(s.default_width),
+                        "evaluate.models": models})
+
+
 def run_demo(app: AppConfig) -> dict[str, Any]:
     """The demo: samples, classifiers, curation with a self-check, then LoRA, service and Med-VBench."""
     from medgen_ray.runner import run_curate
 
     d = app.demo
+    if d.model:
+        app = with_family(app, d.model)
     work = Path(d.workdir)
     corpus, train = work / "corpus", work / "train"
     train.mkdir(parents=True, exist_ok=True)

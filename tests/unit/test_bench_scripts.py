@@ -80,3 +80,11 @@ def test_gpu_curate_models_benchmark_runs_on_cpu_twins():
     for name, r in out["stages"].items():
         assert r["stage_frames_per_s"] > 0 and r["bare_frames_per_s"] > 0, name
     assert "CPUExecutionProvider" in out["stages"]["ocr"]["onnxruntime_providers"]
+
+
+def test_gpu_families_benchmark_runs_on_tiny_twins():
+    out = _load("gpu_bench_families").main(["--tiny", "--model", "hunyuan_video_1_5", "wan2.2-ti2v-5b", "--height",
+                                            "32", "--width", "64", "--frames", "9", "--steps", "1", "--warmup", "0"])
+    assert set(out["families"]) == {"hunyuan_video_1_5", "wan2.2-ti2v-5b"}
+    for r in out["families"].values():
+        assert r["plain"]["lora_step_s"] > 0 and r["ours"]["denoise_step_s"] > 0 and r["lora_speedup"] > 0

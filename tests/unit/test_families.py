@@ -82,3 +82,17 @@ def test_shards_of_another_family_are_refused_before_training(tmp_path):
     assert check_train_inputs(old)[1].rows == 1
     with pytest.raises(ValueError, match="latents of \\['hunyuan_video'\\]"):
         check_train_inputs(load_config(None, [f"train.data={tmp_path / 'old'}", "train.model=wan2.1-t2v-14b"]).train)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_demo_takes_any_family(name):
+    from importlib import resources
+
+    from medgen_ray.demo import with_family
+
+    app = load_config(str(resources.files("medgen_ray.configs") / "demo.yaml"), [f"demo.model={name}"])
+    fam = FAMILIES[name]
+    app = with_family(app, app.demo.model)
+    assert app.precompute.model == app.train.model == app.serve.model == f"{name}/tiny"
+    assert all(not b.problems(fam) for b in app.precompute.buckets)
+    assert app.evaluate.models[0].name == f"{fam.label}-tiny"
