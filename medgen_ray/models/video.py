@@ -28,8 +28,6 @@ import torch
 from medgen_ray.models.families import VideoFamily, family_of, family_of_transformer
 from medgen_ray.models.weights import RANDOM, TINY_SEED, WeightsUnavailable, stage_weights
 
-TEXT_PARTS = ("text_embeds", "text_embeds_2")  # sequence tensors a prompt may have (each padded with its mask)
-
 
 def _diffusers(name: str):
     import diffusers
@@ -43,17 +41,12 @@ FAMILY_ATTR = "_medgen_family"
 def pipeline_family(pipe) -> VideoFamily:
     """The family of a loaded pipeline: the one it was loaded as, else its transformer's class."""
     name = getattr(pipe, FAMILY_ATTR, None)
-    return family_of(name) if name else family_of_transformer(type(transformer_of(pipe)).__name__)
+    return family_of(name) if name else family_of_transformer(type(pipe.transformer).__name__)
 
 
 def _tagged(pipe, family: VideoFamily):
     setattr(pipe, FAMILY_ATTR, family.name)
     return family.module().configure(pipe)
-
-
-def transformer_of(pipe) -> torch.nn.Module:
-    """The pipeline's transformer (peft may wrap nothing here: diffusers models carry adapters)."""
-    return pipe.transformer
 
 
 def tiny_pipeline(family: VideoFamily, **replace: Any):

@@ -200,3 +200,18 @@ def test_a_fine_tuned_transformer_folder_replaces_the_base(name, tmp_path):
         load_model(f"{other}/tiny", str(tmp_path / "release"), "cpu", kind="video")
     assert json.loads((tmp_path / "release" / "transformer" / "config.json").read_text())["_class_name"] \
         == FAMILIES[name].transformer
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pulled_tiny_pipeline_loads_back_equal(name, tmp_path):
+    """`medgen weights pull <family>/tiny` saves a diffusers folder that the family's pipeline class
+    loads back (tokenizer settings recomputed), generating what the built twin generates; the
+    precompute path reads the same folder without its transformer."""
+    from medgen_ray.models.registry import load_video_encoders, pull_weights
+
+    folder = pull_weights(f"{name}/tiny", str(tmp_path))
+    assert (tmp_path / f"{name}__tiny" / "model_index.json").is_file()
+    built, loaded = _pipe(name), load_model(f"{name}/tiny", folder, "cpu", kind="video")
+    kw = dict(height=32, width=64, num_frames=5, steps=2, seed=4)
+    assert abs(generate_video(built, PROMPT, **kw) - generate_video(loaded, PROMPT, **kw)).max() == 0
+    assert load_video_encoders(f"{name}/tiny", folder).transformer is None
