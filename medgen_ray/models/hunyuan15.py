@@ -15,11 +15,27 @@ own `load_lora_adapter` (diffusers' PeftAdapterMixin), which every family suppor
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
 
 from medgen_ray.models.weights import TINY_SEED
+
+GUIDER_LOGGER = "diffusers.guiders.guider_utils"
+
+
+class GuidersAreThePipelines(logging.Filter):
+    """Drops diffusers' "Guiders are currently an experimental feature" notice, and nothing else:
+    this pipeline's guidance is a guider by design and a new one is made per guidance value,
+    so the notice came with every generation."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for the notice only."""
+        return "Guiders are currently an experimental feature" not in record.getMessage()
+
+
+logging.getLogger(GUIDER_LOGGER).addFilter(GuidersAreThePipelines())
 
 QWEN_SPECIALS = ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]
 # Qwen2's chat layout (what apply_chat_template renders for the released tokenizer).
@@ -150,7 +166,8 @@ def generate(pipe, prompt: str, *, height: int, width: int, num_frames: int, ste
     negative prompt (empty by default)."""
     from diffusers import ClassifierFreeGuidance
 
-    pipe.guider = ClassifierFreeGuidance(guidance_scale=guidance)
+    if getattr(pipe.guider, "guidance_scale", None) != guidance:
+        pipe.guider = ClassifierFreeGuidance(guidance_scale=guidance)
     out = pipe(prompt=prompt, negative_prompt=negative_prompt or "", height=height, width=width,
                num_frames=num_frames, num_inference_steps=steps,
                generator=torch.Generator().manual_seed(seed), output_type=output_type)

@@ -193,8 +193,19 @@ def test_a_fine_tuned_transformer_folder_replaces_the_base(name, tmp_path):
     for (n, a), (_, b) in zip(tuned.state_dict().items(), loaded.transformer.state_dict().items()):
         torch.testing.assert_close(a, b, msg=n)
     assert (_forward(loaded.transformer, pipe, name) - _forward(pipe.transformer, pipe, name)).abs().max() > 1e-4
-    video = generate_video(loaded, PROMPT, height=32, width=64, num_frames=5, steps=1)
-    assert video.shape == (5, 32, 64, 3)
+    # the service's (and the evaluation's offline) generator with serve.weights = the release
+    from medgen_ray.config import load_config
+    from medgen_ray.serve.generator import VideoGenerator
+
+    request = {"prompt": PROMPT, "height": 32, "width": 64, "num_frames": 5, "steps": 1, "guidance": 2.0, "seed": 0}
+    videos = []
+    for weights in ([], [f"serve.weights={tmp_path / 'release'}"]):
+        cfg = load_config(None, [f"serve.model={name}/tiny", "serve.generator.num_gpus=0", "serve.vae_tiling=false",
+                                 *weights]).serve
+        gen = VideoGenerator(cfg)
+        gen.setup()
+        videos.append(gen.generate(request))
+    assert videos[1].shape == (5, 32, 64, 3) and abs(videos[1] - videos[0]).max() > 1e-4
     other = next(n for n in NAMES if FAMILIES[n].transformer != FAMILIES[name].transformer)
     with pytest.raises(ValueError, match=FAMILIES[name].transformer):
         load_model(f"{other}/tiny", str(tmp_path / "release"), "cpu", kind="video")
