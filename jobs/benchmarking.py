@@ -50,3 +50,28 @@ def best_seconds(fn: Callable[[], object], device: str, repeats: int) -> float:
         sync()
         times.append(time.perf_counter() - t)
     return min(times)
+
+
+def median_seconds(fn: Callable[[], object], device, warmup: int, steps: int) -> float:
+    """Median of `steps` timed calls after `warmup` untimed ones, the device synchronised around
+    each; the CUDA peak-memory counter is reset after the warm-up (read it with `peak_gib`)."""
+    import time
+
+    import torch
+
+    def sync() -> None:
+        if str(device).startswith("cuda"):
+            torch.cuda.synchronize()
+
+    for _ in range(warmup):
+        fn()
+    sync()
+    if str(device).startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]

@@ -25,19 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PLAIN_TEXT = {"text_embeds": 256, "text_embeds_2": 256}  # padded lengths where the family does not fix one
-
-
-def _sync(device):
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def make_batch(family, cfg: dict, frames: int, height: int, width: int, real_tokens: int, padded: bool, device):
@@ -67,7 +59,7 @@ def make_batch(family, cfg: dict, frames: int, height: int, width: int, real_tok
 
 def run_variant(model_name: str, ours: bool, args, device, dtype) -> dict:
     import torch
-    from benchmarking import peak_gib
+    from benchmarking import median_seconds, peak_gib
 
     from medgen_ray.models.families import family_of
     from medgen_ray.models.registry import load_transformer
@@ -111,18 +103,7 @@ def run_variant(model_name: str, ours: bool, args, device, dtype) -> dict:
 
     out = {"variant": "ours" if ours else "plain", "shape": f"{h}x{w}x{f}"}
     for name, fn in (("lora_step_s", train_step), ("denoise_step_s", denoise_step)):
-        for _ in range(args.warmup):
-            fn()
-        _sync(device)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        times = []
-        for _ in range(args.steps):
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            times.append(time.perf_counter() - t0)
-        out[name] = sorted(times)[len(times) // 2]
+        out[name] = median_seconds(fn, device, args.warmup, args.steps)
         out[name.removesuffix("_s") + "_peak_gib"] = peak_gib(device)
     return out  # the model goes with this frame; main frees the device memory
 

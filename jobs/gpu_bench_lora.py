@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -92,7 +91,7 @@ def forward_flops(model, inputs: dict, dtype, device, trimmed: bool) -> float:
 
 def run_variant(name: str, args, device, dtype) -> dict:
     import torch
-    from benchmarking import free_memory, peak_gib
+    from benchmarking import free_memory, median_seconds, peak_gib
 
     from medgen_ray.models.attention import set_unpadded_attention
     from medgen_ray.models.registry import load_transformer
@@ -118,18 +117,8 @@ def run_variant(name: str, args, device, dtype) -> dict:
     cfg = dict(model.config)
     inputs = make_inputs(cfg, args.frames, args.height, args.width, args.text_len, args.real_tokens, device, dtype)
     flops = forward_flops(model, inputs, dtype, device, trimmed=ours)
-    for _ in range(args.warmup):
-        step_fn(model, inputs, optimizer, dtype, device, ours)
-    _sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        step_fn(model, inputs, optimizer, dtype, device, ours)
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    step_s = sorted(times)[len(times) // 2]
+    step_s = median_seconds(lambda: step_fn(model, inputs, optimizer, dtype, device, ours), device, args.warmup,
+                            args.steps)
     video_tokens = inputs["x0"].shape[2] * (inputs["x0"].shape[3] // cfg["patch_size"]) * \
         (inputs["x0"].shape[4] // cfg["patch_size"])
     text_tokens = args.real_tokens if ours else args.text_len
@@ -139,7 +128,7 @@ def run_variant(name: str, args, device, dtype) -> dict:
         "peak_gib": peak_gib(device),
         "tflops": 3 * flops / step_s / 1e12, "forward_tflop": flops / 1e12,
     }
-    del model, optimizer, inputs
+    model = optimizer = inputs = None  # freed before free_memory
     free_memory(device)
     return out
 

@@ -20,11 +20,24 @@ PROMPTS = ["An endoscopic view of the stomach lining.", "An ultrasound of the li
            "An anatomy diagram of the heart.", "A laparoscopic view of the gallbladder."]
 
 
-def test_prompts_through_serve_to_report(tmp_path, ray_cluster, monkeypatch):
+def evaluate_through_service(app, port: int) -> dict:
+    """Start the Serve app of `app`, run `medgen evaluate` through it, shut it down."""
     from ray import serve
 
     from medgen_ray.runner import run_evaluate
     from medgen_ray.serve.launch import start_serve
+
+    start_serve(app)
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}")
+        return run_evaluate(app)
+    finally:
+        serve.shutdown()
+
+
+def test_prompts_through_serve_to_report(tmp_path, ray_cluster, monkeypatch):
+
+    from medgen_ray.runner import run_evaluate
 
     adapters = _make_adapters(tmp_path / "adapters")
     prompts = tmp_path / "prompts.txt"
@@ -51,12 +64,7 @@ def test_prompts_through_serve_to_report(tmp_path, ray_cluster, monkeypatch):
                     w.writerow([f"{model}/{i:04d}", rater, rating])
     ref = Path(__file__).resolve().parents[1] / "data" / "medvbench_table2.csv"
     app = derive(app, {"evaluate.ratings": [str(ratings)], "evaluate.reference_csv": str(ref)})
-    start_serve(app)
-    try:
-        _wait_healthy(f"http://127.0.0.1:{port}")
-        result = run_evaluate(app)
-    finally:
-        serve.shutdown()
+    result = evaluate_through_service(app, port)
     out = tmp_path / "eval"
     per_video = pq.read_table(str(out / "per_video")).to_pandas()
     assert len(per_video) == 8 and (per_video["error"].fillna("") == "").all()

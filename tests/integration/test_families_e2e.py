@@ -11,8 +11,8 @@ import pytest
 
 from medgen_ray.config import load_config
 from medgen_ray.samples.clipset import make_clip_dataset
-from tests.integration.test_evaluate import EVAL_TINY
-from tests.integration.test_serve import TOKEN, _free_port, _wait_healthy
+from tests.integration.test_evaluate import EVAL_TINY, evaluate_through_service
+from tests.integration.test_serve import TOKEN, _free_port
 from tests.integration.test_train import _losses, _precompute_overrides, _train_overrides
 
 # wan2.1-t2v-14b's twin is the 1.3B twin's architecture (same classes, same module tree, other
@@ -33,10 +33,7 @@ def dataset(tmp_path_factory):
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_family_precompute_train_serve_evaluate(name, dataset, tmp_path, ray_cluster, monkeypatch):
-    from ray import serve
-
-    from medgen_ray.runner import run_evaluate, run_precompute, run_train
-    from medgen_ray.serve.launch import start_serve
+    from medgen_ray.runner import run_precompute, run_train
     from medgen_ray.train.precompute import check_shards
 
     model = f"{name}/tiny"
@@ -68,12 +65,7 @@ def test_family_precompute_train_serve_evaluate(name, dataset, tmp_path, ray_clu
         f"evaluate.url=http://127.0.0.1:{port}", "evaluate.dimensions=[subject_consistency, text_alignment]",
         "evaluate.models=[{name: base, adapter: base}, {name: MedGen, adapter: medgen}]"])
     monkeypatch.setenv("MEDGEN_SERVE_TOKEN", TOKEN)
-    start_serve(app)
-    try:
-        _wait_healthy(f"http://127.0.0.1:{port}")
-        result = run_evaluate(app)
-    finally:
-        serve.shutdown()
+    result = evaluate_through_service(app, port)
     per_video = pq.read_table(str(tmp_path / "eval" / "per_video")).to_pandas()
     assert len(per_video) == 4 and (per_video["error"].fillna("") == "").all()
     rows = {r["model"]: r for r in result["per_model"]}
