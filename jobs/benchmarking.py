@@ -32,46 +32,39 @@ def peak_gib(device) -> float | None:
     return torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
 
 
-def best_seconds(fn: Callable[[], object], device: str, repeats: int) -> float:
-    """Fastest of `repeats` timed calls after one warm-up call (kernels, allocator, autotune),
-    the device synchronised around each."""
+def synchronize(device) -> None:
+    """Wait for the device's queued work (a no-op off CUDA)."""
     import torch
 
-    def sync() -> None:
-        if str(device).startswith("cuda"):
-            torch.cuda.synchronize()
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
 
-    fn()
-    sync()
+
+def timed_calls(fn: Callable[[], object], device, warmup: int, repeats: int) -> list[float]:
+    """Seconds of `repeats` calls after `warmup` untimed ones, the device synchronised around
+    each; the CUDA peak-memory counter is reset after the warm-up (read it with `peak_gib`)."""
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    if str(device).startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
-        sync()
+        synchronize(device)
         times.append(time.perf_counter() - t)
-    return min(times)
+    return times
+
+
+def best_seconds(fn: Callable[[], object], device: str, repeats: int) -> float:
+    """Fastest of `repeats` timed calls after one warm-up call (kernels, allocator, autotune)."""
+    return min(timed_calls(fn, device, 1, repeats))
 
 
 def median_seconds(fn: Callable[[], object], device, warmup: int, steps: int) -> float:
-    """Median of `steps` timed calls after `warmup` untimed ones, the device synchronised around
-    each; the CUDA peak-memory counter is reset after the warm-up (read it with `peak_gib`)."""
-    import time
-
-    import torch
-
-    def sync() -> None:
-        if str(device).startswith("cuda"):
-            torch.cuda.synchronize()
-
-    for _ in range(warmup):
-        fn()
-    sync()
-    if str(device).startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
+    """Median of `steps` timed calls after `warmup` untimed ones."""
+    times = timed_calls(fn, device, warmup, steps)
     return sorted(times)[len(times) // 2]

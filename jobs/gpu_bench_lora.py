@@ -28,13 +28,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _sync(device):
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def make_inputs(cfg: dict, frames: int, height: int, width: int, text_len: int, real_tokens: int, device, dtype):
     import torch
 
