@@ -472,6 +472,9 @@ class TrainConfig(Strict):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     strategy: Literal["ddp", "deepspeed"] = "ddp"
     zero_stage: int = Field(2, ge=1, le=3)
+    ddp_find_unused: bool = Field(True, description="DDP tolerates LoRA modules whose output the model discards "
+                                                    "(HunyuanVideo-1.5's last text-stream projection; ours: on by "
+                                                    "default, off saves a graph walk per step when every target is used)")
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = True
     cpus_per_worker: float = Field(1.0, gt=0)
