@@ -13,6 +13,7 @@ Tiny twins keep the shape rules: 4x temporal compression, 8x VAE + 2x2 patches f
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -134,12 +135,13 @@ _WAN_PROJ = (("to_q", "q"), ("to_k", "k"), ("to_v", "v"), ("to_out.0", "o"))
 
 def original_groups(cfg: dict[str, Any]) -> list:
     """Wan's original checkpoint names every projection on its own (nothing fused):
-    blocks.N.self_attn.q ... blocks.N.cross_attn.o, ffn.0 / ffn.2."""
+    blocks.N.self_attn.q ... blocks.N.cross_attn.o, ffn.0 / ffn.2, and the output head.head."""
     inner = cfg["num_attention_heads"] * cfg["attention_head_dim"]
     groups = [(r"blocks\.(\d+)\.", f"blocks.{{}}.{orig}.{o}", [(f"{attn}.{p}", inner)])
               for attn, orig in _WAN_ATTN for p, o in _WAN_PROJ]
     groups += [(r"blocks\.(\d+)\.", "blocks.{}.ffn.0", [("ffn.net.0.proj", cfg["ffn_dim"])]),
-               (r"blocks\.(\d+)\.", "blocks.{}.ffn.2", [("ffn.net.2", inner)])]
+               (r"blocks\.(\d+)\.", "blocks.{}.ffn.2", [("ffn.net.2", inner)]),
+               ("", "head.head", [("proj_out", cfg["out_channels"] * math.prod(cfg["patch_size"]))])]
     return groups
 
 

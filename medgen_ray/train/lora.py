@@ -104,8 +104,11 @@ def to_original_keys(state: dict[str, torch.Tensor], transformer_cfg: dict[str, 
     used: set[str] = set()
     out: dict[str, torch.Tensor] = {}
     for block_re, orig, parts in _groups(transformer_cfg):
-        blocks = sorted({m.group(1) for name in modules if (m := re.match(block_re + "(.+)$", name))
-                         and name[m.end(1) + 1:] in {p for p, _ in parts}}, key=int)
+        if block_re:  # per block: the indices some targeted module has
+            blocks = sorted({m.group(1) for name in modules if (m := re.match(block_re + "(.+)$", name))
+                             and name[m.end(1) + 1:] in {p for p, _ in parts}}, key=int)
+        else:  # a top-level module (Wan's proj_out <-> head.head)
+            blocks = [""] if any(p in modules for p, _ in parts) else []
         for idx in blocks:
             prefix = re.sub(r"\(\\d\+\)", idx, block_re).replace("\\.", ".")
             names = [prefix + p for p, _ in parts]
@@ -129,7 +132,7 @@ def to_original_keys(state: dict[str, torch.Tensor], transformer_cfg: dict[str, 
     left = sorted(modules - used)
     if left:
         raise ValueError(f"original-key export: no fused mapping for LoRA modules {left[:3]}; "
-                         "supported targets are the attention projections, proj_mlp and proj_out")
+                         "supported targets are the family's attention projections and MLP/output layers")
     return out
 
 
@@ -143,7 +146,7 @@ def from_original_keys(state: dict[str, torch.Tensor], transformer_cfg: dict[str
             m = re.fullmatch(re.escape(template).replace(r"\{\}", r"(\d+)"), orig)
             if not m:
                 continue
-            prefix = re.sub(r"\(\\d\+\)", m.group(1), block_re).replace("\\.", ".")
+            prefix = re.sub(r"\(\\d\+\)", m.group(1) if m.re.groups else "", block_re).replace("\\.", ".")
             start = 0
             for part, rows in parts:
                 b_part = b[start:start + rows]

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -92,10 +93,10 @@ def test_training_inputs_give_what_the_pipeline_gives_its_transformer(name):
     assert (moved - theirs).abs().max() > 1e-4
 
 
-def _trained(name, seed=7):
+def _trained(name, seed=7, targets=None):
     fam = FAMILIES[name]
     tr = load_transformer(f"{name}/tiny", None)
-    lora.add_lora(tr, 4, 8.0, list(fam.lora_targets))
+    lora.add_lora(tr, 4, 8.0, targets or list(fam.lora_targets))
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for n, p in tr.named_parameters():
@@ -149,11 +150,12 @@ def _update(state, module):
 def test_wan_original_keys_read_back_through_diffusers_converter(name):
     from diffusers.loaders.lora_conversion_utils import _convert_non_diffusers_wan_lora_to_diffusers
 
-    tr = _trained(name)
+    tr = _trained(name, targets=["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2", "proj_out"])
     state = lora.lora_state(tr)
     original = lora.to_original_keys(state, lora.transformer_config(tr), 4, 8.0)
-    assert all(k.startswith("diffusion_model.blocks.") and (".self_attn." in k or ".cross_attn." in k)
-               for k in original)
+    names = {re.sub(r"\.\d+\.", ".N.", k.removeprefix("diffusion_model.").split(".lora_")[0]) for k in original}
+    assert names == {f"blocks.N.{a}.{p}" for a in ("self_attn", "cross_attn") for p in "qkvo"} | \
+        {"blocks.N.ffn.0", "blocks.N.ffn.2", "head.head"}
     theirs = _convert_non_diffusers_wan_lora_to_diffusers(dict(original))
     ours = lora.scaled_state(state, 4, 8.0)
     modules = {k.split(".lora_")[0] for k in ours}
@@ -164,8 +166,6 @@ def test_wan_original_keys_read_back_through_diffusers_converter(name):
 
 
 def test_hunyuan_video_1_5_original_keys_are_the_checkpoint_names():
-    import re
-
     tr = _trained("hunyuan_video_1_5")
     tr_all = load_transformer("hunyuan_video_1_5/tiny", None)
     targets = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"]
