@@ -191,6 +191,7 @@ def with_family(app: AppConfig, model: str) -> AppConfig:
                         "train.model": f"{fam.name}/tiny", "train.validation.height": side(v.height),
                         "train.validation.width": side(v.width), "serve.model": f"{fam.name}/tiny",
                         "serve.default_height": side(s.default_height), "serve.default_width": side(s.default_width),
+                        "serve.default_guidance": fam.guidance,  # resolved for the config's model: set again
                         "evaluate.models": models})
 
 
