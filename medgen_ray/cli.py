@@ -12,6 +12,7 @@ from pathlib import Path
 
 from medgen_ray.config import AppConfig, ConfigError, load_config
 from medgen_ray.core.console import VERBOSE_ENV, verbose
+from medgen_ray.core.errors import UnsupportedVersion
 from medgen_ray.models.weights import WeightsUnavailable
 
 
@@ -211,22 +212,20 @@ def cmd_train_categories(args: argparse.Namespace) -> int:
 
 
 def cmd_weights_list(args: argparse.Namespace) -> int:
-    """`medgen weights list`: every registered model with its hub id."""
-    from medgen_ray.models.registry import REGISTRY
+    """`medgen weights list`: every model a config can name (registry and Med-VBench), with its source."""
+    from medgen_ray.models.requirements import list_models
 
-    for name, spec in sorted(REGISTRY.items()):
-        print(f"{name:22s} {spec.kind:5s} {spec.hub_id or '(built from config)':45s} {spec.note}")
+    for m in list_models():
+        print(f"{m.name:22s} {m.kind:5s} {m.source:45s} {'' if m.pullable else '(nothing to pull) '}{m.note}")
     return 0
 
 
 def cmd_weights_pull(args: argparse.Namespace) -> int:
     """`medgen weights pull`: pre-stage models' weights for an offline cluster."""
-    from medgen_ray.models.registry import pull_weights
-    from medgen_ray.models.requirements import EVAL_SOURCES, pull_eval_weights
+    from medgen_ray.models.requirements import pull_model
 
     for name in args.names:
-        pull = pull_eval_weights if name in EVAL_SOURCES else pull_weights
-        print(f"{name} -> {pull(name, args.dest)}")
+        print(f"{name} -> {pull_model(name, args.dest)}")
     return 0
 
 
@@ -425,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, KeyError, ValueError, WeightsUnavailable) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"medgen: error: {msg}", file=sys.stderr)
+        return 2
+    except UnsupportedVersion as exc:  # one line naming the supported range, no traceback
+        print(f"medgen: error: {exc}", file=sys.stderr)
         return 2
 
 

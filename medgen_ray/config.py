@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -171,9 +171,7 @@ class SegmentConfig(Strict):
 
     @model_validator(mode="after")
     def _order(self) -> "SegmentConfig":
-        if self.max_seconds < self.min_seconds:
-            raise ValueError(f"max_seconds ({self.max_seconds}) < min_seconds ({self.min_seconds})")
-        return self
+        return _ordered(self, "min_seconds", "max_seconds")
 
 
 class ResolutionConfig(Strict):
@@ -426,10 +424,12 @@ class PrecomputeConfig(Strict):
     resume: bool = True
     write_batch_rows: int = Field(8, ge=1)
 
+    family_defaults: ClassVar[tuple[str, ...]] = ("buckets",)
+
     @model_validator(mode="after")
     def _buckets_fit_model(self) -> "PrecomputeConfig":
         family = _family(self.model)
-        if self.buckets is None:
+        if self.buckets is None:  # the family's, filled in at every validation (see `settings`)
             side = round((family.height * family.width) ** 0.5 / family.spatial) * family.spatial
             object.__setattr__(self, "buckets", [BucketConfig(frames=33, height=family.height, width=family.width),
                                                  BucketConfig(frames=33, height=family.width, width=family.height),
@@ -512,6 +512,12 @@ class TrainConfig(Strict):
         _family(self.model)
         return self
 
+    @property
+    def flow_shift(self) -> float:
+        """The flow time shift training uses: `shift`, else the model family's (read here, never
+        stored, so a derived config with another model gets that model's)."""
+        return self.shift if self.shift is not None else family_of(self.model).shift
+
 
 
 class ServeLimits(Strict):
@@ -568,6 +574,9 @@ class ServeConfig(Strict):
     compile: bool = Field(False, description="torch.compile the transformer blocks at start-up")
     dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
 
+    family_defaults: ClassVar[tuple[str, ...]] = ("default_height", "default_width", "default_frames",
+                                                  "default_guidance", "fps")
+
     @model_validator(mode="after")
     def _defaults_within_limits(self) -> "ServeConfig":
         """A request that omits a field gets the default: it must obey the same limits."""
@@ -576,7 +585,9 @@ class ServeConfig(Strict):
                             ("default_frames", family.frames), ("default_guidance", family.guidance),
                             ("fps", family.fps)):
             if getattr(self, name) is None:
-                object.__setattr__(self, name, value)  # resolved once, at validation
+                # the family's, filled in at every validation; `settings` leaves it out, so a derived
+                # config with another model gets that model's
+                object.__setattr__(self, name, value)
         lim, bad = self.limits, []
         for name, value, most in (("default_height", self.default_height, lim.max_height),
                                   ("default_width", self.default_width, lim.max_width),
@@ -703,8 +714,6 @@ class EvaluateConfig(Strict):
         bad = [d for d in self.dimensions if d not in DIMENSIONS]
         if bad:
             raise ValueError(f"unknown dimensions {bad}; choices: {', '.join(DIMENSIONS)}")
-        if self.videos is None and self.prompts is None:
-            pass  # checked when the job starts (a config may set only one of them later)
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             raise ValueError(f"models: names must be unique, got {names}")
@@ -803,6 +812,39 @@ class AppConfig(Strict):
     experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
     demo: DemoConfig = Field(default_factory=DemoConfig)
 
+    def model_loads(self, job: str) -> list[tuple[str, str, str | None, str]]:
+        """(config field, model name, weights, "registry" | "eval") for every model `job` loads;
+        `models.requirements` checks them (and adds the backbones some heads sit on)."""
+        c, e = self.curate, self.evaluate
+        if job == "curate":
+            out = [("curate.classify.clip_model", c.classify.clip_model, c.classify.weights, "registry")]
+            if c.metadata.enabled and c.metadata.classifier_path:
+                out.append(("curate.metadata.embedder", c.metadata.embedder, None, "registry"))
+            if c.quality.enabled:
+                out.append(("curate.quality.aesthetic.model", c.quality.aesthetic.model, c.quality.aesthetic.weights,
+                            "registry"))
+            return out
+        if job in ("precompute", "train", "serve"):
+            section = getattr(self, job)
+            return [(f"{job}.model", section.model, section.weights, "registry")]
+        if job == "evaluate":
+            out = [] if e.videos or e.url else [("serve.model (offline generators)", self.serve.model,
+                                                self.serve.weights, "registry")]
+            dims = set(e.dimensions)
+            for field, used_by in (("dino_model", {"subject_consistency"}),
+                                   ("clip_model", {"background_consistency", "text_alignment", "medical_frames"}),
+                                   ("iqa_model", {"imaging_quality"}),
+                                   ("flow_model", {"dynamic_degree", "warping_auto"}),
+                                   ("interpolator_model", {"motion_smoothness"}),
+                                   ("aesthetic_model", {"aesthetic"})):
+                if dims & used_by:
+                    weights = getattr(e, field.replace("_model", "_weights"))
+                    out.append((f"evaluate.{field}", getattr(e, field), weights, "eval"))
+            return out
+        if job == "experiment":
+            return [x for j in ("precompute", "train", "evaluate") for x in self.model_loads(j)]
+        raise KeyError(f"unknown job {job!r}; choices: curate, precompute, train, serve, evaluate, experiment")
+
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node = tree
@@ -832,9 +874,27 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     return parsed
 
 
+def _without_family_defaults(model: BaseModel, tree: dict[str, Any]) -> dict[str, Any]:
+    for name in getattr(model, "family_defaults", ()):
+        if name not in model.model_fields_set:
+            tree.pop(name, None)
+    for name, value in model:
+        if isinstance(value, BaseModel) and isinstance(tree.get(name), dict):
+            _without_family_defaults(value, tree[name])
+    return tree
+
+
+def settings(cfg: BaseModel) -> dict[str, Any]:
+    """A config as a plain tree without the values validation filled in from the model family
+    (serve shape, frames, fps, guidance; precompute buckets) unless the user set them: validating
+    it again gives an equal config, and changing the model in it gives the new model's defaults.
+    The one way a config is copied (`derive`) or sent to another process."""
+    return _without_family_defaults(cfg, cfg.model_dump())
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, BaseModel):
-        return value.model_dump()
+        return settings(value)
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
@@ -845,7 +905,7 @@ def _plain(value: Any) -> Any:
 def derive(cfg: M, updates: dict[str, Any]) -> M:
     """A new config of cfg's type with dotted fields replaced (`{"train.data": "..."}`),
     validated again; `cfg` itself is unchanged."""
-    tree = cfg.model_dump()
+    tree = settings(cfg)
     for key, value in updates.items():
         _set_path(tree, key, _plain(value))
     try:

@@ -175,7 +175,8 @@ def check_against_truth(output: str, truth: dict[str, Any], bad: dict[str, str])
 
 def with_family(app: AppConfig, model: str) -> AppConfig:
     """The demo config on another family's tiny twin: precompute, training, serving and the
-    evaluation's label take it; every demo side is rounded to the family's multiple."""
+    evaluation's label take it; every side the demo config sets is rounded to the family's
+    multiple (sides it leaves unset are the family's own, filled in by validation)."""
     from medgen_ray.models.families import family_of
 
     fam = family_of(model)
@@ -183,16 +184,19 @@ def with_family(app: AppConfig, model: str) -> AppConfig:
     def side(v: int) -> int:
         return max(fam.spatial, round(v / fam.spatial) * fam.spatial)
 
-    buckets = [{"frames": b.frames, "height": side(b.height), "width": side(b.width)} for b in app.precompute.buckets]
-    v, s = app.train.validation, app.serve
+    p, v, s = app.precompute, app.train.validation, app.serve
     models = [{"name": f"{fam.label}-tiny" if m.adapter == "base" else m.name, "adapter": m.adapter}
               for m in app.evaluate.models]
-    return derive(app, {"precompute.model": f"{fam.name}/tiny", "precompute.buckets": buckets,
-                        "train.model": f"{fam.name}/tiny", "train.validation.height": side(v.height),
-                        "train.validation.width": side(v.width), "serve.model": f"{fam.name}/tiny",
-                        "serve.default_height": side(s.default_height), "serve.default_width": side(s.default_width),
-                        "serve.default_guidance": fam.guidance,  # resolved for the config's model: set again
-                        "evaluate.models": models})
+    updates = {"precompute.model": f"{fam.name}/tiny", "train.model": f"{fam.name}/tiny",
+               "train.validation.height": side(v.height), "train.validation.width": side(v.width),
+               "serve.model": f"{fam.name}/tiny", "evaluate.models": models}
+    if "buckets" in p.model_fields_set:
+        updates["precompute.buckets"] = [{"frames": b.frames, "height": side(b.height), "width": side(b.width)}
+                                         for b in p.buckets]
+    for name in ("default_height", "default_width"):
+        if name in s.model_fields_set:
+            updates[f"serve.{name}"] = side(getattr(s, name))
+    return derive(app, updates)
 
 
 def run_demo(app: AppConfig) -> dict[str, Any]:

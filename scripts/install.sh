@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Creates the virtual environment (default .venv, or $MEDGEN_VENV) and installs medgen_ray with
-# its test extras. On the project's CPU machines the torch pair comes from local wheels
-# (scripts/constraints-cpu.txt); GPU clusters use their image's torch (see cluster/).
+# its test extras from the lock: scripts/lock-cpu.txt pins every package of the CPU stack
+# (regenerate it with scripts/lock.sh), so a fresh clone and CI get exactly what was tested. On
+# the project's CPU machines the torch pair comes from local wheels (scripts/constraints-cpu.txt);
+# GPU clusters use their image's torch (see cluster/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${MEDGEN_VENV:-.venv}"
 PY="${PYTHON:-python3}"
+PIP=("$VENV/bin/pip" install -q --disable-pip-version-check)
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-"$VENV/bin/pip" install -q --disable-pip-version-check -c scripts/constraints-cpu.txt 'setuptools<81' wheel
-"$VENV/bin/pip" install -q --disable-pip-version-check -c scripts/constraints-cpu.txt -e '.[test]'
-"$VENV/bin/pip" install -q --disable-pip-version-check --no-deps -r scripts/requirements-nodeps.txt
+"${PIP[@]}" -c scripts/lock-cpu.txt 'setuptools<81' wheel
+"${PIP[@]}" -r scripts/lock-cpu.txt
+"${PIP[@]}" --no-deps -e .
+"${PIP[@]}" --no-deps -r scripts/requirements-nodeps.txt
 # Headless Chromium for the report page's browser test (Debian package; needs root).
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "install.sh: could not install chromium" >&2

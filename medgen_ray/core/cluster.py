@@ -11,6 +11,12 @@ import os
 import sys
 
 from medgen_ray.config import RayConfig
+from medgen_ray.core.ray_compat import (
+    block_open_cluster,
+    loopback_init_kwargs,
+    serve_replica_module,
+    session_logs_dir,
+)
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
@@ -29,24 +35,18 @@ def init_ray(cfg: RayConfig) -> None:
         ray.init(address=address, **console)
         return
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # inherited by the processes ray.init starts
-    from ray._private import ray_constants
-
-    # Read once when Ray is first imported: a program that imported Ray before this module (even
-    # `from ray import serve`) would otherwise start an embedded cluster listening on every interface.
-    ray_constants.ENABLE_RAY_CLUSTER = False
+    block_open_cluster()
     ray.init(
         address="local",  # never attach to another `ray start` cluster found on this machine
         num_cpus=cfg.num_cpus,
         include_dashboard=cfg.include_dashboard,
-        _node_ip_address="127.0.0.1",
+        **loopback_init_kwargs(),
         dashboard_host="127.0.0.1",
         runtime_env={"env_vars": {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "MEDGEN_CACHE") if k in os.environ}},
         **console,
     )
     if not verbose():
-        import ray._private.worker as worker
-
-        logs = getattr(worker._global_node, "get_logs_dir_path", lambda: "")()
+        logs = session_logs_dir()
         print(f"medgen: Ray started on 127.0.0.1; its logs (and -v for them here): {logs}", file=sys.stderr)
 
 
@@ -56,8 +56,8 @@ def keep_serve_replica_on_loopback() -> None:
     the cluster (ray/serve/_private/replica.py, Replica._on_initialized), which would listen on
     every interface. Called from our deployments' constructors, which run before that server starts."""
     import ray
-    from ray.serve._private import replica
 
+    replica = serve_replica_module()
     if not ray.is_initialized() or ray.util.get_node_ip_address() != "127.0.0.1":
         return
     original = replica.add_port_to_grpc_server

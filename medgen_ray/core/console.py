@@ -5,7 +5,7 @@ too with `medgen -v`.
 `quiet_ray()` runs before Ray starts: Ray's INFO logs off unless verbose, worker output kept on
 the workers (Ray writes it under the session's logs folder), the token-authentication notice
 (expected: the embedded cluster keeps Ray's default token auth on) filtered at its logger; the
-runner does the same for its data library (progress bars, its console handler). `JobProgress` is the one display: sources reached, clips kept /
+core/dataflow.py does the same for its data library (progress bars, its console handler). `JobProgress` is the one display: sources reached, clips kept /
 rejected / errored, elapsed time and an estimate of what is left; redrawn in place on a
 terminal, a line every `interval_s` otherwise (CI logs, `ray job submit`).
 """
@@ -37,8 +37,10 @@ class DropExpected(logging.Filter):
 
 def quiet_ray() -> dict:
     """Console settings for Ray before it starts; returns the extra `ray.init` arguments."""
+    from medgen_ray.core.ray_compat import RAY_AUTH_LOGGER
+
     loud = verbose()
-    drop_expected("ray._private.authentication.authentication_token_setup")
+    drop_expected(RAY_AUTH_LOGGER)
     for name in ("ray.serve", "ray.train", "ray.tune"):
         logging.getLogger(name).setLevel(logging.INFO if loud else logging.WARNING)
     return {"log_to_driver": loud, "logging_level": logging.INFO if loud else logging.WARNING}

@@ -8,3 +8,7 @@ class DataError(Exception):
 
 
 DATA_ERRORS = (DataError, av.FFmpegError)  # what a stage records on the row; anything else is a bug
+
+
+class UnsupportedVersion(ImportError):
+    """An installed dependency outside the range this release was tested with (core/ray_compat.py)."""

@@ -1,7 +1,7 @@
 """Base of the row-wise curation stages.
 
 A stage has a cheap `__init__(cfg)`, an expensive `setup()` (models, once per actor) and a pure
-`__call__(batch) -> batch`. It never imports ray: the runner wraps it. Rows already rejected or
+`__call__(batch) -> batch`. It never imports ray: the Ray Data adapter (core/dataflow.py) wraps it. Rows already rejected or
 errored pass through untouched; a `DataError` raised for one row becomes that row's `error`
 and the rest of the batch goes on. Any other exception is a bug and fails the job.
 """

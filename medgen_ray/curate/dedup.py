@@ -12,7 +12,7 @@ from similar footage. Duplicates form clusters (connected pairs); each keeps its
 `dedup.keep_by` (then longer, then smaller clip_id) and the others are rejected naming it.
 
 `write_dedup` is the view (no model runs); clips curated before signatures existed get them
-from `runner.run_dedup`'s Ray Data pass first (`ClipSignatureStage`).
+from `curate.job.run_dedup`'s Ray Data pass first (`ClipSignatureStage`).
 """
 
 from __future__ import annotations

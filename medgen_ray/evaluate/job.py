@@ -1,6 +1,6 @@
-"""Med-VBench job pieces (no Ray here; `runner.run_evaluate` wires them): the rows to
-generate, the generation stages (offline generator actors or a running service over HTTP),
-the per-video sink and the per-model aggregate.
+"""The Med-VBench job: the rows to generate, the generation stages (offline generator actors or
+a running service over HTTP), the per-video sink, the per-model aggregate, and the driver
+(`run_evaluate`) that streams them through the core Ray Data adapter.
 
 Layout under evaluate.output (local or s3://):
   videos/<model>/<prompt index>.mp4    generated videos (a rerun skips those present)
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medgen_ray.config import AppConfig, EvaluateConfig
+from medgen_ray.core import dataflow
 from medgen_ray.core.stage import Row, RowStage
+from medgen_ray.models.requirements import require_weights
 from medgen_ray.schema import PER_VIDEO_COLUMNS, PER_VIDEO_PREFIXES
 
 PAPER_DIMS = ("imaging_quality", "subject_consistency", "background_consistency", "motion_smoothness")
@@ -249,3 +252,70 @@ def aggregate(df, cfg: EvaluateConfig) -> list[dict[str, Any]]:
             row["total"] = None
         rows.append(row)
     return rows
+
+
+def run_evaluate(app: AppConfig) -> dict[str, Any]:
+    """Med-VBench: generate (unless scoring a folder), score every video, aggregate, report."""
+    from medgen_ray.evaluate.medvbench_report import write_eval_report
+    from medgen_ray.evaluate.score import VideoScoreStage
+
+    cfg = app.evaluate
+    if cfg.videos:
+        rows = folder_rows(cfg.videos)
+    elif cfg.prompts:
+        rows = generation_rows(cfg)
+    else:
+        raise ValueError("evaluate: give evaluate.prompts (a prompt file) or evaluate.videos (a folder of mp4s)")
+    if not cfg.videos and not cfg.url:
+        unknown = [m.adapter for m in cfg.models if m.adapter != "base" and m.adapter not in app.serve.adapters]
+        if unknown:
+            raise ValueError(f"evaluate.models: adapters {unknown} are not in serve.adapters "
+                             f"({sorted(app.serve.adapters)})")
+    if cfg.ratings:
+        ratings_by_model(cfg.ratings)  # a bad ratings file fails now, not after hours of scoring
+    if cfg.prompt_classifier is not None:
+        from medgen_ray.evaluate.categories import assign_prompt_categories
+
+        rows = assign_prompt_categories(rows, cfg.prompt_classifier, cfg.output)
+    fs, root = fsspec.core.url_to_fs(cfg.output)
+    done = set()
+    if cfg.resume:
+        prev = read_per_video(cfg.output)
+        if len(prev):
+            done = set(prev["video_id"])
+    elif fs.exists(f"{root.rstrip('/')}/per_video"):
+        raise FileExistsError(f"evaluate.output {cfg.output!r} holds scores and evaluate.resume is false")
+    todo = [r for r in rows if r["video_id"] not in done]
+    require_weights(app, "evaluate")
+    dataflow.start_ray(app.ray)
+    if todo:
+        # one pipeline: a generation failure reaches the sink as that video's error
+        ds = dataflow.rows_dataset(todo)
+        if not cfg.videos and cfg.url:
+            token = cfg.token or os.environ.get("MEDGEN_SERVE_TOKEN")
+            ds = dataflow.map_stage(ds, "GenerateRemote", lambda: RemoteGenerateStage(cfg, token), batch_size=1,
+                                    num_cpus=0.1, memory_mb=dataflow.WRITER_MEMORY_MB)
+        elif not cfg.videos:
+            ds = dataflow.map_stage(ds, "Generate", lambda: GenerateStage(app), batch_size=1, pool=cfg.generator_pool,
+                                    num_cpus=cfg.generator_pool.num_cpus)
+        ds = dataflow.map_stage(ds, "Score", lambda: VideoScoreStage(cfg), batch_size=1, pool=cfg.pool,
+                                num_cpus=cfg.pool.num_cpus)
+        ds = dataflow.map_stage(ds, "WriteScores", lambda: (lambda b: write_scores(cfg.output, b)), batch_size=16,
+                                num_cpus=0, memory_mb=dataflow.WRITER_MEMORY_MB)
+        for _ in dataflow.stream(ds):
+            pass
+    df = read_per_video(cfg.output)
+    per_model = aggregate(df, cfg)
+    with fs.open(f"{root.rstrip('/')}/per_model.parquet", "wb") as fh:
+        pq.write_table(pa.Table.from_pylist(per_model), fh)
+    per_category = aggregate_by_category(df, cfg)
+    if per_category:
+        with fs.open(f"{root.rstrip('/')}/per_category.parquet", "wb") as fh:
+            pq.write_table(pa.Table.from_pylist(per_category), fh)
+    page = write_eval_report(cfg.output, per_model, df, cfg, per_category)
+    for r in per_model:
+        print("evaluate: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                                       for k, v in r.items() if v is not None), file=sys.stdout)
+    print(f"evaluate: report {page}", file=sys.stdout)
+    return {"per_model": per_model, "per_category": per_category, "videos": int(len(df)), "report": page,
+            "per_video": df}

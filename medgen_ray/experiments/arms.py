@@ -15,23 +15,18 @@ from __future__ import annotations
 import json
 import sys
 from functools import partial
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import fsspec
 import numpy as np
 import pyarrow as pa
 
-from medgen_ray.config import AppConfig, ArmConfig, EvalModelConfig, derive, with_overrides
+from medgen_ray.config import AppConfig, ArmConfig, EvalModelConfig, derive, settings, with_overrides
+from medgen_ray.core.cluster import init_ray
 from medgen_ray.core.storage import absolute_local
-
-
-class Jobs(NamedTuple):
-    """The jobs an experiment chains, handed in by the runner (rooms do not import it)."""
-
-    precompute: Callable[[AppConfig], dict[str, Any]]
-    train: Callable[[AppConfig], dict[str, Any]]
-    evaluate: Callable[[AppConfig], dict[str, Any]]
-    init_ray: Callable[[Any], None]
+from medgen_ray.evaluate.job import run_evaluate
+from medgen_ray.train.precompute_job import run_precompute
+from medgen_ray.train.train_job import run_train
 
 
 def _view(app: AppConfig, arm: ArmConfig, base: str, out: str) -> dict[str, Any]:
@@ -90,7 +85,7 @@ def _sweep_trial(config: dict[str, Any], train: Callable[[AppConfig], dict[str, 
                  "steps": result["steps"]})
 
 
-def run_sweep(app: AppConfig, root: str, jobs: Jobs) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+def run_sweep(app: AppConfig, root: str) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """One view and one set of shards, then a Ray Tune grid over `sweep.key`."""
     from ray import tune
 
@@ -102,7 +97,7 @@ def run_sweep(app: AppConfig, root: str, jobs: Jobs) -> tuple[dict[str, dict[str
     summary = json.loads(fs.cat(f"{vroot}/view.json")) if fs.exists(f"{vroot}/view.json") else \
         _view(app, ArmConfig(name="shared"), exp.dataset, view)
     cfg = derive(app, {"precompute.dataset": view, "precompute.output": f"{root}/arms/shared/latents"})
-    jobs.precompute(cfg)
+    run_precompute(cfg)
     cfg = derive(cfg, {"train.data": cfg.precompute.output, "train.storage_path": absolute_local(f"{root}/runs")})
     names = {v: sweep_arm_name(sweep.key, v) for v in sweep.values}
 
@@ -110,10 +105,10 @@ def run_sweep(app: AppConfig, root: str, jobs: Jobs) -> tuple[dict[str, dict[str
         return [f"{sweep.key}={v}", f"train.name={names[v]}",
                 *(f"{k}={t.replace('{value}', str(v))}" for k, t in sweep.also.items())]
 
-    jobs.init_ray(app.ray)
+    init_ray(app.ray)
     tuner = tune.Tuner(
-        tune.with_resources(partial(_sweep_trial, train=jobs.train), {"cpu": sweep.trial_cpus}),
-        param_space={"app": cfg.model_dump(), "overrides": tune.grid_search([overrides(v) for v in sweep.values])},
+        tune.with_resources(partial(_sweep_trial, train=run_train), {"cpu": sweep.trial_cpus}),
+        param_space={"app": settings(cfg), "overrides": tune.grid_search([overrides(v) for v in sweep.values])},
         tune_config=tune.TuneConfig(max_concurrent_trials=sweep.max_concurrent),
         run_config=tune.RunConfig(name=f"{exp.name}-tune", storage_path=cfg.train.storage_path),
     )
@@ -148,7 +143,7 @@ def _holdout_categories(app: AppConfig) -> AppConfig:
     return app
 
 
-def run_experiment(app: AppConfig, jobs: Jobs) -> dict[str, Any]:
+def run_experiment(app: AppConfig) -> dict[str, Any]:
     """Every arm's view, shards and LoRA (or the sweep's), one Med-VBench run over all of them,
     and the comparison report; returns the experiment's result."""
     from medgen_ray.experiments.comparison import compare_arms, write_experiment_report
@@ -169,7 +164,7 @@ def run_experiment(app: AppConfig, jobs: Jobs) -> dict[str, Any]:
     arms: dict[str, dict[str, Any]] = {}
     adapters: dict[str, str] = {}
     if exp.sweep is not None:
-        arms, adapters = run_sweep(app, root, jobs)
+        arms, adapters = run_sweep(app, root)
     for arm in ([] if exp.sweep is not None else exp.arms):
         if arm.lora:  # a LoRA trained elsewhere: evaluated as it is
             adapters[arm.name] = arm.lora
@@ -183,10 +178,10 @@ def run_experiment(app: AppConfig, jobs: Jobs) -> dict[str, Any]:
             _view(cfg, arm, exp.dataset, view)
         print(f"experiment {exp.name} arm {arm.name}: {summary['clips_kept']} clips in its view", file=sys.stdout)
         cfg = derive(cfg, {"precompute.dataset": view, "precompute.output": f"{root}/arms/{arm.name}/latents"})
-        jobs.precompute(cfg)
+        run_precompute(cfg)
         cfg = derive(cfg, {"train.data": cfg.precompute.output, "train.storage_path": f"{root}/runs",
                            "train.name": arm.name})
-        result = jobs.train(cfg)
+        result = run_train(cfg)
         adapters[arm.name] = export_dir(cfg.train)
         arms[arm.name] = {"clips": summary["clips_kept"], "mixed_in": summary.get("mixed_in", 0),
                           "share": arm.mix.share if arm.mix else 0.0,
@@ -197,7 +192,7 @@ def run_experiment(app: AppConfig, jobs: Jobs) -> dict[str, Any]:
         [EvalModelConfig(name=a, adapter=a) for a in adapters]
     ev = derive(app, {"serve.adapters": {**app.serve.adapters, **adapters}, "evaluate.models": models,
                       "evaluate.output": f"{root}/eval", "evaluate.url": None})
-    scores = jobs.evaluate(ev)
+    scores = run_evaluate(ev)
     by_model = {r["model"]: r for r in scores["per_model"]}
     for name, info in arms.items():
         info["medvbench"] = by_model.get(name)

@@ -12,10 +12,48 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from types import ModuleType
+from typing import Any, Protocol, runtime_checkable
 
 
-@dataclass(frozen=True)
+@runtime_checkable
+class FamilyHooks(Protocol):
+    """What a family's hook module (`VideoFamily.impl`) provides: every function the jobs call on
+    it, by these names and parameters (`tests/unit/test_families.py` checks each family's module
+    against this and every `module().<hook>` call in the code against its members)."""
+
+    def tiny_components(self, family: VideoFamily) -> dict[str, Any]:
+        """The twin's pipeline components, seeded."""
+
+    def full_config(self, family: VideoFamily) -> dict[str, Any]:
+        """The full-size transformer's config (random weights for GPU benchmarks)."""
+
+    def full_vae(self, family: VideoFamily) -> Any:
+        """The full-size VAE with random weights."""
+
+    def configure(self, pipe: Any) -> Any:
+        """Settings that follow the tokenizer (prompt template crop); returns the pipeline."""
+
+    def encode_text(self, pipe: Any, text: str, max_len: int, device: Any) -> dict[str, Any]:
+        """Batch-1 prompt tensors trimmed to real tokens: text_embeds (n, d) [+ pooled (d,)]
+        [+ text_embeds_2 (m, d2)]."""
+
+    def model_inputs(self, family: VideoFamily, transformer: Any, noisy: Any, timesteps: Any, batch: dict[str, Any],
+                     guidance: Any, device: Any, dtype: Any) -> dict[str, Any]:
+        """The transformer's keyword arguments for a training batch."""
+
+    def generate(self, pipe: Any, prompt: str, *, height: int, width: int, num_frames: int, steps: int,
+                 guidance: float, seed: int = 0, negative_prompt: str | None = None, true_cfg_scale: float = 1.0,
+                 output_type: str = "np") -> Any:
+        """One video through the pipeline, (F, H, W, 3) in [0, 1]."""
+
+    def original_groups(self, cfg: dict[str, Any]) -> list:
+        """LoRA module groups for the original-key export."""
+
+    def unpadded_attention(self, transformer: Any, on: bool = True) -> int:
+        """Attention without the text mask where it is exact; the number of processors swapped."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class VideoFamily:
     """Everything that differs between text-to-video base models."""
 
@@ -42,9 +80,9 @@ class VideoFamily:
     text_len: int = 0  # >0: prompts are zero-padded to this many tokens (how the model was trained)
     notes: str = ""
 
-    def module(self) -> ModuleType:
-        """The family's hook module."""
-        return importlib.import_module(self.impl)
+    def module(self) -> FamilyHooks:
+        """The family's hook module (the `FamilyHooks` contract)."""
+        return importlib.import_module(self.impl)  # type: ignore[return-value]
 
     def check_frames(self, frames: int) -> str | None:
         """None when `frames` fits the VAE's frame rule, else the reason."""
@@ -63,31 +101,43 @@ _ATTN = ("to_q", "to_k", "to_v", "to_out.0")
 
 FAMILIES: dict[str, VideoFamily] = {f.name: f for f in [
     VideoFamily(
-        "hunyuan_video", "HunyuanVideo", "hunyuanvideo-community/HunyuanVideo", "13B", "HunyuanVideoPipeline",
-        "HunyuanVideoTransformer3DModel", "AutoencoderKLHunyuanVideo",
-        "Llama-3 8B (LLaVA) hidden state -3 + CLIP-L pooled", "scaling_factor", 4, 16, 24, 7.0, 6.0,
-        544, 960, 33, _ATTN, "double_blocks/single_blocks, fused qkv (+mlp in single blocks)",
-        "medgen_ray.models.hunyuan", notes="the paper's base model"),
+        name="hunyuan_video", label="HunyuanVideo", hub_id="hunyuanvideo-community/HunyuanVideo", params="13B",
+        pipeline="HunyuanVideoPipeline", transformer="HunyuanVideoTransformer3DModel",
+        vae="AutoencoderKLHunyuanVideo", text_encoders="Llama-3 8B (LLaVA) hidden state -3 + CLIP-L pooled",
+        latent_norm="scaling_factor", temporal=4, spatial=16, fps=24, shift=7.0, guidance=6.0,
+        height=544, width=960, frames=33, lora_targets=_ATTN,
+        original_keys="double_blocks/single_blocks, fused qkv (+mlp in single blocks)",
+        impl="medgen_ray.models.hunyuan", notes="the paper's base model"),
     VideoFamily(
-        "hunyuan_video_1_5", "HunyuanVideo-1.5", "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_t2v", "8.3B",
-        "HunyuanVideo15Pipeline", "HunyuanVideo15Transformer3DModel", "AutoencoderKLHunyuanVideo15",
-        "Qwen2.5-VL 7B hidden state -3 + ByT5 glyph encoder (quoted text)", "scaling_factor", 4, 16, 24, 5.0, 6.0,
-        480, 848, 121, _ATTN, "double_blocks img/txt_attn_q/k/v/proj (separate), refiner self_attn_qkv fused",
-        "medgen_ray.models.hunyuan15", notes="480p t2v; the 720p t2v checkpoint samples with shift 9"),
+        name="hunyuan_video_1_5", label="HunyuanVideo-1.5",
+        hub_id="hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_t2v", params="8.3B",
+        pipeline="HunyuanVideo15Pipeline", transformer="HunyuanVideo15Transformer3DModel",
+        vae="AutoencoderKLHunyuanVideo15",
+        text_encoders="Qwen2.5-VL 7B hidden state -3 + ByT5 glyph encoder (quoted text)",
+        latent_norm="scaling_factor", temporal=4, spatial=16, fps=24, shift=5.0, guidance=6.0,
+        height=480, width=848, frames=121, lora_targets=_ATTN,
+        original_keys="double_blocks img/txt_attn_q/k/v/proj (separate), refiner self_attn_qkv fused",
+        impl="medgen_ray.models.hunyuan15", notes="480p t2v; the 720p t2v checkpoint samples with shift 9"),
     VideoFamily(
-        "wan2.1-t2v-1.3b", "Wan2.1-T2V-1.3B", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "1.3B", "WanPipeline",
-        "WanTransformer3DModel", "AutoencoderKLWan", "UMT5-XXL, zero-padded to 512 tokens", "mean_std", 4, 16, 16,
-        3.0, 5.0, 480, 832, 81, _ATTN, "blocks.N.self_attn/cross_attn.q/k/v/o", "medgen_ray.models.wan", 512,
+        name="wan2.1-t2v-1.3b", label="Wan2.1-T2V-1.3B", hub_id="Wan-AI/Wan2.1-T2V-1.3B-Diffusers", params="1.3B",
+        pipeline="WanPipeline", transformer="WanTransformer3DModel", vae="AutoencoderKLWan",
+        text_encoders="UMT5-XXL, zero-padded to 512 tokens", latent_norm="mean_std", temporal=4, spatial=16,
+        fps=16, shift=3.0, guidance=5.0, height=480, width=832, frames=81, lora_targets=_ATTN,
+        original_keys="blocks.N.self_attn/cross_attn.q/k/v/o", impl="medgen_ray.models.wan", text_len=512,
         notes="MedGen-1.3B (the authors' release) is a fine-tune of this"),
     VideoFamily(
-        "wan2.1-t2v-14b", "Wan2.1-T2V-14B", "Wan-AI/Wan2.1-T2V-14B-Diffusers", "14B", "WanPipeline",
-        "WanTransformer3DModel", "AutoencoderKLWan", "UMT5-XXL, zero-padded to 512 tokens", "mean_std", 4, 16, 16,
-        5.0, 5.0, 720, 1280, 81, _ATTN, "blocks.N.self_attn/cross_attn.q/k/v/o", "medgen_ray.models.wan", 512),
+        name="wan2.1-t2v-14b", label="Wan2.1-T2V-14B", hub_id="Wan-AI/Wan2.1-T2V-14B-Diffusers", params="14B",
+        pipeline="WanPipeline", transformer="WanTransformer3DModel", vae="AutoencoderKLWan",
+        text_encoders="UMT5-XXL, zero-padded to 512 tokens", latent_norm="mean_std", temporal=4, spatial=16,
+        fps=16, shift=5.0, guidance=5.0, height=720, width=1280, frames=81, lora_targets=_ATTN,
+        original_keys="blocks.N.self_attn/cross_attn.q/k/v/o", impl="medgen_ray.models.wan", text_len=512),
     VideoFamily(
-        "wan2.2-ti2v-5b", "Wan2.2-TI2V-5B", "Wan-AI/Wan2.2-TI2V-5B-Diffusers", "5B", "WanPipeline",
-        "WanTransformer3DModel", "AutoencoderKLWan (Wan2.2, 16x spatial, 48 channels)",
-        "UMT5-XXL, zero-padded to 512 tokens", "mean_std", 4, 32, 24, 5.0, 5.0, 704, 1280, 121, _ATTN,
-        "blocks.N.self_attn/cross_attn.q/k/v/o", "medgen_ray.models.wan", 512,
+        name="wan2.2-ti2v-5b", label="Wan2.2-TI2V-5B", hub_id="Wan-AI/Wan2.2-TI2V-5B-Diffusers", params="5B",
+        pipeline="WanPipeline", transformer="WanTransformer3DModel",
+        vae="AutoencoderKLWan (Wan2.2, 16x spatial, 48 channels)",
+        text_encoders="UMT5-XXL, zero-padded to 512 tokens", latent_norm="mean_std", temporal=4, spatial=32,
+        fps=24, shift=5.0, guidance=5.0, height=704, width=1280, frames=121, lora_targets=_ATTN,
+        original_keys="blocks.N.self_attn/cross_attn.q/k/v/o", impl="medgen_ray.models.wan", text_len=512,
         notes="text-to-video mode (per-token timesteps all equal)"),
 ]}
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from medgen_ray.config import AppConfig
 from medgen_ray.models.registry import REGISTRY, get_spec
 from medgen_ray.models.weights import RANDOM, WeightsUnavailable
 
@@ -122,50 +122,25 @@ def _eval_status(name: str, weights: str | None) -> tuple[bool, str]:
     return _not_cached(f"{where} {what}", fix)
 
 
-def _aesthetic(field: str, model: str, weights: str | None) -> list[tuple[str, str, str | None, str]]:
-    """The aesthetic model and, for the LAION head read from the hub, the CLIP ViT-L/14 it sits on."""
-    out = [(field, model, weights, "registry")]
-    if model == "aesthetic/laion" and weights is None:
-        out.append((f"{field} (its CLIP ViT-L/14)", "clip/vit-l-14", None, "registry"))
+def _with_backbones(loads: list[tuple[str, str, str | None, str]]) -> list[tuple[str, str, str | None, str]]:
+    """The loads plus the CLIP ViT-L/14 an aesthetic head sits on when it is read from the hub
+    (the curation's LAION MLP head without weights; VBench's linear head without a pulled folder)."""
+    out = []
+    for field, model, weights, kind in loads:
+        out.append((field, model, weights, kind))
+        if model == "aesthetic/laion" and weights is None:
+            out.append((f"{field} (its CLIP ViT-L/14)", "clip/vit-l-14", None, "registry"))
+        local = (weights or "").removeprefix("file://")
+        if model == "aesthetic/vbench" and "://" not in local and not (Path(local) / "clip").is_dir():
+            out.append((f"{field} (its CLIP ViT-L/14)", "clip/vit-l-14", None, "registry"))
     return out
 
 
-def _entries(app: AppConfig, job: str) -> list[tuple[str, str, str | None, str]]:
-    """(config field, model, weights, kind) a job loads."""
-    c, e = app.curate, app.evaluate
-    if job == "curate":
-        out = [("curate.classify.clip_model", c.classify.clip_model, c.classify.weights, "registry")]
-        if c.metadata.enabled and c.metadata.classifier_path:
-            out.append(("curate.metadata.embedder", c.metadata.embedder, None, "registry"))
-        if c.quality.enabled:
-            out += _aesthetic("curate.quality.aesthetic.model", c.quality.aesthetic.model, c.quality.aesthetic.weights)
-        return out
-    if job in ("precompute", "train", "serve"):
-        section = getattr(app, job)
-        return [(f"{job}.model", section.model, section.weights, "registry")]
-    if job == "evaluate":
-        out = [] if e.videos or e.url else [("serve.model (offline generators)", app.serve.model, app.serve.weights,
-                                            "registry")]
-        dims = set(e.dimensions)
-        if "subject_consistency" in dims:
-            out.append(("evaluate.dino_model", e.dino_model, e.dino_weights, "eval"))
-        if dims & {"background_consistency", "text_alignment", "medical_frames"}:
-            out.append(("evaluate.clip_model", e.clip_model, e.clip_weights, "eval"))
-        if "imaging_quality" in dims:
-            out.append(("evaluate.iqa_model", e.iqa_model, e.iqa_weights, "eval"))
-        if dims & {"dynamic_degree", "warping_auto"}:
-            out.append(("evaluate.flow_model", e.flow_model, e.flow_weights, "eval"))
-        if "motion_smoothness" in dims:
-            out.append(("evaluate.interpolator_model", e.interpolator_model, e.interpolator_weights, "eval"))
-        if "aesthetic" in dims:
-            out.append(("evaluate.aesthetic_model", e.aesthetic_model, e.aesthetic_weights, "eval"))
-            local = (e.aesthetic_weights or "").removeprefix("file://")
-            if e.aesthetic_model == "aesthetic/vbench" and "://" not in local and not (Path(local) / "clip").is_dir():
-                out.append(("evaluate.aesthetic_model (its CLIP ViT-L/14)", "clip/vit-l-14", None, "registry"))
-        return out
-    if job == "experiment":
-        return [x for j in ("precompute", "train", "evaluate") for x in _entries(app, j)]
-    raise KeyError(f"unknown job {job!r}; choices: {', '.join(JOBS)}")
+class JobModels(Protocol):
+    """A config that says which models each job loads (config.AppConfig)."""
+
+    def model_loads(self, job: str) -> list[tuple[str, str, str | None, str]]:
+        """(config field, model, weights, kind) a job loads."""
 
 
 def jobs_of_config(path: str | None) -> list[str]:
@@ -178,17 +153,17 @@ def jobs_of_config(path: str | None) -> list[str]:
     return [j for j in JOBS if j in tree] or list(JOBS)
 
 
-def check_weights(app: AppConfig, jobs: tuple[str, ...] | list[str] = JOBS) -> list[Requirement]:
+def check_weights(app: JobModels, jobs: tuple[str, ...] | list[str] = JOBS) -> list[Requirement]:
     """Every model the jobs would load, with whether its weights are reachable from here."""
     out = []
     for job in jobs:
-        for field, name, weights, kind in _entries(app, job):
+        for field, name, weights, kind in _with_backbones(app.model_loads(job)):
             ok, status = model_status(name, weights) if kind == "registry" else _eval_status(name, weights)
             out.append(Requirement(job, field, name, weights, ok, status))
     return out
 
 
-def require_weights(app: AppConfig, job: str) -> None:
+def require_weights(app: JobModels, job: str) -> None:
     """Raise WeightsUnavailable naming every missing weight of `job` (and how to get it)."""
     missing = [r for r in check_weights(app, [job]) if not r.ok]
     if missing:
@@ -241,3 +216,42 @@ def pull_eval_weights(name: str, dest: str) -> str:
         pull_weights("clip/vit-l-14", target)
         fs.mv(root + "/clip__vit-l-14", root + "/clip", recursive=True)
     return target
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model a user can name in a config: where its weights come from and whether `weights
+    pull` fetches them."""
+
+    name: str
+    kind: str
+    source: str
+    pullable: bool
+    note: str = ""
+
+
+def list_models() -> list[ModelEntry]:
+    """Every model a config can name, registry and Med-VBench extractors alike: what `weights
+    list` prints, `weights pull` takes (the pullable ones) and `weights check` knows."""
+    out = [ModelEntry(name, spec.kind, spec.hub_id or "(built from config)", True, spec.note)
+           for name, spec in REGISTRY.items()]
+    for name, (where, what) in EVAL_MODELS.items():
+        source, file = EVAL_SOURCES[name]
+        shown = source.removeprefix("hub:") + (f" {file}" if file else "")
+        out.append(ModelEntry(name, "eval", shown, True, f"Med-VBench (VBench's); read from {where} {what}"))
+    out += [ModelEntry(name, "eval", "(built from config)", False, "Med-VBench twin or weight-free")
+            for name in sorted(BUILT_HERE)]
+    return sorted(out, key=lambda m: m.name)
+
+
+def pull_model(name: str, dest: str) -> str:
+    """`medgen weights pull NAME`: a registry model through `registry.pull_weights`, a Med-VBench
+    model from VBench's sources; KeyError naming every pullable model otherwise."""
+    from medgen_ray.models.registry import pull_weights
+
+    if name in EVAL_SOURCES:
+        return pull_eval_weights(name, dest)
+    if name in REGISTRY:
+        return pull_weights(name, dest)
+    names = [m.name for m in list_models() if m.pullable]
+    raise KeyError(f"unknown model {name!r} (`medgen weights list` lists them); choices: {', '.join(names)}")

@@ -1,18 +1,8 @@
 """Text-to-video models of every family: loading (tiny twin, hub, saved folder, a fine-tuned
 transformer in place of the base one, random full size) and the calls the jobs make.
 
-A family's hook module (`VideoFamily.impl`) provides, with these exact names:
-  tiny_components(family) -> dict          the twin's pipeline components, seeded
-  configure(pipe) -> pipe                  settings that follow the tokenizer (prompt template crop)
-  encode_text(pipe, text, max_len, device) -> dict[str, Tensor]
-                                           batch-1 prompt tensors trimmed to real tokens:
-                                           text_embeds (n, d) [+ pooled (d,)] [+ text_embeds_2 (m, d2)]
-  model_inputs(family, transformer, noisy, timesteps, batch, guidance, device, dtype) -> dict
-                                           the transformer's keyword arguments for a training batch
-  generate(pipe, prompt, **kw) -> frames   one video through the pipeline, (F, H, W, 3) in [0, 1]
-  original_groups(cfg) -> list             LoRA module groups for the original-key export
-  unpadded_attention(transformer, on) -> int
-                                           attention without the text mask where it is exact
+A family's hook module (`VideoFamily.impl`) provides the functions of the `FamilyHooks`
+protocol (models/families.py), checked for every family by tests/unit/test_families.py.
 Nothing outside the family modules branches on a family.
 """
 
@@ -42,6 +32,24 @@ def pipeline_family(pipe) -> VideoFamily:
     """The family of a loaded pipeline: the one it was loaded as, else its transformer's class."""
     name = getattr(pipe, FAMILY_ATTR, None)
     return family_of(name) if name else family_of_transformer(type(pipe.transformer).__name__)
+
+
+def in_aligned_memory(obj):
+    """A loaded model or pipeline with its CPU weights in torch's own (64-byte aligned) memory.
+
+    Weights read from safetensors sit in the file's buffer at offsets its header decides, so on
+    the CPU most are not 64-byte aligned, and BLAS then runs other kernels (another summation
+    order) than for the same weights in torch's memory: a pulled-and-loaded Wan twin generated
+    1.5e-6 away from the built one with bit-equal weights (AMD EPYC). Misaligned CPU tensors are
+    copied once; on a GPU nothing changes (moving there copies anyway)."""
+    modules = [obj] if isinstance(obj, torch.nn.Module) else \
+        [m for m in getattr(obj, "components", {}).values() if isinstance(m, torch.nn.Module)]
+    with torch.no_grad():
+        for module in modules:
+            for t in [*module.parameters(), *module.buffers()]:
+                if t.device.type == "cpu" and t.data_ptr() % 64:
+                    t.data = t.data.clone()
+    return obj
 
 
 def _tagged(pipe, family: VideoFamily):
@@ -98,13 +106,13 @@ def load_pipeline(model: str, tiny: bool, weights: str | None, device: str, dtyp
         if _is_pipeline_folder(local):
             pipe = _diffusers(family.pipeline).from_pretrained(local, **kwargs)
             _check_class(family, str(Path(local) / "transformer"), "weights")
-            return _tagged(pipe, family).to(device)
+            return in_aligned_memory(_tagged(pipe, family).to(device))
         folder = _transformer_folder(local)
         if folder is None:
             raise WeightsUnavailable(f"model {model!r}: weights {weights!r} hold neither a pipeline (model_index.json) "
                                      "nor a transformer (config.json)")
         _check_class(family, folder, "weights")
-        transformer = _diffusers(family.transformer).from_pretrained(folder, **kwargs)
+        transformer = in_aligned_memory(_diffusers(family.transformer).from_pretrained(folder, **kwargs))
     if tiny:
         pipe = tiny_pipeline(family, **({"transformer": transformer} if transformer is not None else {}))
         return pipe.to(device, dtype) if dtype is not None else pipe.to(device)
@@ -113,7 +121,7 @@ def load_pipeline(model: str, tiny: bool, weights: str | None, device: str, dtyp
         pipe = _diffusers(family.pipeline).from_pretrained(family.hub_id, **extra, **kwargs)
     except OSError as exc:
         raise _unavailable(family, model, exc) from exc
-    return _tagged(pipe, family).to(device)
+    return in_aligned_memory(_tagged(pipe, family).to(device))
 
 
 def _unavailable(family: VideoFamily, model: str, exc: Exception) -> WeightsUnavailable:
@@ -132,12 +140,14 @@ def load_encoders(model: str, tiny: bool, weights: str | None, dtype: torch.dtyp
     if weights is not None:
         local = stage_weights(weights)
         if _is_pipeline_folder(local):
-            return _tagged(_diffusers(family.pipeline).from_pretrained(local, transformer=None, **kwargs), family)
+            return in_aligned_memory(
+                _tagged(_diffusers(family.pipeline).from_pretrained(local, transformer=None, **kwargs), family))
         weights = None  # a fine-tuned transformer alone: the encoders are the base model's
     if tiny:
         return tiny_pipeline(family, transformer=None)
     try:
-        return _tagged(_diffusers(family.pipeline).from_pretrained(family.hub_id, transformer=None, **kwargs), family)
+        return in_aligned_memory(
+            _tagged(_diffusers(family.pipeline).from_pretrained(family.hub_id, transformer=None, **kwargs), family))
     except OSError as exc:
         raise _unavailable(family, model, exc) from exc
 
@@ -155,7 +165,7 @@ def load_transformer(model: str, tiny: bool, weights: str | None, dtype: torch.d
         if folder is None:
             raise WeightsUnavailable(f"model {model!r}: no transformer config in {weights!r}")
         _check_class(family, folder, "weights")
-        return cls.from_pretrained(folder, torch_dtype=dtype)
+        return in_aligned_memory(cls.from_pretrained(folder, torch_dtype=dtype))
     if tiny:
         torch.manual_seed(TINY_SEED)
         return family.module().tiny_components(family)["transformer"].to(dtype)
@@ -163,7 +173,7 @@ def load_transformer(model: str, tiny: bool, weights: str | None, dtype: torch.d
         with torch.device(device):
             return cls(**family.module().full_config(family)).to(dtype)
     try:
-        return cls.from_pretrained(family.hub_id, subfolder="transformer", torch_dtype=dtype)
+        return in_aligned_memory(cls.from_pretrained(family.hub_id, subfolder="transformer", torch_dtype=dtype))
     except OSError as exc:
         raise _unavailable(family, model, exc) from exc
 

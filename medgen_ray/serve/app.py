@@ -41,7 +41,7 @@ from pydantic import BaseModel
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from medgen_ray.config import ServeConfig
+from medgen_ray.config import ServeConfig, settings
 from medgen_ray.serve.schema import (
     ID_PATTERN,
     RequestErrors,
@@ -84,11 +84,12 @@ def proxy_host(default: str) -> str:
     """The address Serve's HTTP proxy actually binds (a running Serve keeps its own, and a
     `serve deploy` file sets its own), or `default` when no Serve controller is reachable."""
     import ray
-    from ray.serve.context import _get_global_client
 
     if not ray.is_initialized():  # no cluster here (a unit test, a builder run by hand)
         return default
-    client = _get_global_client(raise_if_no_controller_running=False)
+    from medgen_ray.core.ray_compat import serve_client
+
+    client = serve_client(required=False)
     return client.http_config.host if client is not None else default
 
 
@@ -448,7 +449,7 @@ def build_app(cfg: ServeConfig, bind_host: str | None = None):
     """The Serve application for a validated config; `bind_host` is where the proxy listens
     (default: ask the running Serve, else the config's host)."""
     resolve_token(cfg, bind_host if bind_host is not None else proxy_host(cfg.host))  # before anything starts
-    data = cfg.model_dump()
+    data = settings(cfg)
     g = cfg.generator
     generator = GeneratorDeployment.options(
         ray_actor_options={"num_cpus": g.num_cpus, "num_gpus": g.num_gpus},

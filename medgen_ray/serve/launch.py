@@ -25,10 +25,11 @@ def start_serve(app: AppConfig) -> str:
     resolve_token(cfg)  # the configured bind first: nothing starts when it needs a token and has none
     init_ray(app.ray)
     from ray import serve
-    from ray.serve.context import _get_global_client
 
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
-    bound = _get_global_client().http_config
+    from medgen_ray.core.ray_compat import serve_client
+
+    bound = serve_client().http_config
     if (bound.host, bound.port) != (cfg.host, cfg.port):
         print(f"medgen serve: Serve was already running; its HTTP proxy keeps {bound.host}:{bound.port} "
               f"(serve.host/port {cfg.host}:{cfg.port} do not apply)", flush=True)

@@ -1,5 +1,5 @@
 """`medgen train`: check the shards, then run the LoRA loop on Ray Train over a dataset the
-runner reads.
+driver reads (train/train_job.py).
 
 Re-running with the same storage_path and name resumes that run from its newest checkpoint
 (Ray Train keeps the run's state beside the checkpoints); a lost worker inside one run is
@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from medgen_ray.config import TrainConfig, derive
+from medgen_ray.config import TrainConfig, derive, settings
 from medgen_ray.core.storage import absolute_local, storage_for
 
 
@@ -44,7 +44,7 @@ def fit_lora(cfg: TrainConfig, check: Any, train_ds: Any) -> dict[str, Any]:
     storage_path, storage_fs = storage_for(cfg.storage_path)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"train": cfg.model_dump()},
+        train_loop_config={"train": settings(cfg)},
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker={"CPU": cfg.cpus_per_worker,
                                                            **({"GPU": 1} if cfg.use_gpu else {})}),

@@ -75,8 +75,7 @@ def flow_step_loss(model, batch: dict[str, torch.Tensor], cfg: TrainConfig, gen:
     x0 = batch["latent"].to(device, torch.float32)
     n = x0.shape[0]
     noise = torch.randn(x0.shape, generator=gen).to(device)
-    shift = family.shift if cfg.shift is None else cfg.shift
-    sigmas = sample_sigmas(n, sampling=cfg.timestep_sampling, shift=shift, generator=gen).to(device)
+    sigmas = sample_sigmas(n, sampling=cfg.timestep_sampling, shift=cfg.flow_shift, generator=gen).to(device)
     if cfg.caption_dropout and float(torch.rand(1, generator=gen)) < cfg.caption_dropout:
         batch = without_caption(batch)  # unconditional step
     inner = getattr(model, "module", model)  # DDP / DeepSpeed wrap the transformer

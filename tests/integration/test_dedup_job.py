@@ -5,8 +5,8 @@ generated duplicates and only them."""
 import pyarrow.parquet as pq
 import pytest
 
-from medgen_ray import runner
 from medgen_ray.cli import main
+from medgen_ray.core import dataflow
 from medgen_ray.schema import CLIP_ID
 from tests.unit.test_dedup import DISTINCT, DUPS, _manifest, clips, signed  # noqa: F401 (fixtures)
 
@@ -30,6 +30,6 @@ def test_dedup_computes_missing_signatures_on_ray_then_removes_duplicates(ray_cl
             path.rmdir()
         else:
             path.unlink()
-    monkeypatch.setattr(runner, "init_ray", lambda *_: pytest.fail("signatures were recomputed"))
+    monkeypatch.setattr(dataflow, "init_ray", lambda *_: pytest.fail("signatures were recomputed"))
     assert main(["dataset", "dedup", str(base), "--out", str(out), "curate.classify.clip_model=clip/tiny"]) == 0
     assert sorted(pq.read_table(out / "rejects").column(CLIP_ID).to_pylist()) == sorted(DUPS)

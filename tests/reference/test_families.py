@@ -223,6 +223,16 @@ def test_pulled_tiny_pipeline_loads_back_equal(name, tmp_path):
     folder = pull_weights(f"{name}/tiny", str(tmp_path))
     assert (tmp_path / f"{name}__tiny" / "model_index.json").is_file()
     built, loaded = _pipe(name), load_model(f"{name}/tiny", folder, "cpu", kind="video")
+    for comp, module in built.components.items():
+        if isinstance(module, torch.nn.Module):  # the real claim: every weight is bit-equal ...
+            other = loaded.components[comp].state_dict()
+            assert all(torch.equal(v, other[k]) for k, v in module.state_dict().items()), comp
+            # ... and sits in torch's aligned memory (from the safetensors buffer it did not, and
+            # BLAS on the CPU then summed in another order: 1.5e-6 on AMD EPYC)
+            assert all(t.data_ptr() % 64 == 0 for t in loaded.components[comp].parameters()), comp
     kw = dict(height=32, width=64, num_frames=5, steps=2, seed=4)
-    assert abs(generate_video(built, PROMPT, **kw) - generate_video(loaded, PROMPT, **kw)).max() == 0
+    # Equal weights in aligned memory give bit-equal frames on the CPUs we run (0.0); 1e-5 is the
+    # float32 rounding that two kernel choices could still leave after two steps of a tiny model
+    # (ten times the misaligned case's 1.5e-6), far below a wrong weight, dtype or processor.
+    assert abs(generate_video(built, PROMPT, **kw) - generate_video(loaded, PROMPT, **kw)).max() <= 1e-5
     assert load_video_encoders(f"{name}/tiny", folder).transformer is None

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pydantic
 import pytest
 
-from medgen_ray import runner
+from medgen_ray.core import dataflow
+from medgen_ray.curate import job as curate_job
 from medgen_ray.config import derive, load_config
 from medgen_ray.core.stage import StageOrderError, check_chain
 from medgen_ray.curate.classify import FrameClassifierStage
@@ -28,12 +29,12 @@ def _cfg(*extra: str):
 @pytest.mark.parametrize("extra", [[], ["curate.metadata.enabled=false", "curate.quality.enabled=false"],
                                    ["curate.captions.enabled=false"]])
 def test_shipped_chains_pass_their_own_check(extra):
-    runner.check_steps(runner.curate_steps(_cfg(*extra), set()), SOURCE_ROWS)
+    curate_job.check_steps(curate_job.curate_steps(_cfg(*extra), set()), SOURCE_ROWS)
 
 
 def test_ytdlp_chain_passes_from_request_rows():
     cfg = _cfg("curate.source.kind=ytdlp", "curate.source.ytdlp.queries=[endoscopy]")
-    runner.check_steps(runner.curate_steps(cfg, set()), [{"request": "ytsearch1:endoscopy", "info_json": ""}])
+    curate_job.check_steps(curate_job.curate_steps(cfg, set()), [{"request": "ytsearch1:endoscopy", "info_json": ""}])
 
 
 def test_segment_before_classify_names_both_stages():
@@ -56,11 +57,11 @@ def test_column_nobody_adds_is_named():
 
 
 def test_misordered_curation_fails_before_ray_starts(monkeypatch, tmp_path):
-    """The runner checks the chain it built before init_ray: a stage placed ahead of its
+    """The curation's driver checks the chain it built before init_ray: a stage placed ahead of its
     producer fails in the driver, naming both, and no Ray process is started."""
     video = tmp_path / "a.mp4"
     video.write_bytes(b"\0")
-    real = runner.curate_steps
+    real = curate_job.curate_steps
 
     def swapped(cfg, skip):
         steps = real(cfg, skip)
@@ -68,12 +69,12 @@ def test_misordered_curation_fails_before_ray_starts(monkeypatch, tmp_path):
         steps[i], steps[i + 1] = steps[i + 1], steps[i]  # segment before classify
         return steps
 
-    monkeypatch.setattr(runner, "curate_steps", swapped)
-    monkeypatch.setattr(runner, "init_ray", lambda *_: pytest.fail("Ray started before the chain was checked"))
+    monkeypatch.setattr(curate_job, "curate_steps", swapped)
+    monkeypatch.setattr(dataflow, "init_ray", lambda *_: pytest.fail("Ray started before the chain was checked"))
     app = load_config(None, [f"curate.source.uris=[{tmp_path}]", f"curate.output={tmp_path / 'out'}",
                              "curate.classify.clip_model=clip/tiny"])
     with pytest.raises(StageOrderError, match="'segment'.*'classify'"):
-        runner.run_curate(app)
+        curate_job.run_curate(app)
 
 
 def test_old_flat_quality_keys_load_with_a_warning():

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[2] / "medgen_ray"
 # the training loop, the Serve generator and app, the evaluation job and the other jobs' plumbing
 FAMILY_FREE = ["train/loop.py", "train/precompute.py", "train/launch.py", "train/outputs.py", "train/strategy.py",
                "serve/generator.py", "serve/app.py", "serve/schema.py", "evaluate/job.py", "evaluate/score.py",
-               "runner.py", "experiments/arms.py", "experiments/comparison.py", "demo.py"]
+               "runner.py", "curate/job.py", "train/precompute_job.py", "train/train_job.py", "core/dataflow.py",
+               "experiments/arms.py", "experiments/comparison.py", "demo.py"]
 FAMILY_WORDS = re.compile(r"[Hh]unyuan|HUNYUAN|\bwan\d|\bwan_|\bWan[A-Z0-9]")
 
 
@@ -96,3 +97,48 @@ def test_demo_takes_any_family(name):
     assert app.precompute.model == app.train.model == app.serve.model == f"{name}/tiny"
     assert all(not b.problems(fam) for b in app.precompute.buckets)
     assert app.evaluate.models[0].name == f"{fam.label}-tiny"
+
+
+HOOK_CALL = re.compile(r"module\(\)\.([a-z_]+)")
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_every_family_module_provides_the_hook_protocol(name):
+    """Each hook module has every function of `FamilyHooks`, with the protocol's parameters
+    (extra keyword parameters with defaults are allowed: HunyuanVideo's max_sequence_length)."""
+    import inspect
+
+    from medgen_ray.models.families import FamilyHooks
+
+    module = FAMILIES[name].module()
+    assert isinstance(module, FamilyHooks)
+    for hook, proto in inspect.getmembers(FamilyHooks, inspect.isfunction):
+        if hook.startswith("_"):
+            continue
+        want = [p for p in inspect.signature(proto).parameters.values() if p.name != "self"]
+        got = inspect.signature(getattr(module, hook)).parameters
+        for p in want:
+            assert p.name in got, f"{FAMILIES[name].impl}.{hook} lacks parameter {p.name}"
+            assert got[p.name].kind == p.kind, f"{FAMILIES[name].impl}.{hook}({p.name}) is {got[p.name].kind}"
+        extra = [q for q in got.values() if q.name not in {p.name for p in want}]
+        assert all(q.default is not inspect.Parameter.empty for q in extra), f"{hook}: extra required {extra}"
+
+
+def test_every_hook_the_code_calls_is_in_the_protocol():
+    """A hook called anywhere (`family.module().full_vae(...)`) is a member of the protocol, so the
+    contract cannot fall behind the code again (it listed 7 hooks while 9 were called)."""
+    from medgen_ray.models.families import FamilyHooks
+
+    members = {n for n in dir(FamilyHooks) if not n.startswith("_")}
+    called = {m for path in ROOT.rglob("*.py") for m in HOOK_CALL.findall(path.read_text())}
+    assert called and called <= members, f"hooks called but not in FamilyHooks: {sorted(called - members)}"
+    assert {"full_vae", "full_config"} <= called
+
+
+def test_families_are_built_with_keywords():
+    """The spec table reads like data: no positional values in a VideoFamily(...) call."""
+    import ast
+
+    tree = ast.parse((ROOT / "models" / "families.py").read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "VideoFamily"]
+    assert len(calls) == len(FAMILIES) and all(not c.args for c in calls)

@@ -68,10 +68,10 @@ def test_bad_shard_paths_fail_with_clear_messages(tmp_path):
 
 def test_train_refuses_bad_data_before_starting_ray(tmp_path, monkeypatch):
     """No worker (and no GPU) is touched when the data is bad: init_ray must not be reached."""
-    import medgen_ray.runner as runner
+    from medgen_ray.core import dataflow
     from medgen_ray.runner import run_train
 
-    monkeypatch.setattr(runner, "init_ray", lambda *_: pytest.fail("Ray started before the data was checked"))
+    monkeypatch.setattr(dataflow, "init_ray", lambda *_: pytest.fail("Ray started before the data was checked"))
     app = load_config(None, [f"train.data={tmp_path / 'missing'}"])
     with pytest.raises(FileNotFoundError, match="train.data"):
         run_train(app)
@@ -101,3 +101,31 @@ def test_precompute_loads_no_transformer(tmp_path):
     assert ours.keys() == theirs.keys() == {"latent", "text_embeds", "pooled"}
     for key in ours:
         torch.testing.assert_close(ours[key], theirs[key])
+
+
+def test_precompute_without_resume_refuses_an_output_that_holds_shards(tmp_path, monkeypatch):
+    """Issue 22, bug 2: with precompute.resume=false the guard could never fire (the done set was
+    only read when resuming), so a second run wrote every clip again beside the first. Now it is
+    refused before Ray starts, naming the field; with resume the same output goes on."""
+    from medgen_ray.core import dataflow
+    from medgen_ray.runner import run_precompute
+    from medgen_ray.schema import CLIP_ID, SHARDS
+
+    (tmp_path / "ds" / "manifest").mkdir(parents=True)
+    pq.write_table(pa.table({CLIP_ID: ["v1_0-6"]}), tmp_path / "ds" / "manifest" / "part-00000.parquet")
+    (tmp_path / "out" / SHARDS).mkdir(parents=True)
+    pq.write_table(pa.table({CLIP_ID: ["v1_0-6"]}), tmp_path / "out" / SHARDS / "part-00000.parquet")
+    monkeypatch.setattr(dataflow, "init_ray", lambda *_: pytest.fail("Ray started although the output was refused"))
+    base = [f"precompute.dataset={tmp_path / 'ds'}", f"precompute.output={tmp_path / 'out'}"]
+    with pytest.raises(FileExistsError, match=r"holds shards of 1 clips and precompute.resume is false"):
+        run_precompute(load_config(None, base + ["precompute.resume=false"]))
+
+    class Started(Exception):
+        pass
+
+    def start(*_):
+        raise Started
+
+    monkeypatch.setattr(dataflow, "init_ray", start)
+    with pytest.raises(Started):  # resuming passes the guard and starts Ray
+        run_precompute(load_config(None, base + ["precompute.resume=true"]))

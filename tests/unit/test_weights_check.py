@@ -8,6 +8,7 @@ import pytest
 from medgen_ray import runner
 from medgen_ray.cli import main
 from medgen_ray.config import load_config
+from medgen_ray.core import dataflow
 from medgen_ray.models.requirements import check_weights, jobs_of_config
 from medgen_ray.models.weights import WeightsUnavailable
 
@@ -57,7 +58,7 @@ def test_a_job_with_a_missing_weight_fails_before_ray(monkeypatch, tmp_path, emp
     """The curation used to fail 45 s in, inside an actor; now it stops in the driver, naming
     the field and the pull command, and no Ray process starts."""
     (tmp_path / "a.mp4").write_bytes(b"\0")
-    monkeypatch.setattr(runner, "init_ray", lambda *_: pytest.fail("Ray started before the weights were checked"))
+    monkeypatch.setattr(dataflow, "init_ray", lambda *_: pytest.fail("Ray started before the weights were checked"))
     app = load_config(None, [f"curate.source.uris=[{tmp_path}]", f"curate.output={tmp_path / 'out'}",
                              "curate.classify.clip_model=clip/tiny"])  # aesthetic/laion is the default
     with pytest.raises(WeightsUnavailable, match=r"curate.quality.aesthetic.model = aesthetic/laion.*"
@@ -126,3 +127,27 @@ def test_med_vbench_models_pull_from_their_sources_and_load(tmp_path, empty_cach
     assert not req.ok and "medgen weights pull raft/things" in req.status
     with pytest.raises(WeightsUnavailable, match="amt/s: could not fetch"):
         requirements.pull_eval_weights("amt/s", str(tmp_path / "w"))
+
+
+def test_weights_list_shows_every_model_pull_and_check_accept(capsys, monkeypatch, tmp_path):
+    """Issue 22, bug 3: the Med-VBench models were pullable and checked but not listed. One list:
+    every name `weights list` prints as pullable is taken by `weights pull`, and every name pull
+    takes is listed."""
+    from medgen_ray.cli import main
+    from medgen_ray.models import requirements
+    from medgen_ray.models.registry import REGISTRY
+
+    assert main(["weights", "list"]) == 0
+    listed = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    for name in ("dino/vit-b-16", "musiq/spaq", "raft/things", "amt/s", "aesthetic/vbench"):
+        assert name in listed and "eval" in listed[name], name
+    assert set(REGISTRY) <= set(listed)
+    pulled = []
+    monkeypatch.setattr(requirements, "pull_eval_weights", lambda n, d: pulled.append(n) or f"{d}/{n}")
+    monkeypatch.setattr("medgen_ray.models.registry.pull_weights", lambda n, d: pulled.append(n) or f"{d}/{n}")
+    pullable = [m.name for m in requirements.list_models() if m.pullable]
+    assert main(["weights", "pull", *pullable, "--dest", str(tmp_path)]) == 0
+    assert pulled == pullable
+    not_pullable = [m.name for m in requirements.list_models() if not m.pullable]
+    assert not_pullable and all(n in listed and "nothing to pull" in listed[n] for n in not_pullable)
+    assert main(["weights", "pull", not_pullable[0], "--dest", str(tmp_path)]) == 2
