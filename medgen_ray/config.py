@@ -472,9 +472,10 @@ class TrainConfig(Strict):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     strategy: Literal["ddp", "deepspeed"] = "ddp"
     zero_stage: int = Field(2, ge=1, le=3)
-    ddp_find_unused: bool = Field(True, description="DDP tolerates LoRA modules whose output the model discards "
-                                                    "(HunyuanVideo-1.5's last text-stream projection; ours: on by "
-                                                    "default, off saves a graph walk per step when every target is used)")
+    ddp_find_unused: bool | None = Field(None, description="DDP tolerates LoRA modules whose output the model "
+                                                           "discards; None = on only when a target can be discarded "
+                                                           "(HunyuanVideo-1.5's last text-stream projections), since "
+                                                           "on costs a graph walk per step (ours)")
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = True
     cpus_per_worker: float = Field(1.0, gt=0)
@@ -511,6 +512,14 @@ class TrainConfig(Strict):
     def _known_model(self) -> "TrainConfig":
         _family(self.model)
         return self
+
+    @property
+    def find_unused(self) -> bool:
+        """Whether DDP looks for parameters without a gradient: `ddp_find_unused`, else whether a
+        LoRA target's output can be discarded by the model family."""
+        if self.ddp_find_unused is not None:
+            return self.ddp_find_unused
+        return family_of(self.model).discards_any(self.lora.targets)
 
     @property
     def flow_shift(self) -> float:

@@ -78,6 +78,9 @@ class VideoFamily:
     original_keys: str  # what the ComfyUI / original-key export writes, in words
     impl: str  # module with the family's hooks
     text_len: int = 0  # >0: prompts are zero-padded to this many tokens (how the model was trained)
+    # LoRA target names whose output the model can discard (a block's last text-stream projections
+    # whose result no later layer reads): DDP must then look for unused parameters
+    discarded_outputs: tuple[str, ...] = ()
     notes: str = ""
 
     def module(self) -> FamilyHooks:
@@ -89,6 +92,10 @@ class VideoFamily:
         if (frames - 1) % self.temporal:
             return f"{self.label} needs {self.temporal}k+1 frames (1, {1 + self.temporal}, {1 + 2 * self.temporal}, ...)"
         return None
+
+    def discards_any(self, targets: list[str] | tuple[str, ...]) -> bool:
+        """Whether a LoRA on these targets can have parameters without a gradient in a step."""
+        return any(t == d or t.startswith(d + ".") for t in targets for d in self.discarded_outputs)
 
     def check_side(self, side: int) -> str | None:
         """None when a pixel side fits the VAE and patch size, else the reason."""
@@ -117,6 +124,7 @@ FAMILIES: dict[str, VideoFamily] = {f.name: f for f in [
         latent_norm="scaling_factor", temporal=4, spatial=16, fps=24, shift=5.0, guidance=6.0,
         height=480, width=848, frames=121, lora_targets=_ATTN,
         original_keys="double_blocks img/txt_attn_q/k/v/proj (separate), refiner self_attn_qkv fused",
+        discarded_outputs=("to_add_out", "ff_context"),  # the last double block's text stream
         impl="medgen_ray.models.hunyuan15", notes="480p t2v; the 720p t2v checkpoint samples with shift 9"),
     VideoFamily(
         name="wan2.1-t2v-1.3b", label="Wan2.1-T2V-1.3B", hub_id="Wan-AI/Wan2.1-T2V-1.3B-Diffusers", params="1.3B",

@@ -45,7 +45,7 @@ class DdpStrategy:
 
             device_ids = [model.device.index] if next(model.parameters()).is_cuda else None
             self.model = DistributedDataParallel(model, device_ids=device_ids,
-                                                 find_unused_parameters=cfg.ddp_find_unused)
+                                                 find_unused_parameters=cfg.find_unused)
         else:
             self.model = model
         self.optimizer = make_optimizer(params, cfg)

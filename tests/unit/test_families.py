@@ -142,3 +142,18 @@ def test_families_are_built_with_keywords():
     tree = ast.parse((ROOT / "models" / "families.py").read_text())
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "VideoFamily"]
     assert len(calls) == len(FAMILIES) and all(not c.args for c in calls)
+
+
+def test_ddp_looks_for_unused_parameters_only_where_a_target_can_be_discarded():
+    """HunyuanVideo-1.5's last block discards its text stream (a LoRA on to_add_out stopped DDP at
+    step 1 without find_unused); every other family/target set uses every output, so DDP skips the
+    per-step graph walk unless the user asks for it."""
+    def find_unused(*overrides):
+        return load_config(None, list(overrides)).train.find_unused
+
+    assert find_unused("train.model=hunyuan_video_1_5/tiny", "train.lora.targets=[to_q, to_add_out]")
+    assert find_unused("train.model=hunyuan_video_1_5/tiny", "train.lora.targets=[ff_context.net.2]")
+    assert not find_unused("train.model=hunyuan_video_1_5/tiny")  # attention projections only
+    for name in ("hunyuan_video", "wan2.1-t2v-1.3b", "wan2.2-ti2v-5b"):
+        assert not find_unused(f"train.model={name}/tiny", "train.lora.targets=[to_q, to_add_out, ffn.net.2, proj_out]")
+    assert find_unused("train.model=wan2.1-t2v-1.3b/tiny", "train.ddp_find_unused=true")
