@@ -7,10 +7,10 @@ from __future__ import annotations
 import pydantic
 import pytest
 
-from medgen_ray.core import dataflow
-from medgen_ray.curate import job as curate_job
 from medgen_ray.config import derive, load_config
+from medgen_ray.core import dataflow
 from medgen_ray.core.stage import StageOrderError, check_chain
+from medgen_ray.curate import job as curate_job
 from medgen_ray.curate.classify import FrameClassifierStage
 from medgen_ray.curate.clipframes import ClipFramesStage
 from medgen_ray.curate.cut import CutStage
