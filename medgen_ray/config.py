@@ -541,6 +541,10 @@ class ServeLimits(Strict):
     sync_max_steps: int = Field(50, ge=1, description="the synchronous endpoint takes only short jobs; a sync "
                                                     "request that omits steps runs min(default_steps, this)")
     max_body_bytes: int = Field(65536, ge=1024, description="larger request bodies get 413")
+    body_timeout_s: float = Field(10.0, gt=0, description="a body not received within this gets 408 (ours: slow "
+                                                          "clients cannot hold the ingress)")
+    max_per_client: int = Field(32, ge=1, description="requests one client address may have in flight; then 429 "
+                                                      "(ours)")
 
 
 class GeneratorPoolConfig(Strict):
@@ -570,6 +574,14 @@ class ServeConfig(Strict):
     max_queue: int = Field(16, ge=1, description="jobs queued or running per ingress replica; then 503")
     retry_after_s: int = Field(10, ge=1)
     sync_timeout_s: float = Field(600.0, gt=0)
+    ingress_max_ongoing: int = Field(256, ge=1, description="HTTP requests the ingress replica serves at once "
+                                                            "(Serve's max_ongoing_requests; its default 5 let five "
+                                                            "slow clients block the API)")
+    lease_s: float = Field(30.0, gt=0, description="a running job's lease: a replica that stops renewing it for this "
+                                                   "long is gone, and the job is run again (ours)")
+    heartbeat_s: float = Field(0.5, gt=0, description="how often a running job renews its lease and writes progress")
+    max_attempts: int = Field(3, ge=1, description="runs of a job whose replicas keep dying; then it fails "
+                                                   "(code generator_lost)")
     generator: GeneratorPoolConfig = Field(default_factory=GeneratorPoolConfig)
     limits: ServeLimits = Field(default_factory=ServeLimits)
     default_height: int | None = Field(None, description="None = the model family's default shape")
@@ -589,6 +601,9 @@ class ServeConfig(Strict):
     @model_validator(mode="after")
     def _defaults_within_limits(self) -> "ServeConfig":
         """A request that omits a field gets the default: it must obey the same limits."""
+        if self.heartbeat_s * 3 > self.lease_s:
+            raise ValueError(f"heartbeat_s ({self.heartbeat_s:g}) must be at most a third of lease_s "
+                             f"({self.lease_s:g}): a live job would lose its lease")
         family = _family(self.model)
         for name, value in (("default_height", family.height), ("default_width", family.width),
                             ("default_frames", family.frames), ("default_guidance", family.guidance),

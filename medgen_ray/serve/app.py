@@ -8,8 +8,9 @@ vLLM-Omni, SGLang-Diffusion and FastVideo speak), with our native fields as exte
   GET    /v1/videos/{id}          the video object: status queued | in_progress | completed | failed, progress %
   GET    /v1/videos/{id}/content  the mp4 when completed
   POST   /v1/videos/{id}/cancel   stop a queued or running job (it ends failed, error code cancelled)
-  DELETE /v1/videos/{id}          cancel if needed, then remove the record and the video
-  POST   /v1/videos/sync          short jobs only: waits and returns the mp4
+  DELETE /v1/videos/{id}          remove the record and the video (a running job stops at its next step)
+  POST   /v1/videos/sync          short jobs only: waits and returns the mp4 (a client that goes away
+                                  stops waiting; the job goes on and can be fetched)
   GET    /v1/adapters             loaded adapters;  GET /healthz;  GET /  web page;  /docs OpenAPI
 
 Every /v1 route checks the bearer token before it looks at the request. The OpenAPI document
@@ -17,8 +18,11 @@ is built from the deployment's config, so it carries every limit a client must r
 
 Deploy with `medgen serve --config jobs/configs/serve.yaml` or `serve deploy` of a Serve
 config whose import_path is `medgen_ray.serve.app:app_builder` (args: the `serve` section).
-Job records and videos live in `serve.store`, so a restarted replica loses none of them; an
-ingress that starts re-dispatches jobs still queued (the generator skips finished ones).
+Job records and videos live in `serve.store`, so a restarted replica loses none of them. The
+generator deployment owns each job (serve/store.py has the state machine): an HTTP request only
+creates and watches it. The ingress recovers when it starts and every half lease: jobs still
+queued are dispatched, and running ones whose lease ran out (their replica died) run again.
+Every error answers in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`.
 
 No `from __future__ import annotations` here: FastAPI must see real types on the route
 methods that Serve's class ingress wraps.
@@ -26,8 +30,10 @@ methods that Serve's class ingress wraps.
 
 
 import asyncio
+import contextvars
 import hmac
 import ipaddress
+import json
 import logging
 import os
 import time
@@ -54,7 +60,7 @@ from medgen_ray.serve.schema import (
     resolve,
     video_object,
 )
-from medgen_ray.serve.store import JobStore
+from medgen_ray.serve.store import FINAL, JobStore, TransitionRefused
 
 log = logging.getLogger("medgen_ray.serve")
 
@@ -66,7 +72,20 @@ api = FastAPI(title="medgen_ray generation API", version="2", openapi_url=None, 
 # body-size cap the middleware enforces (one Ingress per replica process). Serve runs copies of
 # the ingress class and app, so the Ingress writes this through the imported module and the
 # dependency and middleware (pickled by reference) read it from there.
-STATE: dict[str, Any] = {"token": None, "max_body_bytes": 65536}
+STATE: dict[str, Any] = {"token": None, "max_body_bytes": 65536, "body_timeout_s": 10.0, "max_per_client": 32,
+                         "per_client": {}}
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+               408: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error",
+               422: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable", 504: "timeout"}
+
+
+def error_body(status: int, message: str, *, param: str | None = None, code: str | None = None,
+               detail: Any = None) -> dict[str, Any]:
+    """OpenAI's error shape (`{"error": {message, type, param, code}}`, what the openai SDK shows
+    as the exception's message), with FastAPI's `detail` kept beside it for clients that read that."""
+    return {"error": {"message": message, "type": ERROR_TYPES.get(status, "api_error"), "param": param,
+                      "code": code},
+            "detail": message if detail is None else detail}
 
 
 def is_loopback(host: str) -> bool:
@@ -104,7 +123,10 @@ def resolve_token(cfg: ServeConfig, bind_host: str | None = None) -> str | None:
 
 
 class BodyLimit:
-    """ASGI middleware: a request body over STATE['max_body_bytes'] gets 413 before any route reads it."""
+    """ASGI middleware in front of every route: a request body over STATE['max_body_bytes'] gets
+    413 and one not received within STATE['body_timeout_s'] gets 408, before any route reads it,
+    and a client address with STATE['max_per_client'] requests in flight gets 429, so slow or
+    greedy clients cannot hold the ingress."""
 
     def __init__(self, app):
         self.app = app
@@ -115,14 +137,26 @@ class BodyLimit:
         limit = STATE["max_body_bytes"]
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            return await _too_large(send, limit)
-        seen = 0
+            return await _send_error(send, 413, f"request body over {limit} bytes")
+        client = (scope.get("client") or ("?", 0))[0]
+        counts = STATE["per_client"]
+        if counts.get(client, 0) >= STATE["max_per_client"]:
+            return await _send_error(send, 429, f"{STATE['max_per_client']} requests of this client are in flight; "
+                                                "wait for one to end", code="too_many_requests")
+        counts[client] = counts.get(client, 0) + 1
+        seen, body_done = 0, False
 
         async def limited():
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, body_done
+            if body_done:  # after the body only a disconnect can come: no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), STATE["body_timeout_s"])
+            except asyncio.TimeoutError:
+                raise _SlowBody() from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if seen > limit:
                     raise _TooLarge()
             return message
@@ -130,16 +164,27 @@ class BodyLimit:
         try:
             return await self.app(scope, limited, send)
         except _TooLarge:
-            return await _too_large(send, limit)
+            return await _send_error(send, 413, f"request body over {limit} bytes")
+        except _SlowBody:
+            return await _send_error(send, 408, f"request body not received within {STATE['body_timeout_s']:g} s",
+                                     code="body_timeout")
+        finally:
+            counts[client] -= 1
+            if not counts[client]:
+                del counts[client]
 
 
 class _TooLarge(Exception):
     pass
 
 
-async def _too_large(send, limit: int) -> None:
-    body = f'{{"detail":"request body over {limit} bytes"}}'.encode()
-    await send({"type": "http.response.start", "status": 413,
+class _SlowBody(Exception):
+    pass
+
+
+async def _send_error(send, status: int, message: str, code: str | None = None) -> None:
+    body = json.dumps(error_body(status, message, code=code)).encode()
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
 
@@ -147,23 +192,40 @@ async def _too_large(send, limit: int) -> None:
 api.add_middleware(BodyLimit)
 
 
+def _field_errors(detail: list[dict[str, Any]]) -> JSONResponse:
+    """422 naming every bad field: the message lists them (`body.height: must be ...`) and
+    `param` is the first, as OpenAI's errors name theirs."""
+    names = [".".join(str(x) for x in e["loc"][1:]) or str(e["loc"][0]) for e in detail]
+    message = "; ".join(f"{n}: {e['msg']}" for n, e in zip(names, detail))
+    return JSONResponse(error_body(422, message, param=names[0] if names else None, code="invalid_value",
+                                   detail=detail), status_code=422)
+
+
 @api.exception_handler(RequestValidationError)
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     """FastAPI's own 422 (path and query parameters) without echoing the input, which may not
     be JSON-encodable (NaN) or may be huge."""
-    detail = [{"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-              for e in exc.errors()]
-    return JSONResponse({"detail": detail}, status_code=422)
+    return _field_errors([{"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg", "")),
+                           "type": str(e.get("type", ""))} for e in exc.errors()])
 
 
 @api.exception_handler(RequestErrors)
 async def _request_errors(request: Request, exc: RequestErrors) -> JSONResponse:
-    return JSONResponse({"detail": exc.errors}, status_code=422)
+    return _field_errors(exc.errors)
 
 
 @api.exception_handler(StarletteHTTPException)
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+    return JSONResponse(error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code,
+                        headers=getattr(exc, "headers", None))
+
+
+@api.exception_handler(Exception)
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    """A bug still answers in OpenAI's shape (and is logged with its traceback)."""
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return JSONResponse(error_body(500, f"internal error ({type(exc).__name__}); see the service log",
+                                   code="internal_error"), status_code=500)
 
 
 def require_token(request: Request) -> None:
@@ -177,9 +239,19 @@ def require_token(request: Request) -> None:
         raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
 
-class ErrorBody(BaseModel):
-    """An error with a message."""
+class ErrorDetail(BaseModel):
+    """OpenAI's error object."""
 
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """An error in OpenAI's shape, with the message again as `detail`."""
+
+    error: ErrorDetail
     detail: str
 
 
@@ -192,14 +264,17 @@ class FieldError(BaseModel):
 
 
 class ValidationErrors(BaseModel):
-    """The request's bad fields."""
+    """The request's bad fields: OpenAI's error (every field in the message, the first as param)
+    and FastAPI's list of them."""
 
+    error: ErrorDetail
     detail: list[FieldError]
 
 
 def _responses(*codes: int) -> dict[int, dict[str, Any]]:
     text = {400: "malformed body", 401: "missing or wrong bearer token", 404: "no such video",
-            409: "the video is not in a state for this", 413: "request body too large",
+            408: "request body not received in time", 409: "the video is not in a state for this",
+            413: "request body too large", 429: "too many requests of this client in flight",
             422: "a field is invalid or over its limit (named in detail)",
             503: "queue full: retry after Retry-After seconds", 504: "still running: poll GET /v1/videos/{id}"}
     out: dict[int, dict[str, Any]] = {}
@@ -270,26 +345,51 @@ class Ingress:
         self.cfg = ServeConfig.model_validate(cfg)
         # the rule reads the address the proxy really binds, not only the config's
         self.token = module.resolve_token(self.cfg, module.proxy_host(self.cfg.host))
-        module.STATE.update(token=self.token, max_body_bytes=self.cfg.limits.max_body_bytes)
+        module.STATE.update(token=self.token, max_body_bytes=self.cfg.limits.max_body_bytes,
+                            body_timeout_s=self.cfg.limits.body_timeout_s,
+                            max_per_client=self.cfg.limits.max_per_client)
         self.store = JobStore(self.cfg.store)
         self.generator = generator
         self.inflight: dict[str, asyncio.Task] = {}
         self.adapter_names = list(self.cfg.adapters)
-        self._redispatched = False
         self._openapi: dict[str, Any] | None = None
+        self._recovery: asyncio.Task | None = None
+        try:  # Serve runs the constructor on the replica's event loop: recover now, not at the next create
+            self._recovery = asyncio.get_running_loop().create_task(self._recover_forever(),
+                                                                    context=contextvars.Context())
+        except RuntimeError:  # no loop (a unit test building the class): the first request starts it
+            pass
 
     # --- plumbing -------------------------------------------------------------------------
-    def _redispatch(self) -> None:
-        """Jobs left queued by an earlier ingress (restart): send them again."""
-        if self._redispatched:
-            return
-        self._redispatched = True
-        for record in self.store.list(limit=10_000, status="queued"):
-            if record["id"] not in self.inflight:
-                self._dispatch(record["id"])
+    def recover(self) -> list[str]:
+        """Dispatch every accepted job nobody is running: queued ones left by an earlier ingress,
+        and running ones whose lease ran out (their generator replica is gone; the claim runs them
+        again, or fails them after `max_attempts`). Reads only the active jobs. Returns the ids."""
+        now, sent = self.store.clock(), []
+        for record in self.store.active():
+            job_id = record["id"]
+            if job_id in self.inflight:
+                continue
+            if record["status"] == "queued" or (record.get("lease_until") or 0) <= now:
+                self._dispatch(job_id)
+                sent.append(job_id)
+        return sent
+
+    async def _recover_forever(self) -> None:
+        """Recovery at start, then every lease period (a replica that dies later is noticed too)."""
+        while True:
+            try:
+                sent = await asyncio.to_thread(self.recover)
+                if sent:
+                    log.warning("recovery: re-dispatched %d job(s): %s", len(sent), ", ".join(sent[:5]))
+            except Exception:  # storage hiccup: try again next period, never stop recovering
+                log.exception("recovery pass failed")
+            await asyncio.sleep(max(1.0, self.cfg.lease_s / 2))
 
     def _dispatch(self, job_id: str) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(self._run(job_id))
+        # A fresh context: the work must not inherit the HTTP request's (Serve cancels a request's
+        # downstream calls when its client disconnects); the generator deployment owns the job.
+        task = asyncio.get_running_loop().create_task(self._run(job_id), context=contextvars.Context())
         self.inflight[job_id] = task
         return task
 
@@ -300,22 +400,33 @@ class Ingress:
         serve_queue(len(self.inflight))
         result: dict[str, Any] = {}
         try:
-            for attempt in (1, 2):  # one retry: a generator replica may die mid-job
-                try:
-                    result = await self.generator.run.remote(job_id)
-                    return result
-                except Exception as exc:  # Ray surfaces replica deaths as several error types
-                    log.warning("job %s attempt %d failed: %s", job_id, attempt, exc)
-                    if attempt == 2:
-                        if self.store.get(job_id) is None:  # deleted meanwhile
-                            return {"id": job_id, "status": "cancelled"}
-                        result = self.store.update(job_id, status="failed", error=f"generator: {exc}"[:2000])
-                        return result
+            result = await self.generator.run.remote(job_id)
+            return result
+        except Exception as exc:  # a replica died or Serve gave up: the record keeps its state and lease
+            log.warning("job %s: generator call failed (%s); recovery re-dispatches it when its lease ends",
+                        job_id, exc)
+            return self.store.get(job_id) or {"id": job_id, "status": "cancelled"}
         finally:
             self.inflight.pop(job_id, None)
             serve_queue(len(self.inflight))
-            serve_job_finished(result.get("status", "failed"), time.perf_counter() - t0)
-        return result
+            serve_job_finished(result.get("status", "unknown"), time.perf_counter() - t0)
+
+    async def _final(self, job_id: str, timeout: float) -> dict[str, Any] | None:
+        """The job's record once it is final (done, failed, cancelled) or gone; None at timeout."""
+        deadline = time.monotonic() + timeout
+        task = self.inflight.get(job_id)
+        if task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout)
+            except asyncio.TimeoutError:
+                return None
+        while True:  # another replica (or a re-run after recovery) may own it
+            record = self.store.get(job_id)
+            if record is None or record["status"] in FINAL:
+                return record
+            if time.monotonic() > deadline:
+                return None
+            await asyncio.sleep(0.2)
 
     async def _parse(self, request: Request, sync: bool) -> dict[str, Any]:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -333,7 +444,9 @@ class Ingress:
         return resolved
 
     async def _submit(self, resolved: dict[str, Any]) -> dict[str, Any]:
-        self._redispatch()
+        if self._recovery is None:
+            self._recovery = asyncio.get_running_loop().create_task(self._recover_forever(),
+                                                                    context=contextvars.Context())
         if len(self.inflight) >= self.cfg.max_queue:
             raise HTTPException(503, f"queue full ({self.cfg.max_queue} jobs queued or running); retry later",
                                 headers={"Retry-After": str(self.cfg.retry_after_s)})
@@ -362,28 +475,24 @@ class Ingress:
                          500: {"model": VideoObject, "description": "the generation failed"},
                          **_responses(400, 401, 413, 422, 503, 504)})
     async def create_sync(self, request: Request) -> Response:
+        # The job belongs to the generator: a client that disconnects cancels only this wait.
         record = await self._submit(await self._parse(request, sync=True))
-        try:
-            result = await asyncio.wait_for(asyncio.shield(self.inflight[record["id"]]), self.cfg.sync_timeout_s)
-        except asyncio.TimeoutError:
-            raise HTTPException(504, f"video {record['id']} still running; poll GET /v1/videos/{record['id']}") from None
-        if result.get("status") != "done":
-            return JSONResponse(self._view(self._record(record["id"])), status_code=500)
+        final = await self._final(record["id"], self.cfg.sync_timeout_s)
+        if final is None:
+            raise HTTPException(504, f"video {record['id']} still running; poll GET /v1/videos/{record['id']}")
+        if final["status"] != "done":
+            return JSONResponse(self._view(final), status_code=500)
         return Response(self.store.read_video(record["id"]), media_type="video/mp4",
                         headers={"X-Job-Id": record["id"]})
 
     @api.get("/v1/videos", dependencies=AUTH, response_model=VideoList, responses=_responses(401))
-    async def list_videos(self, limit: int = Query(20, ge=1, le=100), after: str | None = None,
+    async def list_videos(self, limit: int = Query(20, ge=1, le=100),
+                          after: str | None = Query(None, pattern=ID_PATTERN),
                           order: Literal["asc", "desc"] = "desc") -> dict[str, Any]:
-        records = self.store.list(limit=10_000)
-        if order == "asc":
-            records.reverse()
-        if after is not None:
-            ids = [r["id"] for r in records]
-            records = records[ids.index(after) + 1:] if after in ids else []
-        page = [self._view(r) for r in records[:limit]]
+        records, more = self.store.page(limit, after, order)  # a deleted `after` still places the page
+        page = [self._view(r) for r in records]
         return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
-                "last_id": page[-1]["id"] if page else None, "has_more": len(records) > limit}
+                "last_id": page[-1]["id"] if page else None, "has_more": more}
 
     @api.get("/v1/videos/{video_id}", dependencies=AUTH, response_model=VideoObject,
              responses=_responses(401, 404))
@@ -403,19 +512,20 @@ class Ingress:
     @api.post("/v1/videos/{video_id}/cancel", dependencies=AUTH, response_model=VideoObject,
               responses=_responses(401, 404, 409))
     async def cancel(self, video_id: str) -> dict[str, Any]:
-        record = self._record(video_id)
-        if record["status"] not in ("queued", "running"):
-            raise HTTPException(409, f"video {video_id!r} is {video_object(record, self.cfg)['status']}; "
-                                     "only queued or in_progress videos can be cancelled")
-        return self._view(self.store.update(video_id, status="cancelled"))
+        self._record(video_id)
+        try:
+            return self._view(self.store.cancel(video_id))
+        except TransitionRefused as refused:
+            if refused.record is None:
+                raise HTTPException(404, f"video {video_id!r}: not found") from None
+            raise HTTPException(409, f"video {video_id!r} is {video_object(refused.record, self.cfg)['status']}; "
+                                     "only queued or in_progress videos can be cancelled") from None
 
     @api.delete("/v1/videos/{video_id}", dependencies=AUTH, response_model=VideoDeleted,
                 responses=_responses(401, 404))
     async def delete(self, video_id: str) -> dict[str, Any]:
-        record = self._record(video_id)
-        if record["status"] in ("queued", "running"):
-            self.store.update(video_id, status="cancelled")  # the generator stops at its next step
-        self.store.delete(video_id)
+        if not self.store.delete(video_id):  # a running job's generator stops at its next heartbeat
+            raise HTTPException(404, f"video {video_id[:40]!r}: not found")
         return {"id": video_id, "object": "video.deleted", "deleted": True}
 
     @api.get("/v1/adapters", dependencies=AUTH, responses=_responses(401))
@@ -456,7 +566,7 @@ def build_app(cfg: ServeConfig, bind_host: str | None = None):
         autoscaling_config={"min_replicas": g.min_replicas, "max_replicas": g.max_replicas,
                             "target_ongoing_requests": 1, "initial_replicas": max(1, g.min_replicas)},
     ).bind(data)
-    return Ingress.bind(generator, data)
+    return Ingress.options(max_ongoing_requests=cfg.ingress_max_ongoing).bind(generator, data)
 
 
 def app_builder(args: dict[str, Any]):

@@ -2,14 +2,18 @@
 
 Plain class (no Ray import), so tests and GPU scripts use it directly. Adapters are switched
 per request with peft's `set_adapters` / `disable_lora`: the base weights are loaded once.
-A replica runs one job at a time (the deployment's max_ongoing_requests is 1), so switching
-adapters between jobs is safe.
+A replica runs one job at a time (a lock around each job, whatever Serve does with a call it
+gave up on), so switching adapters between jobs is safe.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 import time
-from typing import Any
+import uuid
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -17,7 +21,7 @@ import torch
 from medgen_ray.config import ServeConfig
 from medgen_ray.core.cluster import pick_device
 from medgen_ray.core.encode import float_mp4_bytes
-from medgen_ray.serve.store import JobStore
+from medgen_ray.serve.store import JobStore, TransitionRefused
 
 BASE = "base"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -40,6 +44,16 @@ class VideoGenerator:
         self.cfg = cfg
         self.pipe: Any = None
         self.adapters: list[str] = []
+        self.lock = threading.Lock()  # one job at a time on this pipeline, always
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.runs: list[str] = []  # jobs this generator ran (claimed), in order
+        self.hooks: dict[str, Callable[[str], None]] = {}  # tests: name -> callable at named points
+
+    def hook(self, name: str, job_id: str) -> None:
+        """Call the test hook registered under `name`, if any (a barrier, an injected pause)."""
+        fn = self.hooks.get(name)
+        if fn is not None:
+            fn(job_id)
 
     def setup(self) -> None:
         from medgen_ray.models.registry import load_model
@@ -90,39 +104,66 @@ class VideoGenerator:
                 seed=request["seed"], negative_prompt=request.get("negative_prompt") or None,
                 true_cfg_scale=request.get("true_cfg_scale", 1.0), on_step=on_step)
 
-    def run_job(self, job_id: str, store: JobStore) -> dict[str, Any]:
-        """Generate a stored job and store its video. Idempotent: a finished job is left alone
-        (a re-dispatch after an ingress restart costs nothing)."""
-        record = store.get(job_id)
-        if record is None or record["status"] == "cancelled":  # deleted or cancelled before it started
-            return record or {"id": job_id, "status": "cancelled"}
-        if record["status"] == "done" and store.read_video(job_id) is not None:
-            return record
+    def run_job(self, job_id: str, store: JobStore, owner: str | None = None) -> dict[str, Any]:
+        """Generate a stored job and store its video; returns the record as it ends here.
+
+        The job is claimed in the store first (queued, or running on a replica whose lease ran
+        out), so it runs at most once at a time anywhere; a finished, cancelled or deleted job, or
+        one another replica holds, is left alone and its record returned. One job runs at a time
+        on this pipeline whatever the caller (`self.lock`): a call Serve gave up on keeps the
+        pipeline until its thread ends, and the next waits. While it runs a heartbeat thread
+        extends the lease and records progress; when the job is cancelled, deleted or taken over,
+        the heartbeat is refused and denoising stops at the next step. The video and `done` are
+        written in one transition, so a job cancelled meanwhile gets no video."""
+        owner = owner or self.owner
+        with self.lock:
+            self.hook("run.locked", job_id)
+            try:
+                record = store.claim(job_id, owner, self.cfg.lease_s, self.cfg.max_attempts)
+            except TransitionRefused as refused:
+                return refused.record or {"id": job_id, "status": "cancelled"}
+            if record["status"] != "running":  # lost too often: failed by the claim
+                return record
+            self.runs.append(job_id)
+            return self._run_claimed(job_id, record, store, owner)
+
+    def _run_claimed(self, job_id: str, record: dict[str, Any], store: JobStore, owner: str) -> dict[str, Any]:
         request = record["request"]
         total = int(request["steps"])
-        store.update(job_id, status="running", started=time.time(),
-                     progress={"steps_done": 0, "steps_total": total})
-        last = [0.0]
+        state = {"done": 0, "stop": None}
+        beat_done = threading.Event()
+
+        def heartbeat() -> None:
+            while not beat_done.wait(self.cfg.heartbeat_s):
+                try:
+                    store.heartbeat(job_id, owner, self.cfg.lease_s, steps_done=state["done"])
+                except TransitionRefused as refused:
+                    state["stop"] = refused
+                    return
 
         def on_step(done: int) -> None:
-            now = time.monotonic()
-            if done == total or now - last[0] >= 0.5:  # progress writes at most twice a second
-                last[0] = now
-                current = store.get(job_id)
-                if current is None or current["status"] == "cancelled":
-                    raise JobCancelled(job_id)
-                store.update(job_id, progress={"steps_done": done, "steps_total": total})
+            state["done"] = done
+            self.hook("run.step", job_id)
+            if state["stop"] is not None:
+                raise JobCancelled(job_id)
 
+        beat = threading.Thread(target=heartbeat, name=f"heartbeat-{job_id}", daemon=True)
+        beat.start()
         t0 = time.perf_counter()
         try:
             frames = self.generate(request, on_step)
         except JobCancelled:
             return store.get(job_id) or {"id": job_id, "status": "cancelled"}
-        except ValueError as exc:
-            return store.update(job_id, status="failed", error=str(exc))
-        current = store.get(job_id)
-        if current is None or current["status"] == "cancelled":
-            return current or {"id": job_id, "status": "cancelled"}
-        store.put_video(job_id, float_mp4_bytes(frames, self.cfg.fps))
-        return store.update(job_id, status="done", finished=time.time(), seconds=time.perf_counter() - t0,
-                            progress={"steps_done": total, "steps_total": total})
+        except Exception as exc:  # every accepted job ends in a state: a model error fails it, named
+            try:
+                return store.fail(job_id, owner, "generation_failed", f"{type(exc).__name__}: {exc}")
+            except TransitionRefused as refused:
+                return refused.record or {"id": job_id, "status": "cancelled"}
+        finally:
+            beat_done.set()
+            beat.join()
+        try:
+            return store.finish(job_id, owner, float_mp4_bytes(frames, self.cfg.fps), finished=time.time(),
+                                seconds=time.perf_counter() - t0, progress={"steps_done": total, "steps_total": total})
+        except TransitionRefused as refused:  # cancelled or deleted while the last steps ran
+            return refused.record or {"id": job_id, "status": "cancelled"}

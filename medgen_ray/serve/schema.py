@@ -20,9 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from medgen_ray.config import ServeConfig
 from medgen_ray.models.families import family_of
-from medgen_ray.serve.store import ID_RE
 
-ID_PATTERN = ID_RE.pattern  # what JobStore.create hands out; anything else is not a job
+ID_PATTERN = "^[0-9a-f]{16}$"  # ID_RE in JSON Schema's (ECMA) syntax: what JobStore.create hands out
+MAX_SECONDS = 3600.0  # a request's `seconds` above this is refused by shape (frames overflowed before)
 SIZE_RE = re.compile(r"^([1-9][0-9]{0,4})x([1-9][0-9]{0,4})$")
 MAX_SEED = 2**32 - 1
 INT_FIELDS = ("height", "width", "num_frames", "steps", "seed")
@@ -106,6 +106,8 @@ class VideoRequest(BaseModel):
             raise ValueError(f"must be a number of seconds, e.g. \"4\" (got {v!r})") from None
         if not math.isfinite(x) or x <= 0:
             raise ValueError(f"must be a positive number of seconds (got {v!r})")
+        if x > MAX_SECONDS:
+            raise ValueError(f"must be at most {MAX_SECONDS:g} seconds (got {v!r})")
         return v
 
     @model_validator(mode="after")
@@ -146,6 +148,9 @@ def parse_json_request(raw: bytes) -> VideoRequest:
         data = json.loads(raw, parse_constant=NonFinite)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestErrors([{"loc": ["body"], "msg": f"not valid JSON: {exc}", "type": "json_invalid"}]) from None
+    except RecursionError:
+        raise RequestErrors([{"loc": ["body"], "msg": "nested too deeply (a request is a flat JSON object)",
+                              "type": "json_invalid"}]) from None
     if not isinstance(data, dict):
         raise RequestErrors([{"loc": ["body"], "msg": "must be a JSON object", "type": "model_attributes_type"}])
     for key in INT_FIELDS:  # JSON Schema's integer includes 3.0; booleans and strings stay refused
@@ -304,11 +309,12 @@ def video_object(record: dict[str, Any], cfg: ServeConfig) -> dict[str, Any]:
     req = record["request"]
     done, total = int(record["progress"]["steps_done"]), int(record["progress"]["steps_total"])
     status = record["status"]
-    error = None
+    error, stored = None, record.get("error")
     if status == "cancelled":
-        error = {"code": "cancelled", "message": "cancelled by the client"}
+        error = stored if isinstance(stored, dict) else {"code": "cancelled", "message": "cancelled by the client"}
     elif status == "failed":
-        error = {"code": "generation_failed", "message": str(record.get("error") or "failed")}
+        error = stored if isinstance(stored, dict) else {"code": "generation_failed",
+                                                         "message": str(stored or "failed")}
     finished = record.get("finished")
     return {
         "id": record["id"], "object": "video", "created_at": int(record["created"]),

@@ -158,19 +158,34 @@ def test_video_object_has_the_fields_openai_clients_read():
 
 def test_store_round_trip_and_listing(tmp_path):
     store = JobStore(str(tmp_path))
+    now = [1000.0]
+    store.clock = lambda: now[0]
     a = store.create({"prompt": "a", "steps": 2})
+    now[0] += 1
     b = store.create({"prompt": "b", "steps": 2})
-    store.update(a["id"], status="done")
-    store.put_video(a["id"], b"mp4")
+    store.claim(a["id"], "me", lease_s=10)
+    store.finish(a["id"], "me", b"mp4")
     assert store.get(a["id"])["status"] == "done" and store.read_video(a["id"]) == b"mp4"
-    assert [r["id"] for r in store.list()] == [b["id"], a["id"]]
-    assert [r["id"] for r in store.list(status="queued")] == [b["id"]]
+    assert [r["id"] for r in store.page(10)[0]] == [b["id"], a["id"]]
+    assert [r["id"] for r in store.active()] == [b["id"]]
     assert store.get("../../etc/passwd") is None and store.read_video(b["id"]) is None
     with pytest.raises(KeyError):
-        store.update("missing", status="done")
+        store.cancel("missing")
     assert store.delete(a["id"]) and store.get(a["id"]) is None and store.read_video(a["id"]) is None
     assert not store.delete(a["id"])
-    assert not list(tmp_path.rglob("*.tmp"))
+    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob("*.lock"))
+
+
+def test_the_openapi_id_pattern_is_the_stores(tmp_path):
+    """The document's pattern (ECMA syntax) accepts exactly the ids the store hands out."""
+    import re
+
+    from medgen_ray.serve.schema import ID_PATTERN
+    from medgen_ray.serve.store import ID_RE
+
+    good = JobStore(str(tmp_path)).create({"prompt": "a", "steps": 1})["id"]
+    for candidate in (good, good + "\n", good[:-1], good.upper(), "../" + good[3:]):
+        assert bool(re.fullmatch(ID_PATTERN.strip("^$"), candidate)) == bool(ID_RE.match(candidate)), candidate
 
 
 def test_ids_are_checked_by_shape_before_storage(tmp_path):
@@ -199,3 +214,22 @@ def test_token_rule_follows_the_address_the_proxy_binds(monkeypatch, tmp_path):
     assert serve_app.resolve_token(cfg, "0.0.0.0") == "t"
     assert all(serve_app.is_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "::1", "localhost", "::ffff:127.0.0.1"))
     assert not any(serve_app.is_loopback(h) for h in ("0.0.0.0", "::", "10.1.2.3", "example.org"))
+
+
+@pytest.mark.parametrize("raw", [b'{"prompt": "a", "seconds": "1e308"}', b'{"prompt": "a", "seconds": 1e308}'])
+def test_huge_seconds_are_422_naming_the_field(raw):
+    """Issue 24, defect 6: 1e308 seconds overflowed into an OverflowError (a 500)."""
+    from medgen_ray.serve.schema import RequestErrors, parse_json_request
+
+    with pytest.raises(RequestErrors) as err:
+        parse_json_request(raw)
+    assert err.value.errors[0]["loc"] == ["body", "seconds"] and "at most 3600" in err.value.errors[0]["msg"]
+
+
+def test_deeply_nested_json_is_422():
+    """Issue 24, defect 6: JSON nested 20,000 deep was a RecursionError (a 500)."""
+    from medgen_ray.serve.schema import RequestErrors, parse_json_request
+
+    with pytest.raises(RequestErrors) as err:
+        parse_json_request(b'{"prompt": ' + b"[" * 20000 + b"]" * 20000 + b"}")
+    assert "nested too deeply" in err.value.errors[0]["msg"]
