@@ -543,8 +543,8 @@ class ServeLimits(Strict):
     max_body_bytes: int = Field(65536, ge=1024, description="larger request bodies get 413")
     body_timeout_s: float = Field(10.0, gt=0, description="a body not received within this gets 408 (ours: slow "
                                                           "clients cannot hold the ingress)")
-    max_per_client: int = Field(32, ge=1, description="requests one client address may have in flight; then 429 "
-                                                      "(ours)")
+    max_per_client: int = Field(64, ge=1, description="requests one client address may have in flight; then 429 "
+                                                      "(ours: a quarter of ingress_max_ongoing)")
 
 
 class GeneratorPoolConfig(Strict):

@@ -72,7 +72,7 @@ api = FastAPI(title="medgen_ray generation API", version="2", openapi_url=None, 
 # body-size cap the middleware enforces (one Ingress per replica process). Serve runs copies of
 # the ingress class and app, so the Ingress writes this through the imported module and the
 # dependency and middleware (pickled by reference) read it from there.
-STATE: dict[str, Any] = {"token": None, "max_body_bytes": 65536, "body_timeout_s": 10.0, "max_per_client": 32,
+STATE: dict[str, Any] = {"token": None, "max_body_bytes": 65536, "body_timeout_s": 10.0, "max_per_client": 64,
                          "per_client": {}}
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
                408: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error",
@@ -361,25 +361,21 @@ class Ingress:
             pass
 
     # --- plumbing -------------------------------------------------------------------------
-    def recover(self) -> list[str]:
-        """Dispatch every accepted job nobody is running: queued ones left by an earlier ingress,
-        and running ones whose lease ran out (their generator replica is gone; the claim runs them
-        again, or fails them after `max_attempts`). Reads only the active jobs. Returns the ids."""
-        now, sent = self.store.clock(), []
-        for record in self.store.active():
-            job_id = record["id"]
-            if job_id in self.inflight:
-                continue
-            if record["status"] == "queued" or (record.get("lease_until") or 0) <= now:
-                self._dispatch(job_id)
-                sent.append(job_id)
-        return sent
+    def orphans(self) -> list[str]:
+        """Accepted jobs nobody is running: queued ones left by an earlier ingress, and running ones
+        whose lease ran out (their generator replica is gone; the claim runs them again, or fails
+        them after `max_attempts`). Reads only the active jobs (storage I/O: call off the loop)."""
+        now = self.store.clock()
+        return [r["id"] for r in self.store.active()
+                if r["status"] == "queued" or (r.get("lease_until") or 0) <= now]
 
     async def _recover_forever(self) -> None:
-        """Recovery at start, then every lease period (a replica that dies later is noticed too)."""
+        """Recovery at start, then every half lease (a replica that dies later is noticed too)."""
         while True:
             try:
-                sent = await asyncio.to_thread(self.recover)
+                sent = [job_id for job_id in await asyncio.to_thread(self.orphans) if job_id not in self.inflight]
+                for job_id in sent:
+                    self._dispatch(job_id)
                 if sent:
                     log.warning("recovery: re-dispatched %d job(s): %s", len(sent), ", ".join(sent[:5]))
             except Exception:  # storage hiccup: try again next period, never stop recovering
