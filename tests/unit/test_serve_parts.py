@@ -233,3 +233,16 @@ def test_deeply_nested_json_is_422():
     with pytest.raises(RequestErrors) as err:
         parse_json_request(b'{"prompt": ' + b"[" * 20000 + b"]" * 20000 + b"}")
     assert "nested too deeply" in err.value.errors[0]["msg"]
+
+
+def test_the_demo_config_refuses_requests_a_cpu_takes_minutes_for():
+    """Issue 24: 512x512x65 was allowed on the demo (CPU) config and ran for minutes."""
+    from importlib import resources
+
+    from medgen_ray.serve.schema import VideoRequest, resolve
+
+    app = load_config(str(resources.files("medgen_ray.configs").joinpath("demo.yaml")))
+    _, errors = resolve(VideoRequest(prompt="big", height=512, width=512, num_frames=65), app.serve, [], False)
+    assert {e["loc"][-1] for e in errors} >= {"height", "width", "num_frames"}
+    _, ok = resolve(VideoRequest(prompt="small"), app.serve, [], False)
+    assert not ok
