@@ -76,14 +76,19 @@ def test_ablation_and_rank_arms(scored, ray_cluster, monkeypatch):
     assert ("no-ocr", "ultrasound") in cats and ("base", "endoscopy") in cats
 
 
-def test_holdout_drop_per_classified_category(scored, ray_cluster):
-    """Prompts carry no category: the text classifier (a probe fitted on the dataset's captions,
-    real MiniLM) assigns clip categories; the hold-out arm's held-out rows are its drop."""
+def test_holdout_and_mix_arms_per_classified_category(scored, ray_cluster, frame_probe):
+    """One experiment, three arms against `all`: a hold-out arm trained on endoscopy clips only and
+    a mix arm with 25% general clips. Prompts carry no category: the text classifier (a probe
+    fitted on the dataset's captions, real MiniLM) assigns clip categories; the hold-out arm's
+    held-out rows are its drop, and the mix rows trade medical frames against the share.
+    (Two experiments before, one per arm kind: merged to save a training run and an evaluation.)"""
     from medgen_ray.runner import run_experiment
 
-    arms = [{"name": "all", "disable": ["ocr"]}, {"name": "endo-only", "categories": ["endoscopy"], "disable": ["ocr"]}]
+    general = str(scored / "general")
+    arms = [{"name": "all", "disable": ["ocr"]}, {"name": "endo-only", "categories": ["endoscopy"], "disable": ["ocr"]},
+            {"name": "mix-25", "disable": ["ocr"], "mix": {"dataset": general, "share": 0.25}}]
     result = run_experiment(_app(scored, "holdout", arms, "experiment.include_base=false",
-                                 f"evaluate.prompts={scored / 'plain.txt'}"))
+                                 f"evaluate.prompts={scored / 'plain.txt'}", f"evaluate.medical_probe={frame_probe}"))
     out = scored / "out" / "holdout"
     assert result["arms"]["endo-only"]["clips"] == 2 and result["arms"]["all"]["clips"] == 6
     view = pq.read_table(str(out / "arms" / "endo-only" / "view" / "manifest"))
@@ -105,27 +110,16 @@ def test_holdout_drop_per_classified_category(scored, ray_cluster):
     assert (out / "category_diff.png").stat().st_size > 5000 and (out / "experiment.html").exists()
     assert {r["category"] for r in result["per_category"] if r["by"] == "clip"} == {"endoscopy", "ultrasound",
                                                                                    "anatomy"}
-
-
-def test_mix_share_against_medical_frames(scored, ray_cluster, frame_probe):
-    from medgen_ray.runner import run_experiment
-
-    general = str(scored / "general")
-    arms = [{"name": "mix-0", "disable": ["ocr"]},
-            {"name": "mix-25", "disable": ["ocr"], "mix": {"dataset": general, "share": 0.25}}]
-    result = run_experiment(_app(scored, "mix", arms, "experiment.include_base=false",
-                                 f"evaluate.medical_probe={frame_probe}"))
+    # the mix arm
     assert result["arms"]["mix-25"]["mixed_in"] == 2  # 2 of 8 = 25%
     mix = {r["arm"]: r for r in result["mix"]}
-    assert [r["arm"] for r in result["mix"]] == ["mix-0", "mix-25"]
-    assert mix["mix-25"]["actual_share"] == pytest.approx(0.25) and mix["mix-0"]["share"] == 0
+    assert [r["arm"] for r in result["mix"]] == ["all", "endo-only", "mix-25"]  # by share
+    assert mix["mix-25"]["actual_share"] == pytest.approx(0.25) and mix["all"]["share"] == 0
     for r in result["mix"]:
         m, lo, hi = r["dims"]["medical_frames"]
         assert 0 <= lo <= m <= hi <= 100
         assert set(r["dims"]) == {"subject_consistency", "background_consistency", "motion_smoothness",
                                   "medical_frames"}
-    out = scored / "out" / "mix"
-    md = (out / "experiment.md").read_text()
     assert "## Medical / general data mix" in md and "| mix-25 | 25% | 25% |" in md
     assert (out / "mix.png").stat().st_size > 5000
 

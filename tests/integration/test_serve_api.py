@@ -178,7 +178,7 @@ def test_schemathesis_fuzz_of_the_live_api(api_service, tmp_path):
            "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
                        "response_schema_conformance,positive_data_acceptance",
            "--phases", "examples,coverage,fuzzing", "--max-examples", "6", "--seed", "1",
-           "--request-timeout", "120", "--max-time", "150", "--workers", "1", "--no-color"]
+           "--request-timeout", "120", "--max-time", "80", "--workers", "1", "--no-color"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=420, env={**os.environ, "NO_COLOR": "1"})
     report = out.stdout[-6000:] + out.stderr[-2000:]
     assert out.returncode == 0, report

@@ -165,10 +165,29 @@ def test_slow_clients_do_not_hold_the_api(jobs_service):
     code, body, _ = call(url, "/healthz", timeout=30)
     assert code == 200 and time.monotonic() - t0 < 1.9  # before the slow bodies time out
     for s in slow:
-        answer = s.recv(4096).decode(errors="replace")
+        answer = _read_response(s)
         assert answer.startswith("HTTP/1.1 408"), answer[:200]
         assert json.loads(answer.split("\r\n\r\n", 1)[1])["error"]["code"] == "body_timeout"
         s.close()
+
+
+def _read_response(sock) -> str:
+    """One whole HTTP response (headers and a Content-Length body) from a raw socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        body += chunk
+    return (head + b"\r\n\r\n" + body).decode(errors="replace")
 
 
 def test_soak_every_accepted_job_ends_once(jobs_service):
