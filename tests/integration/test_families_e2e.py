@@ -1,7 +1,9 @@
 """Each new model family's tiny twin through the whole path on a local Ray: precompute 8 clips,
-two-worker DDP LoRA that overfits them, the exported LoRA served by name beside the base model
-(Ray Serve), and `medgen evaluate` scoring both through the service. HunyuanVideo's twin goes
-the same path in test_train.py, test_serve.py and test_evaluate.py."""
+two-worker DDP LoRA that overfits them, and the exported LoRA served by name beside the base model
+(Ray Serve), both generating through the HTTP API. HunyuanVideo's twin goes the same path in
+test_train.py and test_serve.py, and on through `medgen evaluate` in test_evaluate.py: the
+evaluation's generation client and scoring read mp4s over HTTP and name no family, so running
+them per family here repeated that test (~25 s of CI each) without proving more."""
 
 import json
 
@@ -12,8 +14,7 @@ import pytest
 from medgen_ray.config import load_config
 from medgen_ray.models.families import FAMILIES as FAMILY_SPECS
 from medgen_ray.samples.clipset import make_clip_dataset
-from tests.integration.test_evaluate import EVAL_TINY, evaluate_through_service
-from tests.integration.test_serve import TOKEN, _free_port
+from tests.integration.test_serve import TOKEN, _free_port, _wait_healthy, call, frames_of
 from tests.integration.test_train import _losses, _precompute_overrides, _train_overrides
 
 # wan2.1-t2v-14b's twin is the 1.3B twin's architecture (same classes, same module tree, other
@@ -42,7 +43,7 @@ def dataset(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", FAMILIES)
-def test_family_precompute_train_serve_evaluate(name, dataset, tmp_path, ray_cluster, monkeypatch):
+def test_family_precompute_train_serve(name, dataset, tmp_path, ray_cluster, monkeypatch):
     from medgen_ray.runner import run_precompute, run_train
     from medgen_ray.train.precompute import check_shards
 
@@ -66,23 +67,30 @@ def test_family_precompute_train_serve_evaluate(name, dataset, tmp_path, ray_clu
     lora_dir = runs / "lora" / "lora"
     assert (lora_dir / "pytorch_lora_weights.safetensors").is_file() and (lora_dir / "medgen_lora_comfy.safetensors").is_file()
 
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("An endoscopic view of the stomach lining.\nAn ultrasound of the liver.\n")
+    from ray import serve
+
+    from medgen_ray.serve.launch import start_serve
+
     port = _free_port()
     app = load_config(None, [
         "ray.num_cpus=2", f"serve.model={model}", f"serve.port={port}", f"serve.store={tmp_path / 'store'}",
         f"serve.token={TOKEN}", f"serve.adapters={json.dumps({'medgen': str(lora_dir)})}",
         "serve.generator.num_cpus=0.5", "serve.generator.num_gpus=0", "serve.generator.threads=1",
-        f"serve.default_height={h}", f"serve.default_width={w}", "serve.default_frames=9", "serve.default_steps=3",
-        *EVAL_TINY, f"evaluate.prompts={prompts}", f"evaluate.output={tmp_path / 'eval'}",
-        f"evaluate.url=http://127.0.0.1:{port}", "evaluate.dimensions=[subject_consistency, text_alignment]",
-        "evaluate.models=[{name: base, adapter: base}, {name: MedGen, adapter: medgen}]"])
+        f"serve.default_height={h}", f"serve.default_width={w}", "serve.default_frames=9", "serve.default_steps=3"])
     monkeypatch.setenv("MEDGEN_SERVE_TOKEN", TOKEN)
-    result = evaluate_through_service(app, port)
-    per_video = pq.read_table(str(tmp_path / "eval" / "per_video")).to_pandas()
-    assert len(per_video) == 4 and (per_video["error"].fillna("") == "").all()
-    rows = {r["model"]: r for r in result["per_model"]}
-    assert set(rows) == {"base", "MedGen"} and all(0 < r["subject_consistency"] <= 100 for r in rows.values())
-    videos = {m: [(tmp_path / "eval" / "videos" / m / f"{i:04d}.mp4").read_bytes() for i in range(2)]
-              for m in rows}
-    assert videos["base"] != videos["MedGen"]  # the adapter was served by name and changed the videos
+    url = start_serve(app)
+    try:
+        _wait_healthy(url)
+        videos = {}
+        for adapter in ("base", "medgen"):
+            code, mp4, headers = call(url, "/v1/videos/sync", {"prompt": "An endoscopic view of the stomach lining.",
+                                                                "model": adapter, "seed": 3})
+            assert code == 200, mp4[:500]
+            frames = frames_of(mp4)
+            assert frames.shape == (9, h, w, 3)
+            videos[adapter] = frames
+            code, body, _ = call(url, f"/v1/videos/{headers['X-Job-Id']}")
+            assert json.loads(body)["model"] == (model if adapter == "base" else adapter)
+    finally:
+        serve.shutdown()
+    assert np.abs(videos["base"].astype(int) - videos["medgen"].astype(int)).max() > 0  # the adapter was served by name
