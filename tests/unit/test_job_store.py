@@ -318,3 +318,21 @@ def test_a_model_error_fails_the_job_with_its_message(tmp_path):
     record = gen.run_job(job, store)
     assert record["status"] == "failed" and record["error"] == {"code": "generation_failed",
                                                                 "message": "RuntimeError: CUDA out of memory"}
+
+
+def test_the_compare_and_set_holds_on_s3(s3):
+    """On an object store the lock is a conditional put (If-None-Match: *, s3fs's mode "xb"):
+    a second exclusive create of the same key is refused, so the machine holds there too
+    (moto's S3 server on 127.0.0.1)."""
+    store = JobStore(f"s3://{s3['bucket']}/job-store")
+    job = store.create(REQ)["id"]
+    lock = f"{store.root}/locks/{job}.lock"
+    assert store._exclusive(lock, b"{}") and not store._exclusive(lock, b"{}")
+    store._rm(lock)
+    store.claim(job, "o1", lease_s=60)
+    assert store.cancel(job)["status"] == "cancelled"
+    with pytest.raises(TransitionRefused, match="is cancelled"):
+        store.finish(job, "o1", b"mp4")
+    assert store.read_video(job) is None and store.active() == []
+    page, more = store.page(10)
+    assert [r["id"] for r in page] == [job] and not more
