@@ -136,7 +136,7 @@ class VideoGenerator:
         def heartbeat() -> None:
             while not beat_done.wait(self.cfg.heartbeat_s):
                 try:
-                    store.heartbeat(job_id, owner, self.cfg.lease_s, steps_done=state["done"])
+                    store.heartbeat(job_id, owner, self.cfg.lease_s, progress=(state["done"], total))
                 except TransitionRefused as refused:
                     state["stop"] = refused
                     return

@@ -214,14 +214,13 @@ class JobStore:
                                attempts=attempts, started=now, lease_until=now + lease_s,
                                progress={"steps_done": 0, "steps_total": total})
 
-    def heartbeat(self, job_id: str, owner: str, lease_s: float, steps_done: int | None = None) -> dict[str, Any]:
-        """Extend the owner's lease (and record progress); refused when the job was cancelled,
-        deleted or re-claimed, which is how the generator learns to stop."""
+    def heartbeat(self, job_id: str, owner: str, lease_s: float,
+                  progress: tuple[int, int] | None = None) -> dict[str, Any]:
+        """Extend the owner's lease (and record progress: steps done, steps in all); refused when
+        the job was cancelled, deleted or re-claimed, which is how the generator learns to stop."""
         fields: dict[str, Any] = {"lease_until": self.clock() + lease_s}
-        if steps_done is not None:
-            record = self.get(job_id) or {}
-            fields["progress"] = {"steps_done": steps_done,
-                                  "steps_total": int(record.get("progress", {}).get("steps_total", 0))}
+        if progress is not None:
+            fields["progress"] = {"steps_done": progress[0], "steps_total": progress[1]}
         return self.transition(job_id, "running", expect=("running",), owned_by=owner, **fields)
 
     def finish(self, job_id: str, owner: str, video: bytes, **fields: Any) -> dict[str, Any]:
@@ -304,6 +303,8 @@ class JobStore:
             record = self.get(job_id)
             if record is not None and record["status"] in ACTIVE:
                 out.append(record)
-            elif record is None or record["status"] in FINAL:
-                self._rm(f"{self.root}/active/{job_id}")  # a marker left by a crash between two writes
+            elif record is not None:  # final: a marker left by a crash between two writes
+                self._rm(f"{self.root}/active/{job_id}")
+            # no record: a job being created (its marker is written first) or one whose create
+            # lost an id collision; the marker is left alone
         return out

@@ -154,7 +154,7 @@ def test_leases_claims_and_lost_replicas(tmp_path):
     with pytest.raises(TransitionRefused, match="lease valid"):
         store.claim(job, "b", lease_s=10)
     now[0] += 5
-    store.heartbeat(job, "a", lease_s=10, steps_done=2)
+    store.heartbeat(job, "a", lease_s=10, progress=(2, 4))
     assert store.get(job)["progress"] == {"steps_done": 2, "steps_total": 4}
     now[0] += 9  # still within the renewed lease
     with pytest.raises(TransitionRefused):
