@@ -147,7 +147,7 @@ SHARD_REJECTS_SCHEMA = pa.schema([(CLIP_ID, pa.string()), (REJECT_STAGE, pa.stri
 
 # Med-VBench per-video rows (<output>/per_video): these columns plus every score_* and time_* one.
 PER_VIDEO_COLUMNS = ("video_id", "model", "adapter", "prompt", "prompt_index", "category", "clip_category",
-                     "clip_category_p", "video_uri", ERROR, REJECT_REASON)
+                     "clip_category_p", "video_uri", "frames", ERROR, REJECT_REASON)
 PER_VIDEO_PREFIXES = ("score_", "time_")
 
 # Defaults for columns that a row has not reached yet.

@@ -15,7 +15,9 @@ from VBench, and where ours differs only in batching:
   size, replicate-padded to /8, 20 iterations; moving when round(4 * frames / 16) pairs peak above
   6 * short side / 256 px. Here: the same, pairs batched.
 - motion smoothness (`motion_smoothness.py`): even frames, AMT-S rebuilds each odd frame (padded
-  to /16, scale 1), uint8 truncation, (255 - mean abs diff) / 255. Here: the same, pairs batched.
+  to /16 at scale 1; on CUDA VBench downsizes large frames on small-memory GPUs: `amt_scale`,
+  padded to /int(16 / scale)), uint8 truncation, (255 - mean abs diff) / 255. Here: the same,
+  pairs batched.
 - aesthetic (`aesthetic_quality.py`): every frame, `clip_transform(224)`, CLIP ViT-L/14, LAION's
   linear head, / 10. Here: the same.
 
@@ -147,6 +149,26 @@ def dynamic_degree(pair_flows: Callable[[np.ndarray], list[np.ndarray]], frames:
         return float("nan")
     h, w = frames.shape[1:3]
     return 100.0 * is_dynamic(peaks, h, w, len(kept))
+
+
+AMT_ANCHOR_RESOLUTION = 1024 * 512  # VBench's MotionSmoothness.initialization, CUDA branch
+AMT_ANCHOR_MEMORY = 1500 * 1024 ** 2
+AMT_ANCHOR_MEMORY_BIAS = 2500 * 1024 ** 2
+
+
+def amt_scale(height: int, width: int, vram_bytes: int | None) -> float:
+    """The scale VBench runs AMT-S at (`MotionSmoothness.motion_score`): 1 on CPU (vram None);
+    on CUDA the frames' pixels against 1024 x 512 per 1500 MiB of the GPU's total memory above
+    2500 MiB, capped at 1 and snapped to 16 / floor(16 / sqrt(s))."""
+    if vram_bytes is None:
+        return 1.0
+    if vram_bytes <= AMT_ANCHOR_MEMORY_BIAS:
+        raise ValueError(f"motion smoothness: AMT-S needs more than {AMT_ANCHOR_MEMORY_BIAS // 1024 ** 2} MiB "
+                         f"of GPU memory, the GPU has {vram_bytes // 1024 ** 2} MiB")
+    scale = AMT_ANCHOR_RESOLUTION / (height * width) * np.sqrt((vram_bytes - AMT_ANCHOR_MEMORY_BIAS)
+                                                               / AMT_ANCHOR_MEMORY)
+    scale = 1 if scale > 1 else scale
+    return float(1 / np.floor(1 / np.sqrt(scale) * 16) * 16)
 
 
 def motion_smoothness(interpolate: Callable[[np.ndarray, np.ndarray], np.ndarray], frames: np.ndarray) -> float:

@@ -30,6 +30,26 @@ from medgen_ray.models.requirements import require_weights
 from medgen_ray.schema import PER_VIDEO_COLUMNS, PER_VIDEO_PREFIXES
 
 PAPER_DIMS = ("imaging_quality", "subject_consistency", "background_consistency", "motion_smoothness")
+# VBench's totals of these are sums over every frame of every video (`sim / cnt` in
+# subject_consistency.py and background_consistency.py): a video weighs its frames - 1 pairs.
+# Every other dimension's total is the mean of its videos' scores.
+FRAME_WEIGHTED = ("subject_consistency", "background_consistency")
+
+
+def dimension_total(g, dim: str, seed: int) -> tuple[float, float, float]:
+    """A dimension's total over a group of per-video rows as VBench totals it, with its 95%
+    bootstrap interval over the videos (NaN scores left out)."""
+    from medgen_ray.evaluate.stats import bootstrap_ci
+
+    col = f"score_{dim}"
+    values = g[col].to_numpy(dtype=float) if col in g else np.zeros(0)
+    weights = None
+    if dim in FRAME_WEIGHTED:
+        if "frames" not in g:
+            raise ValueError(f"{dim}: per-video rows have no `frames` column (scored before it was kept); "
+                             "rescore with evaluate.resume=false to total as VBench does")
+        weights = g["frames"].to_numpy(dtype=float) - 1.0
+    return bootstrap_ci(values, seed=seed, weights=weights)
 
 
 def read_prompts(path: str, limit: int | None) -> list[tuple[str, str]]:
@@ -208,8 +228,6 @@ def aggregate_by_category(df, cfg: EvaluateConfig) -> list[dict[str, Any]]:
     """Per (model, category) means with bootstrap intervals: stratified results, once for the
     prompt file's categories (`by` = prompt) and once for the classifier's clip categories
     (`by` = clip), whichever the rows carry."""
-    from medgen_ray.evaluate.stats import bootstrap_ci
-
     rows = []
     ok = df[df["error"].fillna("") == ""] if "error" in df else df
     for by, col in STRATA:
@@ -218,17 +236,16 @@ def aggregate_by_category(df, cfg: EvaluateConfig) -> list[dict[str, Any]]:
         for (model, category), g in ok[ok[col].fillna("") != ""].groupby(["model", col], sort=True):
             row: dict[str, Any] = {"by": by, "model": model, "category": category, "videos": int(len(g))}
             for d in cfg.dimensions:
-                row[d], row[f"{d}_lo"], row[f"{d}_hi"] = bootstrap_ci(g[f"score_{d}"].to_numpy(dtype=float),
-                                                                     seed=cfg.seed)
+                row[d], row[f"{d}_lo"], row[f"{d}_hi"] = dimension_total(g, d, cfg.seed)
             rows.append(row)
     return rows
 
 
 def aggregate(df, cfg: EvaluateConfig) -> list[dict[str, Any]]:
-    """Means per model with 95% bootstrap intervals over prompts (`<dim>_lo`, `<dim>_hi`);
-    the paper's Total when raters' warping error is there."""
+    """Totals per model as VBench totals each dimension (`dimension_total`), with 95% bootstrap
+    intervals over prompts (`<dim>_lo`, `<dim>_hi`); the paper's Total when raters' warping
+    error is there."""
     from medgen_ray.evaluate.metrics import total_score
-    from medgen_ray.evaluate.stats import bootstrap_ci
 
     we = ratings_by_model(cfg.ratings) if cfg.ratings else {}
     rows = []
@@ -240,7 +257,7 @@ def aggregate(df, cfg: EvaluateConfig) -> list[dict[str, Any]]:
             values = ok[col].to_numpy(dtype=float) if col in ok else np.zeros(0)
             row[f"{d}_unscored"] = int(np.isnan(values).sum())  # videos the dimension gave no score
             if np.isfinite(values).any():
-                row[d], row[f"{d}_lo"], row[f"{d}_hi"] = bootstrap_ci(values, seed=cfg.seed)
+                row[d], row[f"{d}_lo"], row[f"{d}_hi"] = dimension_total(ok, d, cfg.seed)
             else:
                 row[d] = row[f"{d}_lo"] = row[f"{d}_hi"] = None
         row["warping_error"] = we.get(model)

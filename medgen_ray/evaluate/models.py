@@ -241,23 +241,26 @@ def amt_s(state: dict | None = None) -> torch.nn.Module:
 
 
 class Interpolator:
-    """Middle frames of uint8 pairs (N, H, W, 3) -> uint8 (N, H, W, 3)."""
+    """Middle frames of uint8 pairs (N, H, W, 3) -> uint8 (N, H, W, 3). On CUDA `vram` is the
+    GPU's total memory: VBench then runs AMT-S downsized on large frames (`amt_scale`)."""
 
-    def __init__(self, net: torch.nn.Module | None, device: str, batch_size: int = 4):
-        self.net, self.device, self.batch_size = net, device, batch_size
+    def __init__(self, net: torch.nn.Module | None, device: str, batch_size: int = 4, vram: int | None = None):
+        self.net, self.device, self.batch_size, self.vram = net, device, batch_size, vram
 
     def __call__(self, firsts: np.ndarray, seconds: np.ndarray) -> np.ndarray:
-        from medgen_ray.evaluate.dimensions import as_tensor, pad_to
+        from medgen_ray.evaluate.dimensions import amt_scale, as_tensor, pad_to
 
         if self.net is None:  # linear midpoint, truncated to uint8 as AMT's output is
             return ((firsts.astype(np.float32) + seconds) / 2.0).astype(np.uint8)
+        scale = amt_scale(*firsts.shape[1:3], self.vram)
+        divisor = int(16 / scale)  # VBench's padding for the scale
         out = []
         with torch.inference_mode():
             for i in range(0, len(firsts), self.batch_size):
-                a, pad = pad_to(as_tensor(firsts[i:i + self.batch_size]).to(self.device) / 255.0, 16)
-                b, _ = pad_to(as_tensor(seconds[i:i + self.batch_size]).to(self.device) / 255.0, 16)
+                a, pad = pad_to(as_tensor(firsts[i:i + self.batch_size]).to(self.device) / 255.0, divisor)
+                b, _ = pad_to(as_tensor(seconds[i:i + self.batch_size]).to(self.device) / 255.0, divisor)
                 embt = torch.full((len(a), 1, 1, 1), 0.5, device=self.device)
-                mid = self.net(a, b, embt, scale_factor=1.0, eval=True)["imgt_pred"]
+                mid = self.net(a, b, embt, scale_factor=scale, eval=True)["imgt_pred"]
                 h, w = mid.shape[-2:]
                 mid = mid[..., pad[2]:h - pad[3], pad[0]:w - pad[1]]
                 out.append((mid * 255.0).permute(0, 2, 3, 1).cpu().numpy().clip(0, 255).astype(np.uint8))
@@ -273,7 +276,9 @@ def load_interpolator(name: str, weights: str | None = None, device: str = "cpu"
         if not weights:
             raise WeightsUnavailable("amt/s: set evaluate.interpolator_weights to amt-s.pth "
                                      "(`medgen weights pull amt/s --dest DIR`), or use linear")
-        return Interpolator(amt_s(None if _random(weights) else _state(weights, "amt/s")).to(device), device)
+        vram = torch.cuda.get_device_properties(device).total_memory if device.startswith("cuda") else None
+        return Interpolator(amt_s(None if _random(weights) else _state(weights, "amt/s")).to(device), device,
+                            vram=vram)
     raise KeyError(f"unknown interpolator {name!r}; choices: amt/s, linear")
 
 

@@ -66,7 +66,7 @@ class VideoScoreStage(RowStage):
 
     @property
     def adds(self) -> tuple[str, ...]:  # type: ignore[override]
-        return tuple(f"{p}_{d}" for d in self.cfg.dimensions for p in ("score", "time"))
+        return ("frames", *(f"{p}_{d}" for d in self.cfg.dimensions for p in ("score", "time")))
 
     def empty_values(self) -> Row:
         return {c: float("nan") for c in self.adds}
@@ -81,6 +81,7 @@ class VideoScoreStage(RowStage):
 
     def process(self, row: Row) -> Row:
         frames, fps = read_frames(str(row["video_uri"]), self.cfg.max_frames)
+        row["frames"] = float(len(frames))  # the frame weight of VBench's consistency totals
         self._clip_cache = None
         for dim in self.cfg.dimensions:
             t0 = time.perf_counter()

@@ -10,16 +10,24 @@ from __future__ import annotations
 import numpy as np
 
 
-def bootstrap_ci(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, low, high) of the mean of `values` (NaNs dropped)."""
+def bootstrap_ci(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
+                 weights=None) -> tuple[float, float, float]:
+    """(mean, low, high) of the mean of `values` (NaNs dropped). With `weights` the mean is
+    sum(w * x) / sum(w) (VBench's frame-weighted consistency totals), and each resample of the
+    videos recomputes that ratio."""
     x = np.asarray(values, dtype=np.float64)
-    x = x[~np.isnan(x)]
+    w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != x.shape:
+        raise ValueError(f"weights {w.shape} do not match values {x.shape}")
+    keep = ~np.isnan(x) & (w > 0)
+    x, w = x[keep], w[keep]
     if x.size == 0:
         return float("nan"), float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
+    idx = rng.integers(0, x.size, size=(n_boot, x.size))
+    means = (x[idx] * w[idx]).sum(axis=1) / w[idx].sum(axis=1)
     a = (1 - level) / 2
-    return float(x.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+    return float((x * w).sum() / w.sum()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
 
 
 def paired_difference_ci(a, b, **kwargs) -> tuple[float, float, float]:

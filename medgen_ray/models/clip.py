@@ -21,10 +21,27 @@ def square_crop(rgb: np.ndarray, size: int) -> np.ndarray:
     return img[y0 : y0 + size, x0 : x0 + size]
 
 
-class ClipEncoder:
-    """Wraps an open_clip model: uint8 NHWC frames at `image_size` in, unit vectors out."""
+def openai_half(model: torch.nn.Module) -> torch.nn.Module:
+    """An open_clip CLIP in fp16 as OpenAI's `clip` package runs it on CUDA (and so VBench's
+    CLIP): convolutions, linears, attention and projections in fp16 (`clip.model.convert_weights`),
+    LayerNorms on fp32 weights computing in fp32 (`clip.model.LayerNorm`). `model.half()` would
+    put the LayerNorms in fp16 too, another network's numbers."""
+    import open_clip
+    from open_clip.transformer import LayerNormFp32
 
-    def __init__(self, model: torch.nn.Module, tokenizer, name: str, image_size: int, device: str = "cpu"):
+    open_clip.convert_weights_to_lp(model, torch.float16)
+    for module in model.modules():
+        if isinstance(module, torch.nn.LayerNorm):
+            module.__class__ = LayerNormFp32  # same parameters; casts its input to fp32 and back
+    return model
+
+
+class ClipEncoder:
+    """Wraps an open_clip model: uint8 NHWC frames at `image_size` in, unit vectors out. In fp16
+    (the default on CUDA) the model runs as OpenAI's `clip` runs it there (`openai_half`)."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, name: str, image_size: int, device: str = "cpu",
+                 dtype: torch.dtype | None = None):
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.name = name
@@ -32,9 +49,9 @@ class ClipEncoder:
         self.device = device
         self._mean = torch.tensor(CLIP_MEAN, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(CLIP_STD, device=device).view(1, 3, 1, 1)
-        self.dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        self.dtype = dtype or (torch.float16 if device.startswith("cuda") else torch.float32)
         if self.dtype == torch.float16:
-            self.model = self.model.half()
+            self.model = openai_half(self.model)
 
     def preprocess(self, frames: np.ndarray) -> torch.Tensor:
         if frames.ndim != 4 or frames.shape[1:] != (self.image_size, self.image_size, 3):

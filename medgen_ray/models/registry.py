@@ -98,6 +98,7 @@ def _open_clip_builder(name: str, arch: str, tag: str, size: int):
         spec = REGISTRY[name]
         if weights == RANDOM:
             pretrained = None
+            torch.manual_seed(TINY_SEED + 20)  # the same network whatever the caller's RNG state
         elif weights is not None:
             pretrained = _find_checkpoint(weights)
         else:
@@ -108,6 +109,10 @@ def _open_clip_builder(name: str, arch: str, tag: str, size: int):
             if weights is not None:
                 raise
             raise _hub_error(spec, exc) from exc
+        if weights == RANDOM:  # fp16 values, as OpenAI released its CLIP weights
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.copy_(p.half().float())
         return ClipEncoder(model, open_clip.get_tokenizer(arch), name, size, device)
 
     return build

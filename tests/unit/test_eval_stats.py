@@ -28,3 +28,19 @@ def test_paired_difference_sees_a_small_consistent_gain():
     _, ulo, uhi = bootstrap_ci(better)
     _, blo, bhi = bootstrap_ci(base)
     assert ulo < bhi  # unpaired intervals overlap: only the paired view resolves the gain
+
+
+def test_weighted_total_is_vbench_s_sum_over_frames():
+    """A 3-frame video (2 pairs) at 0.5 and a 101-frame one (100 pairs) at 1.0: VBench's
+    subject-consistency total is (2 * 0.5 + 100 * 1.0) / 102, not the videos' mean 0.75."""
+    m, lo, hi = bootstrap_ci([0.5, 1.0, float("nan")], weights=[2, 100, 50])
+    assert m == (2 * 0.5 + 100 * 1.0) / 102
+    assert lo <= m <= hi
+    assert bootstrap_ci([0.5, 1.0])[0] == 0.75
+
+
+def test_weights_must_match_the_values():
+    import pytest
+
+    with pytest.raises(ValueError, match="weights"):
+        bootstrap_ci([1.0, 2.0], weights=[1.0])

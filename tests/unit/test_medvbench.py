@@ -154,3 +154,13 @@ def test_medical_probe_of_another_embedder_is_refused(frame_probe):
                              "evaluate.dimensions=[medical_frames]", f"evaluate.medical_probe={frame_probe}"]).evaluate
     with pytest.raises(ValueError, match="clip/tiny"):
         VideoScoreStage(cfg, device="cpu").setup()
+
+
+def test_amt_scale_needs_more_than_vbench_s_memory_bias():
+    from medgen_ray.evaluate.dimensions import amt_scale
+
+    assert amt_scale(720, 1280, None) == 1.0  # CPU: never downsized
+    assert amt_scale(720, 1280, 80 * 1024 ** 3) == 1.0  # an H100 at 720p: not downsized
+    assert amt_scale(1080, 1920, 8 * 1024 ** 3) < 1.0  # 1080p on an 8 GB card: downsized
+    with pytest.raises(ValueError, match="2500 MiB"):
+        amt_scale(720, 1280, 2000 * 1024 ** 2)

@@ -43,3 +43,19 @@ def test_hub_model_offline_gives_a_clear_error(monkeypatch, tmp_path):
         load_model("arctic-embed-m", kind="text")
     with pytest.raises(WeightsUnavailable, match="not found"):
         load_model("clip/tiny", weights=str(tmp_path / "missing"))
+
+
+def test_random_clip_is_seeded_and_holds_fp16_values():
+    """weights=random (benchmarks, reference tests): the same network whatever RNG state the
+    caller left, in fp16 values as OpenAI released its CLIP (its `clip` package rounds to fp16)."""
+    import torch
+
+    from medgen_ray.models.weights import RANDOM
+
+    torch.manual_seed(1)
+    a = load_model("clip/vit-b-32", RANDOM, "cpu", kind="clip").model.state_dict()
+    torch.manual_seed(2)
+    torch.rand(10)
+    b = load_model("clip/vit-b-32", RANDOM, "cpu", kind="clip").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(v, v.half().float()) for v in a.values() if v.is_floating_point())
