@@ -632,8 +632,13 @@ class ServeConfig(Strict):
         return self
 
 
-DIMENSIONS = ("subject_consistency", "background_consistency", "motion_smoothness", "imaging_quality",
-              "dynamic_degree", "text_alignment", "aesthetic", "warping_auto", "medical_frames")
+DEFAULT_DIMENSIONS = ("subject_consistency", "background_consistency", "motion_smoothness", "imaging_quality",
+                      "dynamic_degree", "text_alignment", "aesthetic", "warping_auto", "medical_frames")
+# VideoScore v1.1's five aspects (evaluate/videoscore.py ASPECTS), one model call for all five;
+# off by default: an 8B model beside VBench's extractors.
+VIDEOSCORE_DIMENSIONS = ("videoscore_visual_quality", "videoscore_temporal_consistency", "videoscore_dynamic_degree",
+                         "videoscore_text_alignment", "videoscore_factual_consistency")
+DIMENSIONS = DEFAULT_DIMENSIONS + VIDEOSCORE_DIMENSIONS
 
 # Zero-shot phrases per clip category (the captioner's taxonomy, curate/captions.CATEGORIES).
 CATEGORY_DESCRIPTIONS = {
@@ -700,7 +705,9 @@ class EvaluateConfig(Strict):
                                               "default: offline generator actors built from the serve section")
     token: str | None = Field(None, description="bearer token for url; default MEDGEN_SERVE_TOKEN on the driver")
     seed: int = 0
-    dimensions: list[str] = Field(default_factory=lambda: list(DIMENSIONS))
+    dimensions: list[str] = Field(default_factory=lambda: list(DEFAULT_DIMENSIONS),
+                                  description="Med-VBench dimensions; VideoScore's five (videoscore_*) are off "
+                                              "by default")
     dino_model: str = "dino/vit-b-16"
     dino_weights: str | None = None
     clip_model: str = "clip/vit-b-32"
@@ -714,6 +721,11 @@ class EvaluateConfig(Strict):
     aesthetic_model: str = Field("aesthetic/vbench", description="aesthetic/vbench (ViT-L/14 + LAION linear head, "
                                                                  "VBench's) | aesthetic/vbench-tiny")
     aesthetic_weights: str | None = Field(None, description="LAION's sa_0_4_vit_l_14_linear.pth or a pulled folder")
+    videoscore_model: str = Field("videoscore/v1.1", description="videoscore_* dimensions: videoscore/v1.1 "
+                                                                 "(TIGER-Lab) | videoscore/tiny")
+    videoscore_weights: str | None = Field(None, description="a pulled VideoScore-v1.1 folder; default the hub cache")
+    videoscore_max_frames: int = Field(16, ge=1, description="frames VideoScore sees: 16 as the paper states (issue "
+                                                             "25); VideoScore-v1.1's own example uses 48")
     medical_probe: str | None = Field(None, description="medical_frames: frame probe trained on clip_model "
                                                         "features (`medgen classifier train-frames`); default "
                                                         "zero-shot with medical_prompts / other_prompts")
@@ -860,7 +872,8 @@ class AppConfig(Strict):
                                    ("iqa_model", {"imaging_quality"}),
                                    ("flow_model", {"dynamic_degree", "warping_auto"}),
                                    ("interpolator_model", {"motion_smoothness"}),
-                                   ("aesthetic_model", {"aesthetic"})):
+                                   ("aesthetic_model", {"aesthetic"}),
+                                   ("videoscore_model", set(VIDEOSCORE_DIMENSIONS))):
                 if dims & used_by:
                     weights = getattr(e, field.replace("_model", "_weights"))
                     out.append((f"evaluate.{field}", getattr(e, field), weights, "eval"))

@@ -246,6 +246,7 @@ def aggregate(df, cfg: EvaluateConfig) -> list[dict[str, Any]]:
     intervals over prompts (`<dim>_lo`, `<dim>_hi`); the paper's Total when raters' warping
     error is there."""
     from medgen_ray.evaluate.metrics import total_score
+    from medgen_ray.evaluate.videoscore import videoscore_total
 
     we = ratings_by_model(cfg.ratings) if cfg.ratings else {}
     rows = []
@@ -267,6 +268,10 @@ def aggregate(df, cfg: EvaluateConfig) -> list[dict[str, Any]]:
                                        row["warping_error"])
         else:
             row["total"] = None
+        vs = [row.get(f"videoscore_{a}") for a in ("visual_quality", "temporal_consistency", "text_alignment",
+                                                    "factual_consistency")]
+        row["videoscore_total"] = (videoscore_total(*vs, row["warping_error"])
+                                   if row["warping_error"] is not None and None not in vs else None)
         rows.append(row)
     return rows
 

@@ -16,7 +16,9 @@ from medgen_ray.core.charts import png_bytes, pyplot
 from medgen_ray.core.errors import DATA_ERRORS
 
 COLUMNS = ["total", "imaging_quality", "subject_consistency", "background_consistency", "motion_smoothness",
-           "warping_error", "dynamic_degree", "text_alignment", "aesthetic", "medical_frames", "warping_auto"]
+           "warping_error", "dynamic_degree", "text_alignment", "aesthetic", "medical_frames", "warping_auto",
+           "videoscore_visual_quality", "videoscore_temporal_consistency", "videoscore_dynamic_degree",
+           "videoscore_text_alignment", "videoscore_factual_consistency", "videoscore_total"]
 STRATA_TITLES = {"prompt": "By prompt category (prompt file)", "clip": "By clip category (text classifier)"}
 RADAR = ["imaging_quality", "subject_consistency", "background_consistency", "motion_smoothness",
          "dynamic_degree", "text_alignment"]
@@ -48,7 +50,8 @@ def _fmt(v: Any, row: dict[str, Any] | None = None, col: str = "") -> str:
 def charts(rows: list[dict[str, Any]]) -> dict[str, bytes]:
     """Bar and radar charts of the per-model scores, as PNG bytes by file name."""
     plt = pyplot()
-    dims = [d for d in COLUMNS if any(r.get(d) is not None for r in rows) and d != "warping_auto"]
+    dims = [d for d in COLUMNS if any(r.get(d) is not None for r in rows) and d != "warping_auto"
+            and not d.startswith("videoscore_")]  # per cent only: VideoScore's 1-4 scale is in the table
     fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(dims)), 3.8))
     width = 0.8 / max(1, len(rows))
     for i, r in enumerate(rows):
@@ -117,7 +120,9 @@ def write_eval_report(output: str, rows: list[dict[str, Any]], df, cfg: Evaluate
             "squared error x100 after "
             "flow warping; lower is better); ± is half the 95% bootstrap interval over prompts. "
             "warping_error is the raters' share of distorted videos; "
-            "total = (IQ + SC + BC + MS + (100 - WE)) / 6, only with ratings.")
+            "total = (IQ + SC + BC + MS + (100 - WE)) / 6, only with ratings. videoscore_* are VideoScore v1.1's "
+            "aspects on its 1-4 scale; videoscore_total = (VQ + TC + T2VA + FC + (100 - WE) / 25) / 6, only "
+            "with ratings (a fit to the paper's Table 8, not a formula the paper states).")
     md += ["", note, "",
            "![bars](bars.png)", "![radar](radar.png)" if "radar.png" in files else ""]
     strata = ""

@@ -10,6 +10,7 @@ production model is the one VBench 0.1.5 runs, built the way VBench builds it
 | dynamic degree, warping proxy | `raft/things` (the original RAFT code in the vbench wheel, raft-things weights) | `farneback` (OpenCV, weight-free) |
 | motion smoothness | `amt/s` (AMT-S, code in the vbench wheel, amt-s.pth) | `linear` (midpoint; not VBench's quantity) |
 | aesthetic | `aesthetic/vbench` (CLIP ViT-L/14 + LAION linear head) | `aesthetic/vbench-tiny` |
+| VideoScore v1.1's five aspects | `videoscore/v1.1` (TIGER-Lab, Mantis-Idefics2-8B + regression head) | `videoscore/tiny` |
 | medical-frame share (ours) | `clip/vit-b-32` + the curation's frame probe, or zero-shot prompts | `clip/tiny` + a probe trained on it |
 
 Weights come from the `evaluate.*_weights` paths (`medgen weights pull NAME`) or hub caches
@@ -356,4 +357,9 @@ def load_all(cfg: Any, device: str = "cpu") -> dict[str, Any]:
         out["interpolator"] = load_interpolator(cfg.interpolator_model, cfg.interpolator_weights, device)
     if "aesthetic" in dims:
         out["aesthetic"] = load_aesthetic(cfg.aesthetic_model, cfg.aesthetic_weights, device)
+    if any(d.startswith("videoscore_") for d in dims):
+        from medgen_ray.evaluate.videoscore import load_videoscore
+
+        out["videoscore"] = load_videoscore(cfg.videoscore_model, cfg.videoscore_weights, device,
+                                            cfg.videoscore_max_frames)
     return out

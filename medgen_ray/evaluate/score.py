@@ -63,6 +63,7 @@ class VideoScoreStage(RowStage):
         self.device = device
         self.models: dict[str, Any] = {}
         self._clip_cache: np.ndarray | None = None
+        self._videoscore: dict[str, float] | None = None
 
     @property
     def adds(self) -> tuple[str, ...]:  # type: ignore[override]
@@ -83,6 +84,7 @@ class VideoScoreStage(RowStage):
         frames, fps = read_frames(str(row["video_uri"]), self.cfg.max_frames)
         row["frames"] = float(len(frames))  # the frame weight of VBench's consistency totals
         self._clip_cache = None
+        self._videoscore = None
         for dim in self.cfg.dimensions:
             t0 = time.perf_counter()
             row[f"score_{dim}"] = self.score(dim, frames, fps, row)
@@ -117,6 +119,10 @@ class VideoScoreStage(RowStage):
             return 100.0 * float(np.clip(img @ txt, 0, None).mean())
         if dim == "medical_frames":  # mean P(medical) of the frames, by the curation's frame rule
             return 100.0 * float(np.mean(m["medical"](self._clip_features(frames))))
+        if dim.startswith("videoscore_"):  # VideoScore v1.1: one call scores all five aspects
+            if self._videoscore is None:
+                self._videoscore = m["videoscore"].score(str(row["video_uri"]), str(row.get("prompt") or ""))
+            return self._videoscore[dim.removeprefix("videoscore_")]
         if dim == "warping_auto":  # ours: forward-backward checked warping error at flow_side
             small = _resize_short(frames, self.cfg.flow_side)
             forward = m["flow"].pairs(small, unpad=True)

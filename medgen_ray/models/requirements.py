@@ -26,9 +26,10 @@ EVAL_MODELS = {
     "raft/things": ("file", "evaluate.flow_weights"),
     "amt/s": ("file", "evaluate.interpolator_weights"),
     "aesthetic/vbench": ("file", "evaluate.aesthetic_weights"),
+    "videoscore/v1.1": ("hub", "TIGER-Lab/VideoScore-v1.1"),
 }
 # seeded twins and weight-free metrics
-BUILT_HERE = {"dino/tiny", "musiq/tiny", "piqe", "farneback", "linear", "aesthetic/vbench-tiny"}
+BUILT_HERE = {"dino/tiny", "musiq/tiny", "piqe", "farneback", "linear", "aesthetic/vbench-tiny", "videoscore/tiny"}
 # Where `medgen weights pull` fetches each: (hub repo, file or None for the whole repo) or (URL, file in it).
 EVAL_SOURCES: dict[str, tuple[str, str | None]] = {
     "dino/vit-b-16": ("hub:facebook/dino-vitb16", None),
@@ -37,6 +38,7 @@ EVAL_SOURCES: dict[str, tuple[str, str | None]] = {
     "amt/s": ("hub:lalala125/AMT", "amt-s.pth"),  # VBench's
     "aesthetic/vbench": ("https://github.com/LAION-AI/aesthetic-predictor/raw/main/sa_0_4_vit_l_14_linear.pth",
                          "sa_0_4_vit_l_14_linear.pth"),
+    "videoscore/v1.1": ("hub:TIGER-Lab/VideoScore-v1.1", None),  # the paper's Table 8 model
 }
 
 

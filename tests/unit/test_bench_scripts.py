@@ -88,3 +88,11 @@ def test_gpu_families_benchmark_runs_on_tiny_twins():
     assert set(out["families"]) == {"hunyuan_video_1_5", "wan2.2-ti2v-5b"}
     for r in out["families"].values():
         assert r["plain"]["lora_step_s"] > 0 and r["ours"]["denoise_step_s"] > 0 and r["lora_speedup"] > 0
+
+
+def test_videoscore_benchmark_runs_on_tiny_twin():
+    out = _load("gpu_bench_videoscore").main(["--tiny", "--device", "cpu", "--videos", "2", "--height", "64",
+                                              "--width", "96", "--frames", "9"])
+    assert out["videos"] == 2 and out["videos_per_min"] > 0
+    assert set(out["last_scores"]) == {"visual_quality", "temporal_consistency", "dynamic_degree",
+                                       "text_alignment", "factual_consistency"}

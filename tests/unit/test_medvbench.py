@@ -164,3 +164,38 @@ def test_amt_scale_needs_more_than_vbench_s_memory_bias():
     assert amt_scale(1080, 1920, 8 * 1024 ** 3) < 1.0  # 1080p on an 8 GB card: downsized
     with pytest.raises(ValueError, match="2500 MiB"):
         amt_scale(720, 1280, 2000 * 1024 ** 2)
+
+
+def test_videoscore_dimensions_in_the_stage_and_the_total(tmp_path):
+    """The five videoscore_* dimensions come from one VideoScore call per video; the per-model
+    aggregate gains videoscore_total with raters' warping error. VideoScore is off by default."""
+    import pandas as pd
+
+    from medgen_ray.config import VIDEOSCORE_DIMENSIONS
+    from medgen_ray.evaluate.job import aggregate
+    from medgen_ray.evaluate.videoscore import ASPECTS, load_videoscore, videoscore_total
+
+    assert not set(VIDEOSCORE_DIMENSIONS) & set(load_config(None, []).evaluate.dimensions)
+    assert VIDEOSCORE_DIMENSIONS == tuple(f"videoscore_{a}" for a in ASPECTS)
+    ratings = tmp_path / "ratings.csv"
+    ratings.write_text("video_id,rater,rating\nm/a,r1,severe\nm/a,r2,moderate\nm/b,r1,no\nm/b,r2,minor\n")
+    cfg = load_config(None, [*TINY, "evaluate.videoscore_model=videoscore/tiny",
+                             f"evaluate.dimensions=[{','.join(VIDEOSCORE_DIMENSIONS)}]",
+                             f"evaluate.ratings=[{ratings}]"]).evaluate
+    s = VideoScoreStage(cfg, device="cpu")
+    s.setup()
+    rows = []
+    for name, frames in (("a", _moving(9)), ("b", np.repeat(_texture()[None], 9, axis=0))):
+        path = tmp_path / f"{name}.mp4"
+        write_mp4(frames, str(path), fps=8)
+        rows.append(s.process({"video_id": f"m/{name}", "model": "m", "prompt": "a suture", "video_uri": str(path)}))
+        direct = load_videoscore("videoscore/tiny", max_frames=16).score(str(path), "a suture")
+        assert [rows[-1][f"score_videoscore_{a}"] for a in ASPECTS] == [direct[a] for a in ASPECTS]
+    assert rows[0]["score_videoscore_visual_quality"] != rows[1]["score_videoscore_visual_quality"]
+    (model,) = aggregate(pd.DataFrame(rows), cfg)
+    assert model["warping_error"] == 50.0
+    means = {a: np.mean([r[f"score_videoscore_{a}"] for r in rows]) for a in ASPECTS}
+    assert model["videoscore_visual_quality"] == pytest.approx(means["visual_quality"])
+    assert model["videoscore_total"] == pytest.approx(videoscore_total(
+        means["visual_quality"], means["temporal_consistency"], means["text_alignment"],
+        means["factual_consistency"], 50.0))
