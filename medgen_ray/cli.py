@@ -125,6 +125,48 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0 if result["videos"] else 1
 
 
+def cmd_study_create(args: argparse.Namespace) -> int:
+    """`medgen study create`: a blinded doctors' study of an evaluation's videos, for Label Studio."""
+    from medgen_ray.evaluate.study import create_study
+
+    study = create_study(args.eval, args.out, args.model, [r for r in args.raters.split(",") if r], seed=args.seed,
+                         media=args.media, document_root=args.document_root, expires_s=args.expires)
+    print(f"study {study['study_id']}: {study['pair_tasks']} pair tasks, {study['distortion_tasks']} distortion "
+          f"tasks for {len(study['raters'])} raters -> {args.out}")
+    for s in study["skipped_prompts"]:
+        print(f"  prompt {s['prompt_index']} left out: {s['reason']}")
+    print("  Label Studio: per rater, a project with label_studio/pairs.xml importing label_studio/<rater>.pairs.json "
+          "and one with distortion.xml importing <rater>.distortion.json")
+    if args.media == "local-files":
+        print(f"  each project needs a Local Files storage on {args.out}/media (LOCAL_FILES_SERVING_ENABLED=true, "
+              f"LOCAL_FILES_DOCUMENT_ROOT={args.document_root})")
+    print(f"  keep {args.out}/key.sealed.json from the raters")
+    return 0
+
+
+def cmd_study_results(args: argparse.Namespace) -> int:
+    """`medgen study results`: unblind the raters' answers; Fig. 6, kappa, warping error."""
+    from medgen_ray.evaluate.study_results import study_results, write_study_results
+
+    result = study_results(args.study, args.answers)
+    out = write_study_results(args.study, result, args.out)
+    for r in result["fig6"]:
+        print(f"{r['focus']} vs {r['other']} {r['aspect']}: {r['win']} wins, {r['both_lose']} both lose, "
+              f"{r['loss']} losses, {r['split']} split ({r['tasks']} tasks)")
+    for k in result["kappa"]:
+        print(f"kappa {k['task']} {k['raters']} ({k['kind']}): {k['kappa']:.3f} on {k['items']} items")
+    for m, v in result["warping_error"].items():
+        print(f"warping error {m}: {v:.2f}")
+    for g in result["gap_counts"]:
+        print(f"gap: {g['rater']} {g['tasks']} task(s) {g['gap']}")
+    if args.eval:
+        from medgen_ray.evaluate.job import retotal_with_study
+
+        print(f"evaluate: report {retotal_with_study(args.eval, f'{out}/ratings.csv', result)}")
+    print(f"study results -> {out}")
+    return 0
+
+
 def cmd_dataset_view(args: argparse.Namespace) -> int:
     """`medgen dataset view`: re-apply clip filters to stored scores into a new dataset folder."""
     from medgen_ray.curate.view import print_view, write_view
@@ -296,6 +338,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="output folder (evaluate.output)")
     with_config(sp)
     sp.set_defaults(fn=cmd_evaluate)
+
+    st = sub.add_parser("study", help="the doctors' study (Label Studio)").add_subparsers(dest="what", required=True)
+    sp = st.add_parser("create", help="a blinded study of an evaluation's videos: pairs, distortion tasks, key")
+    sp.add_argument("--eval", required=True, help="a `medgen evaluate` output folder")
+    sp.add_argument("--out", required=True, help="the study folder (local or s3://)")
+    sp.add_argument("--model", required=True, help="the focus model (e.g. MedGen), compared with a random other")
+    sp.add_argument("--raters", default="r1,r2,r3", help="comma-separated rater names")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--media", default="local-files", help="local-files | presigned | an http(s) URL prefix")
+    sp.add_argument("--document-root", help="Label Studio's LOCAL_FILES_DOCUMENT_ROOT (for local-files)")
+    sp.add_argument("--expires", type=int, default=7 * 24 * 3600, help="presigned URLs' lifetime, seconds")
+    sp.set_defaults(fn=cmd_study_create)
+    sp = st.add_parser("results", help="unblind raters' answers: Fig. 6, Cohen's/Fleiss' kappa, warping error")
+    sp.add_argument("--study", required=True)
+    sp.add_argument("answers", nargs="+", help="Label Studio JSON exports and/or CSVs (study,rater,task_id,aspect,choice)")
+    sp.add_argument("--out", help="default <study>/results")
+    sp.add_argument("--eval", help="the evaluation: its per-model table and report gain the warping error and Total")
+    sp.set_defaults(fn=cmd_study_results)
 
     ds = sub.add_parser("dataset", help="datasets").add_subparsers(dest="what", required=True)
     sp = ds.add_parser("view", help="derive a dataset from a scored one: other thresholds, stages disabled")

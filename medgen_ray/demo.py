@@ -349,4 +349,10 @@ def evaluate_demo(app: AppConfig, work: Path, url: str) -> dict[str, Any]:
               f"{r['background_consistency']:.2f} MS {r['motion_smoothness']:.2f} IQ(piqe) {r['imaging_quality']:.2f} "
               f"dynamic {r['dynamic_degree']:.0f} text {r['text_alignment']:.2f} medical {r['medical_frames']:.1f}")
     print(f"[demo] Med-VBench report: {result['report']} (tiny models: plumbing, not quality)")
+    models = [m.name for m in app.evaluate.models]
+    out = app.evaluate.output
+    print(f"[demo] doctors' study of these videos ({models[-1]} against {', '.join(models[:-1])}), for Label Studio:\n"
+          f"[demo]   medgen study create --eval {out} --out {work / 'study'} --model {models[-1]} --raters r1,r2,r3 "
+          f"--document-root {work}\n"
+          f"[demo]   medgen study results --study {work / 'study'} EXPORTS... --eval {out}")
     return result

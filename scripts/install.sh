@@ -14,6 +14,10 @@ PIP=("$VENV/bin/pip" install -q --disable-pip-version-check)
 "${PIP[@]}" -r scripts/lock-cpu.txt
 "${PIP[@]}" --no-deps -e .
 "${PIP[@]}" --no-deps -r scripts/requirements-nodeps.txt
+# Label Studio (the doctors' study's round-trip test) in its own environment: its pins clash with ours.
+LS_VENV="${MEDGEN_LABEL_STUDIO_VENV:-.venv-labelstudio}"
+[ -x "$LS_VENV/bin/label-studio" ] || { "$PY" -m venv "$LS_VENV" && "$LS_VENV/bin/pip" install -q \
+  --disable-pip-version-check -r scripts/lock-labelstudio.txt; }
 # Headless Chromium for the report page's browser test (Debian package; needs root).
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "install.sh: could not install chromium" >&2

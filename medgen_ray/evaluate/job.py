@@ -276,6 +276,25 @@ def aggregate(df, cfg: EvaluateConfig) -> list[dict[str, Any]]:
     return rows
 
 
+def retotal_with_study(output: str, ratings_csv: str, study: dict[str, Any]) -> str:
+    """An evaluation's per-model table and report again, with the study's warping error (so the
+    Total), Fig. 6 and the kappa table; no video is rescored. Returns the report's path."""
+    from medgen_ray.config import DIMENSIONS, load_config
+    from medgen_ray.evaluate.medvbench_report import write_eval_report
+
+    df = read_per_video(output)
+    if not len(df):
+        raise FileNotFoundError(f"evaluate output {output!r} has no per-video scores")
+    dims = [d for d in DIMENSIONS if f"score_{d}" in df]
+    cfg = load_config(None, [f"evaluate.output={output}", f"evaluate.dimensions=[{','.join(dims)}]",
+                             f"evaluate.ratings=[{ratings_csv}]"]).evaluate
+    per_model = aggregate(df, cfg)
+    fs, root = fsspec.core.url_to_fs(output)
+    with fs.open(f"{root.rstrip('/')}/per_model.parquet", "wb") as fh:
+        pq.write_table(pa.Table.from_pylist(per_model), fh)
+    return write_eval_report(output, per_model, df, cfg, study=study)
+
+
 def run_evaluate(app: AppConfig) -> dict[str, Any]:
     """Med-VBench: generate (unless scoring a folder), score every video, aggregate, report."""
     from medgen_ray.evaluate.medvbench_report import write_eval_report

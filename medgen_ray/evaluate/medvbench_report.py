@@ -99,12 +99,17 @@ def thumbnails(df, per_model: int = 6) -> tuple[dict[str, bytes], list[str]]:
 
 
 def write_eval_report(output: str, rows: list[dict[str, Any]], df, cfg: EvaluateConfig,
-                      per_category: list[dict[str, Any]] | None = None) -> str:
-    """Write report.html, report.md, charts and thumbnails; returns the HTML path."""
+                      per_category: list[dict[str, Any]] | None = None, study: dict[str, Any] | None = None) -> str:
+    """Write report.html, report.md, charts and thumbnails (and the doctors' study's Fig. 6 and
+    kappa tables when `study` is given); returns the HTML path."""
     ref = load_reference(cfg.reference_csv) if cfg.reference_csv else []
     table = rows + ref
     thumbs_files, unreadable = thumbnails(df)
     files = {**charts(table), **thumbs_files}
+    if study and study["fig6"]:
+        from medgen_ray.evaluate.study_report import fig6_chart
+
+        files["fig6.png"] = fig6_chart(study["fig6"])
     fs, root = fsspec.core.url_to_fs(output)
     root = root.rstrip("/")
     for name, data in files.items():
@@ -141,6 +146,10 @@ def write_eval_report(output: str, rows: list[dict[str, Any]], df, cfg: Evaluate
                         + "".join(f"<td>{html.escape(_fmt(r.get(d), r, d))}</td>" for d in dims) + "</tr>"
                         for r in group)
         strata += f'<h2>{html.escape(title)}</h2><table id="strata-{by}" class="strata"><tr>{head2}</tr>{body2}</table>'
+    if study:
+        from medgen_ray.evaluate.study_report import study_markdown
+
+        md += ["", study_markdown(study)]
     if unreadable:
         md += ["", "## Videos without a thumbnail (unreadable)", "", *(f"- {line}" for line in unreadable)]
     with fs.open(f"{root}/report.md", "w") as fh:
@@ -153,13 +162,17 @@ def write_eval_report(output: str, rows: list[dict[str, Any]], df, cfg: Evaluate
                      f"</figcaption></figure>" for n in files if n.startswith("thumbs/"))
     unreadable_html = ('<h2>Videos without a thumbnail (unreadable)</h2><ul id="unreadable">'
                        + "".join(f"<li>{html.escape(line)}</li>" for line in unreadable) + "</ul>") if unreadable else ""
+    from medgen_ray.evaluate.study_report import study_html
+
+    study_section = study_html(study) if study else ""
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Med-VBench</title><style>
 body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child{{text-align:left}}
 figure{{display:inline-block;margin:4px;font-size:11px}}</style></head><body>
 <h1>Med-VBench</h1><table><tr>{head}</tr>{body}</table>
 <p>{html.escape(note)}</p><img src="bars.png" alt="bars">{'<img src="radar.png" alt="radar">' if 'radar.png' in files else ''}
-{strata}{unreadable_html}<h2>Generated videos</h2><div id="thumbs" data-count="{len([n for n in files if n.startswith('thumbs/')])}">{thumbs}</div>
+{strata}{study_section}{unreadable_html}
+<h2>Generated videos</h2><div id="thumbs" data-count="{len([n for n in files if n.startswith('thumbs/')])}">{thumbs}</div>
 </body></html>"""
     with fs.open(f"{root}/report.html", "w") as fh:
         fh.write(page)
