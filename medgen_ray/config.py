@@ -561,6 +561,25 @@ class GeneratorPoolConfig(Strict):
         return _ordered(self, "min_replicas", "max_replicas")
 
 
+class StepCacheConfig(Strict):
+    """Step caching of the served transformer (diffusers' cache hooks); a request's `cache` field
+    picks the kind per job with these parameters. All ours: no default changes the output."""
+
+    kind: Literal["none", "first_block", "taylorseer", "pab"] = Field(
+        "none", description="none (bit-identical to no caching) | first_block | taylorseer | pab")
+    threshold: float = Field(0.05, gt=0, description="first_block: relative change of the first block's output "
+                                                     "under which the other blocks are skipped")
+    cache_interval: int = Field(5, ge=1, description="taylorseer: a full step every this many steps")
+    disable_before: int = Field(3, ge=0, description="taylorseer: full steps before caching starts")
+    max_order: int = Field(1, ge=0, description="taylorseer: Taylor expansion order")
+    skip_range: int = Field(2, ge=1, description="pab: spatial attention recomputed every this many blocks")
+    timestep_range: tuple[int, int] = Field((100, 800), description="pab: timesteps where attention is reused")
+
+    def params(self) -> dict[str, Any]:
+        """The keyword arguments of models.video.cache_config."""
+        return self.model_dump(exclude={"kind"})
+
+
 class ServeConfig(Strict):
     """The generation service (Ray Serve): `medgen serve` or `serve deploy`."""
 
@@ -594,6 +613,8 @@ class ServeConfig(Strict):
     vae_tiling: bool = True
     compile: bool = Field(False, description="torch.compile the transformer blocks at start-up")
     dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+    cache: StepCacheConfig = Field(default_factory=StepCacheConfig,
+                                   description="step caching: the deployment's default kind and its parameters")
 
     family_defaults: ClassVar[tuple[str, ...]] = ("default_height", "default_width", "default_frames",
                                                   "default_guidance", "fps")

@@ -202,14 +202,74 @@ def step_reporter(pipe, on_step: Callable[[int], None] | None):
         del scheduler.step  # the instance attribute goes; the class method is back
 
 
+# Step caching (diffusers' CacheMixin hooks on the transformer): reuse work across denoising
+# steps at a small cost in fidelity. "none" leaves the transformer as it is (no hook at all).
+CACHE_KINDS = ("none", "first_block", "taylorseer", "pab")
+
+
+def cache_config(pipe, kind: str, *, threshold: float = 0.05, cache_interval: int = 5, disable_before: int = 3,
+                 max_order: int = 1, skip_range: int = 2, timestep_range: tuple[int, int] = (100, 800)):
+    """diffusers' cache config of a kind: first_block (FirstBlockCacheConfig: skip the other
+    blocks while the first block's output changes by less than `threshold`), taylorseer
+    (TaylorSeerCacheConfig: full steps every `cache_interval`, Taylor-predicted between),
+    pab (PyramidAttentionBroadcastConfig: spatial attention reused for `skip_range` blocks inside
+    `timestep_range`); None for none."""
+    import diffusers
+
+    if kind == "none":
+        return None
+    _register_cached_blocks()
+    if kind == "first_block":
+        return diffusers.FirstBlockCacheConfig(threshold=threshold)
+    if kind == "taylorseer":
+        return diffusers.TaylorSeerCacheConfig(cache_interval=cache_interval, disable_cache_before_step=disable_before,
+                                               max_order=max_order, taylor_factors_dtype=pipe.transformer.dtype)
+    if kind == "pab":
+        return diffusers.PyramidAttentionBroadcastConfig(
+            spatial_attention_block_skip_range=skip_range, spatial_attention_timestep_skip_range=tuple(timestep_range),
+            current_timestep_callback=lambda: pipe.current_timestep)
+    raise ValueError(f"cache {kind!r}: choices {', '.join(CACHE_KINDS)}")
+
+
+def _register_cached_blocks() -> None:
+    """diffusers 0.42 knows which outputs of HunyuanVideo's and Wan's blocks are the hidden
+    states, not HunyuanVideo-1.5's: its block returns (hidden_states, encoder_hidden_states) as
+    HunyuanVideo's does (transformer_hunyuan_video15.py, `HunyuanVideo15TransformerBlock.forward`)."""
+    from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
+    from diffusers.models.transformers.transformer_hunyuan_video15 import HunyuanVideo15TransformerBlock
+
+    try:
+        TransformerBlockRegistry.get(HunyuanVideo15TransformerBlock)
+    except ValueError:  # not registered
+        TransformerBlockRegistry.register(model_class=HunyuanVideo15TransformerBlock, metadata=TransformerBlockMetadata(
+            return_hidden_states_index=0, return_encoder_hidden_states_index=1))
+
+
+@contextlib.contextmanager
+def step_cache(pipe, kind: str | None, **params: Any):
+    """The transformer with a step cache for the duration (state fresh for each video), none
+    after: `disable_cache` removes every hook, so uncached output is what it was before."""
+    config = cache_config(pipe, kind or "none", **params)
+    if config is None:
+        yield
+        return
+    pipe.transformer.enable_cache(config)
+    try:
+        yield
+    finally:
+        pipe.transformer.disable_cache()
+
+
 def generate_video(pipe, prompt: str, *, height: int, width: int, num_frames: int, steps: int,
                    guidance: float | None = None, seed: int = 0, negative_prompt: str | None = None,
                    true_cfg_scale: float = 1.0, on_step: Callable[[int], None] | None = None,
-                   output_type: str = "np", **family_kwargs: Any):
+                   output_type: str = "np", cache: str | None = None, cache_params: dict[str, Any] | None = None,
+                   **family_kwargs: Any):
     """One video from any family's pipeline: (F, H, W, 3) in [0, 1]. guidance None = the family's;
+    `cache` a step cache of CACHE_KINDS (None / "none": uncached) with `cache_params`;
     family_kwargs go to the family's generate (HunyuanVideo's max_sequence_length)."""
     family = pipeline_family(pipe)
-    with step_reporter(pipe, on_step):
+    with step_reporter(pipe, on_step), step_cache(pipe, cache, **(cache_params or {})):
         return family.module().generate(
             pipe, prompt, height=height, width=width, num_frames=num_frames, steps=steps,
             guidance=family.guidance if guidance is None else guidance, seed=seed, negative_prompt=negative_prompt,

@@ -102,7 +102,8 @@ class VideoGenerator:
                 self.pipe, request["prompt"], height=request["height"], width=request["width"],
                 num_frames=request["num_frames"], steps=request["steps"], guidance=request["guidance"],
                 seed=request["seed"], negative_prompt=request.get("negative_prompt") or None,
-                true_cfg_scale=request.get("true_cfg_scale", 1.0), on_step=on_step)
+                true_cfg_scale=request.get("true_cfg_scale", 1.0), on_step=on_step,
+                cache=request.get("cache") or self.cfg.cache.kind, cache_params=self.cfg.cache.params())
 
     def run_job(self, job_id: str, store: JobStore, owner: str | None = None) -> dict[str, Any]:
         """Generate a stored job and store its video; returns the record as it ends here.

@@ -65,6 +65,8 @@ class VideoRequest(BaseModel):
     true_cfg_scale: Finite = Field(1.0, ge=1.0, le=20.0, description="> 1 with a negative prompt: real CFG")
     seed: int = Field(0, ge=0, le=MAX_SEED)
     adapter: str | None = Field(None, description="adapter name or 'base' (same as model)")
+    cache: Literal["none", "first_block", "taylorseer", "pab"] | None = Field(
+        None, description="step caching for this job (ours); default the deployment's serve.cache.kind")
 
     @field_validator("height", "width")
     @classmethod
@@ -227,7 +229,8 @@ def resolve(req: VideoRequest, cfg: ServeConfig, adapters: list[str], sync: bool
     out = {"prompt": req.prompt, "negative_prompt": req.negative_prompt, "height": h, "width": w,
            "num_frames": frames, "steps": steps,
            "guidance": cfg.default_guidance if req.guidance is None else req.guidance,
-           "true_cfg_scale": req.true_cfg_scale, "seed": req.seed, "adapter": adapter}
+           "true_cfg_scale": req.true_cfg_scale, "seed": req.seed, "adapter": adapter,
+           "cache": req.cache or cfg.cache.kind}
     checks = [
         ("prompt", len(req.prompt), lim.max_prompt_chars, "characters"),
         ("negative_prompt", len(req.negative_prompt or ""), lim.max_prompt_chars, "characters"),
@@ -365,6 +368,8 @@ def request_schema(cfg: ServeConfig, adapters: list[str], sync: bool = False) ->
             "true_cfg_scale": {"type": "number", "minimum": 1, "maximum": 20},
             "seed": {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
             "adapter": {"type": "string", "enum": names},
+            "cache": {"type": "string", "enum": ["none", "first_block", "taylorseer", "pab"],
+                      "description": f"step caching (ours); default {cfg.cache.kind}"},
         },
         "not": {"anyOf": [{"required": ["size", "height"]}, {"required": ["size", "width"]},
                           {"required": ["seconds", "num_frames"]}, {"required": ["model", "adapter"]}]},
