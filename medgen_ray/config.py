@@ -561,11 +561,15 @@ class GeneratorPoolConfig(Strict):
         return _ordered(self, "min_replicas", "max_replicas")
 
 
+# Step-cache kinds (models.video.CACHE_KINDS builds them; tests/unit/test_step_cache.py checks they agree).
+CacheKind = Literal["none", "first_block", "taylorseer", "pab"]
+
+
 class StepCacheConfig(Strict):
     """Step caching of the served transformer (diffusers' cache hooks); a request's `cache` field
     picks the kind per job with these parameters. All ours: no default changes the output."""
 
-    kind: Literal["none", "first_block", "taylorseer", "pab"] = Field(
+    kind: CacheKind = Field(
         "none", description="none (bit-identical to no caching) | first_block | taylorseer | pab")
     threshold: float = Field(0.05, gt=0, description="first_block: relative change of the first block's output "
                                                      "under which the other blocks are skipped")

@@ -276,11 +276,27 @@ def aggregate(df, cfg: EvaluateConfig) -> list[dict[str, Any]]:
     return rows
 
 
+def write_totals(output: str, df, cfg: EvaluateConfig, study: dict[str, Any] | None = None) -> dict[str, Any]:
+    """per_model.parquet, per_category.parquet (when the rows carry categories) and the report
+    from the per-video rows; returns the rows and the report's path."""
+    from medgen_ray.evaluate.medvbench_report import write_eval_report
+
+    fs, root = fsspec.core.url_to_fs(output)
+    per_model = aggregate(df, cfg)
+    with fs.open(f"{root.rstrip('/')}/per_model.parquet", "wb") as fh:
+        pq.write_table(pa.Table.from_pylist(per_model), fh)
+    per_category = aggregate_by_category(df, cfg)
+    if per_category:
+        with fs.open(f"{root.rstrip('/')}/per_category.parquet", "wb") as fh:
+            pq.write_table(pa.Table.from_pylist(per_category), fh)
+    report = write_eval_report(output, per_model, df, cfg, per_category, study=study)
+    return {"per_model": per_model, "per_category": per_category, "report": report}
+
+
 def retotal_with_study(output: str, ratings_csv: str, study: dict[str, Any]) -> str:
     """An evaluation's per-model table and report again, with the study's warping error (so the
     Total), Fig. 6 and the kappa table; no video is rescored. Returns the report's path."""
     from medgen_ray.config import DIMENSIONS, load_config
-    from medgen_ray.evaluate.medvbench_report import write_eval_report
 
     df = read_per_video(output)
     if not len(df):
@@ -288,16 +304,11 @@ def retotal_with_study(output: str, ratings_csv: str, study: dict[str, Any]) -> 
     dims = [d for d in DIMENSIONS if f"score_{d}" in df]
     cfg = load_config(None, [f"evaluate.output={output}", f"evaluate.dimensions=[{','.join(dims)}]",
                              f"evaluate.ratings=[{ratings_csv}]"]).evaluate
-    per_model = aggregate(df, cfg)
-    fs, root = fsspec.core.url_to_fs(output)
-    with fs.open(f"{root.rstrip('/')}/per_model.parquet", "wb") as fh:
-        pq.write_table(pa.Table.from_pylist(per_model), fh)
-    return write_eval_report(output, per_model, df, cfg, study=study)
+    return write_totals(output, df, cfg, study)["report"]
 
 
 def run_evaluate(app: AppConfig) -> dict[str, Any]:
     """Med-VBench: generate (unless scoring a folder), score every video, aggregate, report."""
-    from medgen_ray.evaluate.medvbench_report import write_eval_report
     from medgen_ray.evaluate.score import VideoScoreStage
 
     cfg = app.evaluate
@@ -346,14 +357,8 @@ def run_evaluate(app: AppConfig) -> dict[str, Any]:
         for _ in dataflow.stream(ds):
             pass
     df = read_per_video(cfg.output)
-    per_model = aggregate(df, cfg)
-    with fs.open(f"{root.rstrip('/')}/per_model.parquet", "wb") as fh:
-        pq.write_table(pa.Table.from_pylist(per_model), fh)
-    per_category = aggregate_by_category(df, cfg)
-    if per_category:
-        with fs.open(f"{root.rstrip('/')}/per_category.parquet", "wb") as fh:
-            pq.write_table(pa.Table.from_pylist(per_category), fh)
-    page = write_eval_report(cfg.output, per_model, df, cfg, per_category)
+    totals = write_totals(cfg.output, df, cfg)
+    per_model, per_category, page = totals["per_model"], totals["per_category"], totals["report"]
     for r in per_model:
         print("evaluate: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                                        for k, v in r.items() if v is not None), file=sys.stdout)

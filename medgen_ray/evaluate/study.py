@@ -22,6 +22,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,7 @@ def create_study(evaluation: str, out: str, focus: str, raters: list[str], *, se
         if vid not in anon:
             path = _join(root, "media", f"{rng.bytes(8).hex()}.mp4")
             with src_fs.open(src_fs._strip_protocol(str(row["video_uri"])), "rb") as a, fs.open(path, "wb") as b:
-                b.write(a.read())
+                shutil.copyfileobj(a, b)
             anon[vid] = path
         return anon[vid]
 

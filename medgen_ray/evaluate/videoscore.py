@@ -21,14 +21,12 @@ the reference class beside ours on the same mp4s and seeded weights.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 ASPECTS = ("visual_quality", "temporal_consistency", "dynamic_degree", "text_alignment", "factual_consistency")
-DIMENSIONS = tuple(f"videoscore_{a}" for a in ASPECTS)
 HUB_ID = "TIGER-Lab/VideoScore-v1.1"
 
 # The reference's REGRESSION_QUERY_PROMPT (run_videoscore.py), character for character: the
@@ -72,14 +70,13 @@ def read_frames(uri: str, max_frames: int) -> list[np.ndarray]:
     from medgen_ray.core.decode import open_video
     from medgen_ray.core.errors import DataError
 
-    with open_video(uri) as c:
-        total = int(c.streams.video[0].frames or 0)
-    if total <= 0:
-        with open_video(uri) as c:
-            total = sum(1 for _ in c.decode(video=0))
-    wanted = set(frame_indices(total, max_frames).tolist())
     frames = []
     with open_video(uri) as c:
+        total = int(c.streams.video[0].frames or 0)
+        if total <= 0:
+            total = sum(1 for _ in c.decode(video=0))
+            c.seek(0)
+        wanted = set(frame_indices(total, max_frames).tolist())
         for i, frame in enumerate(c.decode(video=0)):
             if i > max(wanted, default=-1):
                 break
@@ -248,8 +245,3 @@ def videoscore_total(vq: float, tc: float, t2va: float, fc: float, we: float) ->
     (VQ + TC + T2VA + FC + (100 - WE) / 25) / 6, VideoScore aspects on their 1-4 scale and the
     raters' warping error in per cent. Ours: the paper states no formula."""
     return (vq + tc + t2va + fc + (100.0 - we) / 25.0) / 6.0
-
-
-def scores_row(scores: dict[str, Any]) -> dict[str, float]:
-    """{videoscore_<aspect>: value} for the per-video row."""
-    return {f"videoscore_{a}": float(scores[a]) for a in ASPECTS}

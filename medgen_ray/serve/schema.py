@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from medgen_ray.config import ServeConfig
+from medgen_ray.config import CacheKind, ServeConfig
 from medgen_ray.models.families import family_of
 
 ID_PATTERN = "^[0-9a-f]{16}$"  # ID_RE in JSON Schema's (ECMA) syntax: what JobStore.create hands out
@@ -65,7 +65,7 @@ class VideoRequest(BaseModel):
     true_cfg_scale: Finite = Field(1.0, ge=1.0, le=20.0, description="> 1 with a negative prompt: real CFG")
     seed: int = Field(0, ge=0, le=MAX_SEED)
     adapter: str | None = Field(None, description="adapter name or 'base' (same as model)")
-    cache: Literal["none", "first_block", "taylorseer", "pab"] | None = Field(
+    cache: CacheKind | None = Field(
         None, description="step caching for this job (ours); default the deployment's serve.cache.kind")
 
     @field_validator("height", "width")
@@ -368,7 +368,7 @@ def request_schema(cfg: ServeConfig, adapters: list[str], sync: bool = False) ->
             "true_cfg_scale": {"type": "number", "minimum": 1, "maximum": 20},
             "seed": {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
             "adapter": {"type": "string", "enum": names},
-            "cache": {"type": "string", "enum": ["none", "first_block", "taylorseer", "pab"],
+            "cache": {"type": "string", "enum": list(get_args(CacheKind)),
                       "description": f"step caching (ours); default {cfg.cache.kind}"},
         },
         "not": {"anyOf": [{"required": ["size", "height"]}, {"required": ["size", "width"]},

@@ -56,8 +56,13 @@ def test_other_cache_kinds_run_and_stay_close(kind):
 
 
 def test_the_request_field_and_the_config():
-    from medgen_ray.config import ConfigError, load_config
+    from typing import get_args
+
+    from medgen_ray.config import CacheKind, ConfigError, load_config
+    from medgen_ray.models.video import CACHE_KINDS
     from medgen_ray.serve.schema import VideoRequest, request_schema, resolved
+
+    assert get_args(CacheKind) == CACHE_KINDS
 
     cfg = load_config(None, ["serve.cache.kind=first_block"]).serve
     assert resolved(VideoRequest(prompt="x"), cfg)["cache"] == "first_block"
