@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from medgen_ray.models.families import VideoFamily, family_of
+from medgen_ray.models.parallel import Degrees, degree_problems
 
 
 class Strict(BaseModel):
@@ -547,6 +548,18 @@ class ServeLimits(Strict):
                                                       "(ours: a quarter of ingress_max_ongoing)")
 
 
+class ParallelDegrees(Strict):
+    """One video over several ranks (context parallelism; models/parallel.py): ranks = ulysses x ring."""
+
+    ulysses: int = Field(1, ge=1, description="Ulysses degree: must divide the model's attention heads")
+    ring: int = Field(1, ge=1, description="ring-attention degree (GPU attention backends only; not for "
+                                           "HunyuanVideo-1.5, whose attention masks its text padding)")
+
+    @property
+    def ranks(self) -> int:
+        return self.ulysses * self.ring
+
+
 class GeneratorPoolConfig(Strict):
     """The Serve generator replicas: count and resources."""
 
@@ -555,6 +568,14 @@ class GeneratorPoolConfig(Strict):
     num_gpus: float = Field(1.0, ge=0)
     num_cpus: float = Field(1.0, gt=0)
     threads: int | None = Field(None, ge=1, description="torch CPU threads in a replica (CPU serving)")
+    parallel: ParallelDegrees = Field(default_factory=ParallelDegrees,
+                                      description="ranks per replica: the replica is rank 0, with ranks-1 worker "
+                                                  "actors in one STRICT_PACK placement group of num_gpus/num_cpus "
+                                                  "bundles")
+    collective_timeout_s: float = Field(300.0, gt=0, description="a multi-rank replica's collectives wait this long "
+                                                                 "for a rank before the job fails (rank_lost) and "
+                                                                 "the replica is replaced (ours)")
+    health_check_period_s: float = Field(10.0, gt=0, description="Serve's replica health check period")
 
     @model_validator(mode="after")
     def _bounds(self) -> "GeneratorPoolConfig":
@@ -652,6 +673,11 @@ class ServeConfig(Strict):
         why = family.check_frames(self.default_frames)
         if why:
             bad.append(f"default_frames={self.default_frames} is not 4k+1: {why}")
+        par = self.generator.parallel
+        bad += degree_problems(self.model, Degrees(par.ulysses, par.ring), where="generator.parallel")
+        if par.ring > 1 and self.generator.num_gpus == 0:
+            bad.append(f"generator.parallel.ring={par.ring}: ring attention needs a GPU attention backend "
+                       "(the log-sum-exp of flash or cuDNN); on CPU ranks use ulysses")
         if bad:
             raise ValueError("; ".join(bad))
         return self

@@ -52,6 +52,10 @@ class FamilyHooks(Protocol):
     def unpadded_attention(self, transformer: Any, on: bool = True) -> int:
         """Attention without the text mask where it is exact; the number of processors swapped."""
 
+    def context_parallel_plan(self, transformer: Any) -> dict[str, Any] | None:
+        """diffusers' context-parallel plan for this transformer (None: the class's own `_cp_plan`);
+        may swap in attention processors that context parallelism needs."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class VideoFamily:
@@ -77,10 +81,13 @@ class VideoFamily:
     lora_targets: tuple[str, ...]  # default LoRA target module names (diffusers names)
     original_keys: str  # what the ComfyUI / original-key export writes, in words
     impl: str  # module with the family's hooks
+    heads: int  # attention heads of the released transformer (a Ulysses degree must divide them)
     text_len: int = 0  # >0: prompts are zero-padded to this many tokens (how the model was trained)
     # LoRA target names whose output the model can discard (a block's last text-stream projections
     # whose result no later layer reads): DDP must then look for unused parameters
     discarded_outputs: tuple[str, ...] = ()
+    # ring attention splits keys too; a family whose attention needs a padding mask cannot use it
+    ring_attention: bool = True
     notes: str = ""
 
     def module(self) -> FamilyHooks:
@@ -105,6 +112,7 @@ class VideoFamily:
 
 
 _ATTN = ("to_q", "to_k", "to_v", "to_out.0")
+TINY_HEADS = 2  # attention heads of every family's tiny twin (tests/unit/test_families.py checks)
 
 FAMILIES: dict[str, VideoFamily] = {f.name: f for f in [
     VideoFamily(
@@ -114,7 +122,7 @@ FAMILIES: dict[str, VideoFamily] = {f.name: f for f in [
         latent_norm="scaling_factor", temporal=4, spatial=16, fps=24, shift=7.0, guidance=6.0,
         height=544, width=960, frames=33, lora_targets=_ATTN,
         original_keys="double_blocks/single_blocks, fused qkv (+mlp in single blocks)",
-        impl="medgen_ray.models.hunyuan", notes="the paper's base model"),
+        impl="medgen_ray.models.hunyuan", heads=24, notes="the paper's base model"),
     VideoFamily(
         name="hunyuan_video_1_5", label="HunyuanVideo-1.5",
         hub_id="hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_t2v", params="8.3B",
@@ -125,20 +133,22 @@ FAMILIES: dict[str, VideoFamily] = {f.name: f for f in [
         height=480, width=848, frames=121, lora_targets=_ATTN,
         original_keys="double_blocks img/txt_attn_q/k/v/proj (separate), refiner self_attn_qkv fused",
         discarded_outputs=("to_add_out", "ff_context"),  # the last double block's text stream
-        impl="medgen_ray.models.hunyuan15", notes="480p t2v; the 720p t2v checkpoint samples with shift 9"),
+        impl="medgen_ray.models.hunyuan15", heads=16, ring_attention=False,
+        notes="480p t2v; the 720p t2v checkpoint samples with shift 9"),
     VideoFamily(
         name="wan2.1-t2v-1.3b", label="Wan2.1-T2V-1.3B", hub_id="Wan-AI/Wan2.1-T2V-1.3B-Diffusers", params="1.3B",
         pipeline="WanPipeline", transformer="WanTransformer3DModel", vae="AutoencoderKLWan",
         text_encoders="UMT5-XXL, zero-padded to 512 tokens", latent_norm="mean_std", temporal=4, spatial=16,
         fps=16, shift=3.0, guidance=5.0, height=480, width=832, frames=81, lora_targets=_ATTN,
         original_keys="blocks.N.self_attn/cross_attn.q/k/v/o", impl="medgen_ray.models.wan", text_len=512,
-        notes="MedGen-1.3B (the authors' release) is a fine-tune of this"),
+        heads=12, notes="MedGen-1.3B (the authors' release) is a fine-tune of this"),
     VideoFamily(
         name="wan2.1-t2v-14b", label="Wan2.1-T2V-14B", hub_id="Wan-AI/Wan2.1-T2V-14B-Diffusers", params="14B",
         pipeline="WanPipeline", transformer="WanTransformer3DModel", vae="AutoencoderKLWan",
         text_encoders="UMT5-XXL, zero-padded to 512 tokens", latent_norm="mean_std", temporal=4, spatial=16,
         fps=16, shift=5.0, guidance=5.0, height=720, width=1280, frames=81, lora_targets=_ATTN,
-        original_keys="blocks.N.self_attn/cross_attn.q/k/v/o", impl="medgen_ray.models.wan", text_len=512),
+        original_keys="blocks.N.self_attn/cross_attn.q/k/v/o", impl="medgen_ray.models.wan", text_len=512,
+        heads=40),
     VideoFamily(
         name="wan2.2-ti2v-5b", label="Wan2.2-TI2V-5B", hub_id="Wan-AI/Wan2.2-TI2V-5B-Diffusers", params="5B",
         pipeline="WanPipeline", transformer="WanTransformer3DModel",
@@ -146,7 +156,7 @@ FAMILIES: dict[str, VideoFamily] = {f.name: f for f in [
         text_encoders="UMT5-XXL, zero-padded to 512 tokens", latent_norm="mean_std", temporal=4, spatial=32,
         fps=24, shift=5.0, guidance=5.0, height=704, width=1280, frames=121, lora_targets=_ATTN,
         original_keys="blocks.N.self_attn/cross_attn.q/k/v/o", impl="medgen_ray.models.wan", text_len=512,
-        notes="text-to-video mode (per-token timesteps all equal)"),
+        heads=24, notes="text-to-video mode (per-token timesteps all equal)"),
 ]}
 
 DEFAULT_FAMILY = "hunyuan_video"

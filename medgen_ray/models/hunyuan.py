@@ -204,3 +204,22 @@ def generate(pipe, prompt: str, *, height: int, width: int, num_frames: int, ste
                generator=torch.Generator().manual_seed(seed), output_type=output_type, prompt_template=template,
                **kwargs)
     return out.frames[0]
+
+
+def context_parallel_plan(transformer) -> dict[str, Any]:
+    """diffusers 0.42 gives HunyuanVideo's transformer no `_cp_plan`; ours: the RoPE tables, the
+    video tokens and the refined text tokens are split by sequence at the first double block (the
+    single blocks take them as they come), the output gathered at `proj_out`. Joint attention over
+    [video, text] on each rank's share is exact because nothing is masked: the processor without
+    the text mask goes in, so prompts must be trimmed to their real tokens (batch 1), which is what
+    generate_video and the training shards hand over."""
+    from diffusers.models._modeling_parallel import ContextParallelInput, ContextParallelOutput
+
+    set_rope = ContextParallelInput(split_dim=0, expected_dims=2, split_output=True)
+    unpadded_attention(transformer, True)
+    return {
+        "rope": {0: set_rope, 1: set_rope},
+        "transformer_blocks.0": {"hidden_states": ContextParallelInput(split_dim=1, expected_dims=3),
+                                 "encoder_hidden_states": ContextParallelInput(split_dim=1, expected_dims=3)},
+        "proj_out": ContextParallelOutput(gather_dim=1, expected_dims=3),
+    }

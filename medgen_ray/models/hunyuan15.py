@@ -172,3 +172,67 @@ def generate(pipe, prompt: str, *, height: int, width: int, num_frames: int, ste
                num_frames=num_frames, num_inference_steps=steps,
                generator=torch.Generator().manual_seed(seed), output_type=output_type)
     return out.frames[0]
+
+
+def _key_mask_processor_cls():
+    from diffusers.models.attention_dispatch import dispatch_attention_fn
+    from diffusers.models.embeddings import apply_rotary_emb
+    from diffusers.models.transformers.transformer_hunyuan_video15 import HunyuanVideo15AttnProcessor2_0
+
+    class KeyMaskAttnProcessor(HunyuanVideo15AttnProcessor2_0):
+        """HunyuanVideo-1.5's joint attention with the text padding as a key mask.
+
+        diffusers' processor builds a (tokens x tokens) mask that also blanks padded queries; under
+        context parallelism each rank holds a share of the queries, and only a key mask of the local
+        tokens can be gathered with the keys (diffusers' Ulysses all-gathers a mask whose last side
+        is the local sequence). The video tokens' outputs are the same: a padded token is never a
+        key, so what a padded query computes reaches nothing (tests compare whole generations)."""
+
+        def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
+                     image_rotary_emb=None):
+            def project(x, q, k, v, norm_q, norm_k):
+                q, k, v = (p(x).unflatten(2, (attn.heads, -1)) for p in (q, k, v))
+                return (norm_q(q) if norm_q is not None else q), (norm_k(k) if norm_k is not None else k), v
+
+            query, key, value = project(hidden_states, attn.to_q, attn.to_k, attn.to_v, attn.norm_q, attn.norm_k)
+            if image_rotary_emb is not None:
+                query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
+                key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
+            text = project(encoder_hidden_states, attn.add_q_proj, attn.add_k_proj, attn.add_v_proj,
+                           attn.norm_added_q, attn.norm_added_k)
+            query, key, value = (torch.cat(pair, dim=1) for pair in zip((query, key, value), text))
+            batch, tokens = query.shape[:2]
+            keys = torch.nn.functional.pad(attention_mask.bool(), (tokens - attention_mask.shape[1], 0), value=True)
+            out = dispatch_attention_fn(query, key, value, attn_mask=keys.view(batch, 1, 1, tokens), dropout_p=0.0,
+                                        is_causal=False, backend=self._attention_backend,
+                                        parallel_config=self._parallel_config)
+            out = out.flatten(2, 3).to(query.dtype)
+            n_text = encoder_hidden_states.shape[1]
+            video = attn.to_out[1](attn.to_out[0](out[:, :-n_text]))
+            return video, attn.to_add_out(out[:, -n_text:])
+
+    return KeyMaskAttnProcessor
+
+
+def context_parallel_plan(transformer) -> dict[str, Any]:
+    """diffusers 0.42 gives HunyuanVideo-1.5 no `_cp_plan`; ours: RoPE tables, video tokens and the
+    joined text/image tokens split by sequence at the first block, the text mask split at every
+    block (each block is handed the whole mask again), the output gathered at `proj_out`; the
+    double blocks' processors take the mask as a key mask (see KeyMaskAttnProcessor)."""
+    from diffusers.models._modeling_parallel import ContextParallelInput, ContextParallelOutput
+
+    processor = _key_mask_processor_cls()
+    for block in transformer.transformer_blocks:
+        block.attn.set_processor(processor())
+    split_rope = ContextParallelInput(split_dim=0, expected_dims=2, split_output=True)
+    split_mask = ContextParallelInput(split_dim=1, expected_dims=2)
+    plan: dict[str, Any] = {
+        "rope": {0: split_rope, 1: split_rope},
+        "transformer_blocks.0": {"hidden_states": ContextParallelInput(split_dim=1, expected_dims=3),
+                                 "encoder_hidden_states": ContextParallelInput(split_dim=1, expected_dims=3),
+                                 "attention_mask": split_mask},
+        "proj_out": ContextParallelOutput(gather_dim=1, expected_dims=3),
+    }
+    for i in range(1, len(transformer.transformer_blocks)):
+        plan[f"transformer_blocks.{i}"] = {"attention_mask": split_mask}
+    return plan

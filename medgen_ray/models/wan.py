@@ -154,3 +154,9 @@ def generate(pipe, prompt: str, *, height: int, width: int, num_frames: int, ste
                num_frames=num_frames, num_inference_steps=steps, guidance_scale=guidance,
                generator=torch.Generator().manual_seed(seed), output_type=output_type)
     return out.frames[0]
+
+
+def context_parallel_plan(transformer) -> None:
+    """Wan's transformer declares its own `_cp_plan` (diffusers): video tokens and RoPE split, the
+    zero-padded text whole on every rank (cross-attention reads all of it)."""
+    return None

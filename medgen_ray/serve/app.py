@@ -300,11 +300,26 @@ class GeneratorDeployment:
         self.cfg = ServeConfig.model_validate(cfg)
         self.store = JobStore(self.cfg.store)
         self.generator = VideoGenerator(self.cfg)
-        self.generator.setup()
+        workers = None
+        if self.cfg.generator.parallel.ranks > 1:
+            from medgen_ray.serve.ranks import RankWorkers
+
+            workers = RankWorkers(self.cfg)
+        self.generator.setup(workers)
 
     def run(self, job_id: str) -> dict[str, Any]:
         """Generate one stored job (see VideoGenerator.run_job)."""
         return self.generator.run_job(job_id, self.store)
+
+    def ranks(self) -> list[dict[str, Any]]:
+        """Each rank's last job: rank 0's record and every worker's (rank, job, steps, outcome)."""
+        own = {"rank": 0, **self.generator.last}
+        return [own] + (self.generator.workers.status() if self.generator.workers is not None else [])
+
+    def check_health(self) -> None:
+        """Serve replaces a replica whose ranks can run no more jobs (a rank died mid-job)."""
+        if self.generator.broken:
+            raise RuntimeError(f"generator replica unusable: {self.generator.broken}")
 
     def adapters(self) -> list[str]:
         """Names of the loaded adapters."""
@@ -557,10 +572,15 @@ def build_app(cfg: ServeConfig, bind_host: str | None = None):
     resolve_token(cfg, bind_host if bind_host is not None else proxy_host(cfg.host))  # before anything starts
     data = settings(cfg)
     g = cfg.generator
+    ranks = g.parallel.ranks
+    placement = {} if ranks == 1 else {  # the replica is rank 0 in bundle 0; its rank workers take the others
+        "placement_group_bundles": [{"CPU": g.num_cpus, **({"GPU": g.num_gpus} if g.num_gpus else {})}] * ranks,
+        "placement_group_strategy": "STRICT_PACK"}
     generator = GeneratorDeployment.options(
         ray_actor_options={"num_cpus": g.num_cpus, "num_gpus": g.num_gpus},
         autoscaling_config={"min_replicas": g.min_replicas, "max_replicas": g.max_replicas,
                             "target_ongoing_requests": 1, "initial_replicas": max(1, g.min_replicas)},
+        health_check_period_s=g.health_check_period_s, **placement,
     ).bind(data)
     return Ingress.options(max_ongoing_requests=cfg.ingress_max_ongoing).bind(generator, data)
 

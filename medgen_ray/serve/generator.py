@@ -31,6 +31,10 @@ class JobCancelled(Exception):
     """The job was cancelled or deleted while it ran: stop denoising."""
 
 
+class RankLost(Exception):
+    """A rank of a multi-rank replica died or stopped answering during a job."""
+
+
 def transformer_blocks(transformer: torch.nn.Module) -> list[torch.nn.Module]:
     """The repeated blocks of a video transformer (every top-level ModuleList named *blocks)."""
     return [b for name, child in transformer.named_children()
@@ -48,6 +52,9 @@ class VideoGenerator:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.runs: list[str] = []  # jobs this generator ran (claimed), in order
         self.hooks: dict[str, Callable[[str], None]] = {}  # tests: name -> callable at named points
+        self.workers: Any = None  # the other ranks of a multi-rank replica (setup)
+        self.broken: str | None = None  # why this replica's ranks can run no more jobs (health check)
+        self.last: dict[str, Any] = {}  # the last job: id, steps denoised, outcome
 
     def hook(self, name: str, job_id: str) -> None:
         """Call the test hook registered under `name`, if any (a barrier, an injected pause)."""
@@ -55,32 +62,23 @@ class VideoGenerator:
         if fn is not None:
             fn(job_id)
 
-    def setup(self) -> None:
-        from medgen_ray.models.registry import load_model
-        from medgen_ray.models.video import unpadded_attention
-        from medgen_ray.train.lora import load_lora_file
-
+    def setup(self, workers: Any = None) -> None:
+        """Load the pipeline. `workers`: the other ranks of a multi-rank replica (serve/ranks.py
+        RankWorkers: `join(port)`, `start(request)`, `wait(refs)`, `lost()`), already placed; this
+        generator is rank 0 and opens the process group they join."""
         cfg = self.cfg
         if cfg.generator.threads:
             torch.set_num_threads(cfg.generator.threads)
-        device = pick_device(cfg.generator.num_gpus)
-        dtype = DTYPES[cfg.dtype] if device == "cuda" else torch.float32
-        pipe = load_model(cfg.model, cfg.weights, "cpu", kind="video")
-        for name, path in cfg.adapters.items():
-            if name == BASE:
-                raise ValueError(f"serve.adapters: {BASE!r} is reserved for the model without adapters")
-            # the transformer's own loader (diffusers' PeftAdapterMixin): every family has it, not every pipeline
-            pipe.transformer.load_lora_adapter(load_lora_file(path, pipe.transformer), adapter_name=name,
-                                               prefix="transformer")
-        self.adapters = list(cfg.adapters)
-        unpadded_attention(pipe.transformer)  # generate_video hands over trimmed prompts where it matters
-        if cfg.vae_tiling:
-            pipe.vae.enable_tiling()
-        pipe.to(device, dtype)
-        if cfg.compile:
-            for block in transformer_blocks(pipe.transformer):
-                block.compile()
-        self.pipe = pipe
+        self.workers = workers
+        if workers is not None:
+            from medgen_ray.core.ranks import free_port, join_group
+
+            host = workers.address
+            port = free_port(host)
+            joined = workers.join(port)  # every rank blocks in init_process_group until all have come
+            join_group(0, cfg.generator.parallel.ranks, host, port, cfg.generator.collective_timeout_s)
+            workers.wait(joined)
+        self.pipe, self.adapters = build_pipeline(cfg)
 
     def use_adapter(self, name: str) -> None:
         transformer = self.pipe.transformer
@@ -94,16 +92,35 @@ class VideoGenerator:
         transformer.set_adapters([name], weights=[1.0])
 
     def generate(self, request: dict[str, Any], on_step=None) -> np.ndarray:
-        from medgen_ray.models.video import generate_video
+        if self.workers is None:
+            return generate_request(self, request, on_step)
+        from medgen_ray.core.ranks import StopAgreed, agree_to_stop
 
-        self.use_adapter(request.get("adapter") or BASE)
-        with torch.no_grad():
-            return generate_video(
-                self.pipe, request["prompt"], height=request["height"], width=request["width"],
-                num_frames=request["num_frames"], steps=request["steps"], guidance=request["guidance"],
-                seed=request["seed"], negative_prompt=request.get("negative_prompt") or None,
-                true_cfg_scale=request.get("true_cfg_scale", 1.0), on_step=on_step,
-                cache=request.get("cache") or self.cfg.cache.kind, cache_params=self.cfg.cache.params())
+        cancelled: list[JobCancelled] = []
+
+        def agreed_step(done: int) -> None:  # every rank stops at the same step, or none does
+            if on_step is not None:
+                try:
+                    on_step(done)
+                except JobCancelled as exc:
+                    cancelled.append(exc)
+            agree_to_stop(bool(cancelled))
+
+        running = self.workers.start({**request, "id": self.last.get("job")})
+        try:
+            frames = generate_request(self, request, agreed_step)
+            self.workers.wait(running)
+            return frames
+        except StopAgreed:
+            self.workers.wait(running)
+            raise cancelled[0] from None
+        except Exception as exc:  # a collective that failed: the group is unusable from here on
+            self.broken = f"{type(exc).__name__}: {exc}"
+            lost = self.workers.lost()
+            if lost:
+                raise RankLost(f"rank(s) {', '.join(map(str, lost))} of this replica died during the job "
+                               f"({self.broken})") from exc
+            raise
 
     def run_job(self, job_id: str, store: JobStore, owner: str | None = None) -> dict[str, Any]:
         """Generate a stored job and store its video; returns the record as it ends here.
@@ -142,8 +159,11 @@ class VideoGenerator:
                     state["stop"] = refused
                     return
 
+        self.last = {"job": job_id, "steps": 0, "outcome": "running"}
+
         def on_step(done: int) -> None:
             state["done"] = done
+            self.last["steps"] = done
             self.hook("run.step", job_id)
             if state["stop"] is not None:
                 raise JobCancelled(job_id)
@@ -154,7 +174,14 @@ class VideoGenerator:
         try:
             frames = self.generate(request, on_step)
         except JobCancelled:
+            self.last["outcome"] = "cancelled"
             return store.get(job_id) or {"id": job_id, "status": "cancelled"}
+        except RankLost as exc:
+            self.last["outcome"] = "rank_lost"
+            try:
+                return store.fail(job_id, owner, "rank_lost", str(exc))
+            except TransitionRefused as refused:
+                return refused.record or {"id": job_id, "status": "cancelled"}
         except Exception as exc:  # every accepted job ends in a state: a model error fails it, named
             try:
                 return store.fail(job_id, owner, "generation_failed", f"{type(exc).__name__}: {exc}")
@@ -163,8 +190,53 @@ class VideoGenerator:
         finally:
             beat_done.set()
             beat.join()
+        self.last["outcome"] = "done"
         try:
             return store.finish(job_id, owner, float_mp4_bytes(frames, self.cfg.fps), finished=time.time(),
                                 seconds=time.perf_counter() - t0, progress={"steps_done": total, "steps_total": total})
         except TransitionRefused as refused:  # cancelled or deleted while the last steps ran
             return refused.record or {"id": job_id, "status": "cancelled"}
+
+
+def build_pipeline(cfg: ServeConfig) -> tuple[Any, list[str]]:
+    """The served pipeline with its adapters, on the replica's device, wired into the process
+    group when the replica has several ranks (every rank builds the same)."""
+    from medgen_ray.models.parallel import Degrees, context_parallel
+    from medgen_ray.models.registry import load_model
+    from medgen_ray.models.video import unpadded_attention
+    from medgen_ray.train.lora import load_lora_file
+
+    device = pick_device(cfg.generator.num_gpus)
+    dtype = DTYPES[cfg.dtype] if device == "cuda" else torch.float32
+    pipe = load_model(cfg.model, cfg.weights, "cpu", kind="video")
+    for name, path in cfg.adapters.items():
+        if name == BASE:
+            raise ValueError(f"serve.adapters: {BASE!r} is reserved for the model without adapters")
+        # the transformer's own loader (diffusers' PeftAdapterMixin): every family has it, not every pipeline
+        pipe.transformer.load_lora_adapter(load_lora_file(path, pipe.transformer), adapter_name=name,
+                                           prefix="transformer")
+    unpadded_attention(pipe.transformer)  # generate_video hands over trimmed prompts where it matters
+    if cfg.vae_tiling:
+        pipe.vae.enable_tiling()
+    pipe.to(device, dtype)
+    par = cfg.generator.parallel
+    context_parallel(pipe.transformer, Degrees(par.ulysses, par.ring))
+    if cfg.compile:
+        for block in transformer_blocks(pipe.transformer):
+            block.compile()
+    return pipe, list(cfg.adapters)
+
+
+def generate_request(generator: Any, request: dict[str, Any], on_step=None, output_type: str = "np"):
+    """One stored request through a generator's pipeline (rank 0 and the rank workers alike):
+    the adapter switched, the step cache of the request or the deployment."""
+    from medgen_ray.models.video import generate_video
+
+    generator.use_adapter(request.get("adapter") or BASE)
+    with torch.no_grad():
+        return generate_video(
+            generator.pipe, request["prompt"], height=request["height"], width=request["width"],
+            num_frames=request["num_frames"], steps=request["steps"], guidance=request["guidance"],
+            seed=request["seed"], negative_prompt=request.get("negative_prompt") or None,
+            true_cfg_scale=request.get("true_cfg_scale", 1.0), on_step=on_step, output_type=output_type,
+            cache=request.get("cache") or generator.cfg.cache.kind, cache_params=generator.cfg.cache.params())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 
-from medgen_ray.config import AppConfig
+from medgen_ray.config import AppConfig, ConfigError
 
 APP_NAME = "medgen"
 
@@ -24,7 +24,16 @@ def start_serve(app: AppConfig) -> str:
 
     resolve_token(cfg)  # the configured bind first: nothing starts when it needs a token and has none
     init_ray(app.ray)
+    import ray
     from ray import serve
+
+    from medgen_ray.models.parallel import placement_problems
+
+    g = cfg.generator
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    problems = placement_problems(g.parallel.ranks, g.num_gpus, g.num_cpus, nodes, where="serve.generator.parallel")
+    if problems:  # a placement group that cannot be placed would leave the replica pending for ever
+        raise ConfigError(problems)
 
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     from medgen_ray.core.ray_compat import serve_client

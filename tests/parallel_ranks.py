@@ -1,0 +1,56 @@
+"""Rank processes for the context-parallel tests: torch.multiprocessing spawns these (they must be
+importable by a fresh interpreter), each joins a gloo group on 127.0.0.1 and runs the code a
+multi-rank Serve replica or a Ray Train worker runs, writing its results to a folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+REQUEST = {"prompt": "a surgeon ties a knot in a laparoscopic view", "height": 32, "width": 64, "num_frames": 9,
+           "steps": 3, "guidance": None, "seed": 7}
+
+
+def serve_config(model: str, ulysses: int, **extra):
+    from medgen_ray.config import ServeConfig
+
+    return ServeConfig(model=model, default_height=32, default_width=64, default_frames=9, vae_tiling=False,
+                       generator={"num_gpus": 0, "threads": 1, "parallel": {"ulysses": ulysses}}, **extra)
+
+
+def generate_ranks(rank: int, world: int, port: int, models: list[str], out: str) -> None:
+    """Every model's tiny twin through build_pipeline + generate_request (the replica's calls) on
+    `world` ranks; rank 0 decodes and saves the frames, the other ranks stop at the latents."""
+    import torch
+
+    from medgen_ray.core.ranks import agree_to_stop, join_group, leave_group
+    from medgen_ray.serve.generator import build_pipeline, generate_request
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    torch.set_num_threads(1)
+    if world > 1:
+        join_group(rank, world, "127.0.0.1", port, 120)
+    for model in models:
+        cfg = serve_config(model, world)
+
+        class Rank:  # what generate_request reads of a generator
+            pass
+
+        gen = Rank()
+        gen.cfg = cfg
+        gen.pipe, gen.adapters = build_pipeline(cfg)
+        gen.use_adapter = lambda name: None
+        steps: list[int] = []
+
+        def step(done: int) -> None:
+            steps.append(done)
+            if world > 1:
+                agree_to_stop(False)
+
+        frames = generate_request(gen, REQUEST, step, output_type="np" if rank == 0 else "latent")
+        if rank == 0:
+            np.save(Path(out) / f"{model.replace('/', '_')}.npy", np.asarray(frames))
+        (Path(out) / f"{model.replace('/', '_')}.rank{rank}.steps").write_text(",".join(map(str, steps)))
+    leave_group()

@@ -1,0 +1,54 @@
+"""One video over two CPU ranks (gloo, 127.0.0.1) equals one process, for every family's tiny
+twin, through the same calls a multi-rank Serve replica makes (serve.generator.build_pipeline and
+generate_request); the degree checks name the numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch.multiprocessing as mp
+
+from medgen_ray.core.ranks import free_port
+from tests.parallel_ranks import generate_ranks
+
+MODELS = ["hunyuan_video/tiny", "hunyuan_video_1_5/tiny", "wan2.1-t2v-1.3b/tiny", "wan2.2-ti2v-5b/tiny"]
+
+
+def test_ulysses_two_ranks_equal_one_process_for_every_family(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    generate_ranks(0, 1, 0, MODELS, str(one))
+    mp.spawn(generate_ranks, args=(2, free_port(), MODELS, str(two)), nprocs=2, join=True)
+    for model in MODELS:
+        name = model.replace("/", "_")
+        a, b = np.load(one / f"{name}.npy"), np.load(two / f"{name}.npy")
+        assert a.shape == b.shape == (9, 32, 64, 3)
+        # 1e-5: the attention's sums run in another order over two ranks (float32; measured <= 3e-6)
+        assert np.abs(a - b).max() <= 1e-5, (model, float(np.abs(a - b).max()))
+        assert a.std() > 0.01  # a real picture, not a constant both sides agree on
+        # both ranks took every step together
+        assert (two / f"{name}.rank0.steps").read_text() == (two / f"{name}.rank1.steps").read_text() == "1,2,3"
+
+
+def test_degrees_are_checked_against_the_model():
+    from medgen_ray.config import ConfigError, ServeConfig, load_config
+    from medgen_ray.models.parallel import Degrees, degree_problems, placement_problems
+
+    assert degree_problems("hunyuan_video", Degrees(8), where="p") == []  # 24 heads
+    assert degree_problems("hunyuan_video", Degrees(5), where="p") == [
+        "p.ulysses=5: must divide HunyuanVideo's 24 attention heads"]
+    assert "HunyuanVideo-1.5's attention masks its text padding" in degree_problems(
+        "hunyuan_video_1_5", Degrees(1, 2), where="p")[0]
+    assert "CheckpointError" in degree_problems("wan2.1-t2v-14b", Degrees(1, 2), where="p", training=True)[0]
+    assert degree_problems("wan2.1-t2v-14b", Degrees(4, 2), where="p") == []  # 40 heads, ring allowed
+    with pytest.raises(ConfigError, match=r"serve: .*generator.parallel.ulysses=3: must divide HunyuanVideo.s 2 "):
+        load_config(None, ["serve.generator.parallel.ulysses=3"])
+    with pytest.raises(ValueError, match="ring attention needs a GPU"):
+        ServeConfig(model="wan2.1-t2v-1.3b/tiny", generator={"num_gpus": 0, "parallel": {"ring": 2}})
+    node = {"CPU": 16.0, "GPU": 8.0}
+    assert placement_problems(8, 1, 1, [node], where="g") == []
+    assert placement_problems(16, 1, 1, [node, node], where="g") == [
+        "g: 16 ranks x 1 GPU = 16 GPU on one node (a replica's ranks share a node), the largest node has 8"]
+    assert placement_problems(4, 1, 1, [{"CPU": 16.0, "GPU": 2.0}], where="g") == [
+        "g: 4 ranks x 1 GPU = 4 GPU, the cluster has 2"]
