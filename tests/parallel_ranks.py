@@ -25,32 +25,38 @@ def generate_ranks(rank: int, world: int, port: int, models: list[str], out: str
     `world` ranks; rank 0 decodes and saves the frames, the other ranks stop at the latents."""
     import torch
 
-    from medgen_ray.core.ranks import agree_to_stop, join_group, leave_group
-    from medgen_ray.serve.generator import build_pipeline, generate_request
+    from medgen_ray.core.ranks import join_group, leave_group
 
     os.environ["HF_HUB_OFFLINE"] = "1"
     torch.set_num_threads(1)
     if world > 1:
         join_group(rank, world, "127.0.0.1", port, 120)
     for model in models:
-        cfg = serve_config(model, world)
-
-        class Rank:  # what generate_request reads of a generator
-            pass
-
-        gen = Rank()
-        gen.cfg = cfg
-        gen.pipe, gen.adapters = build_pipeline(cfg)
-        gen.use_adapter = lambda name: None
-        steps: list[int] = []
-
-        def step(done: int) -> None:
-            steps.append(done)
-            if world > 1:
-                agree_to_stop(False)
-
-        frames = generate_request(gen, REQUEST, step, output_type="np" if rank == 0 else "latent")
-        if rank == 0:
-            np.save(Path(out) / f"{model.replace('/', '_')}.npy", np.asarray(frames))
-        (Path(out) / f"{model.replace('/', '_')}.rank{rank}.steps").write_text(",".join(map(str, steps)))
+        _generate_one(model, rank, world, out)
     leave_group()
+
+
+def _generate_one(model: str, rank: int, world: int, out: str) -> None:
+    from medgen_ray.core.ranks import agree_to_stop
+    from medgen_ray.serve.generator import build_pipeline, generate_request
+
+    cfg = serve_config(model, world)
+
+    class Rank:  # what generate_request reads of a generator
+        pass
+
+    gen = Rank()
+    gen.cfg = cfg
+    gen.pipe, gen.adapters = build_pipeline(cfg)
+    gen.use_adapter = lambda name: None
+    steps: list[int] = []
+
+    def step(done: int) -> None:
+        steps.append(done)
+        if world > 1:
+            agree_to_stop(False)
+
+    frames = generate_request(gen, REQUEST, step, output_type="np" if rank == 0 else "latent")
+    if rank == 0:
+        np.save(Path(out) / f"{model.replace('/', '_')}.npy", np.asarray(frames))
+    (Path(out) / f"{model.replace('/', '_')}.rank{rank}.steps").write_text(",".join(map(str, steps)))

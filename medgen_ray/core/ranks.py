@@ -35,6 +35,7 @@ def join_group(rank: int, world: int, address: str, port: int, timeout_s: float)
 
 
 def leave_group() -> None:
+    """Leave this process's group (no-op outside one)."""
     if dist.is_initialized():
         dist.destroy_process_group()
 

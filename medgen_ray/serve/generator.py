@@ -136,6 +136,8 @@ class VideoGenerator:
         owner = owner or self.owner
         with self.lock:
             self.hook("run.locked", job_id)
+            if self.broken:  # left unclaimed: the ingress's recovery hands it to the replica Serve starts instead
+                raise RuntimeError(f"job {job_id}: this replica's ranks can run no more jobs ({self.broken})")
             try:
                 record = store.claim(job_id, owner, self.cfg.lease_s, self.cfg.max_attempts)
             except TransitionRefused as refused:

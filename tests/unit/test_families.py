@@ -157,3 +157,22 @@ def test_ddp_looks_for_unused_parameters_only_where_a_target_can_be_discarded():
     for name in ("hunyuan_video", "wan2.1-t2v-1.3b", "wan2.2-ti2v-5b"):
         assert not find_unused(f"train.model={name}/tiny", "train.lora.targets=[to_q, to_add_out, ffn.net.2, proj_out]")
     assert find_unused("train.model=wan2.1-t2v-1.3b/tiny", "train.ddp_find_unused=true")
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_head_counts_are_the_transformers_own(name):
+    """Degrees are checked against `heads` / TINY_HEADS before anything loads: they must be the
+    head counts the released config and the tiny twin really build."""
+    import inspect
+
+    import diffusers
+
+    from medgen_ray.models.families import TINY_HEADS
+    from medgen_ray.models.video import load_transformer
+
+    family = FAMILIES[name]
+    cls = getattr(diffusers, family.transformer)
+    full = {**{k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()},
+            **family.module().full_config(family)}
+    assert full["num_attention_heads"] == family.heads
+    assert load_transformer(f"{name}/tiny", True, None).config.num_attention_heads == TINY_HEADS
