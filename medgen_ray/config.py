@@ -462,6 +462,13 @@ class ValidationConfig(Strict):
     seed: int = 0
 
 
+class ContextParallelTrain(Strict):
+    """Context-parallel training (Ulysses): each clip's tokens over `ulysses` workers, which hold
+    the same clip, noise and timestep; the other factor of num_workers is data parallel."""
+
+    ulysses: int = Field(1, ge=1, description="Ulysses degree: divides num_workers and the model's attention heads")
+
+
 class TrainConfig(Strict):
     """LoRA fine-tuning of the video transformer on precomputed shards (Ray Train)."""
 
@@ -478,6 +485,9 @@ class TrainConfig(Strict):
                                                            "(HunyuanVideo-1.5's last text-stream projections), since "
                                                            "on costs a graph walk per step (ours)")
     num_workers: int = Field(1, ge=1)
+    context_parallel: ContextParallelTrain = Field(
+        default_factory=lambda: ContextParallelTrain(),
+        description="one clip's tokens over several workers: num_workers = data-parallel x ulysses")
     use_gpu: bool = True
     cpus_per_worker: float = Field(1.0, gt=0)
     max_steps: int = Field(1000, ge=1, description="optimizer steps")
@@ -512,6 +522,19 @@ class TrainConfig(Strict):
     @model_validator(mode="after")
     def _known_model(self) -> "TrainConfig":
         _family(self.model)
+        cp = self.context_parallel.ulysses
+        bad = degree_problems(self.model, Degrees(cp), where="context_parallel", training=True)
+        if self.num_workers % cp:
+            bad.append(f"context_parallel.ulysses={cp} must divide num_workers={self.num_workers} "
+                       "(num_workers = data-parallel x ulysses)")
+        if cp > 1 and self.validation.every_steps:
+            bad.append(f"context_parallel.ulysses={cp}: validation.every_steps must be 0 (a context-parallel "
+                       "transformer generates only with its whole group; serve the exported LoRA instead)")
+        if cp > 1 and self.micro_batch != 1:
+            bad.append(f"context_parallel.ulysses={cp} trains one clip at a time: micro_batch must be 1, "
+                       f"not {self.micro_batch}")
+        if bad:
+            raise ValueError("; ".join(bad))
         return self
 
     @property

@@ -60,3 +60,50 @@ def _generate_one(model: str, rank: int, world: int, out: str) -> None:
     if rank == 0:
         np.save(Path(out) / f"{model.replace('/', '_')}.npy", np.asarray(frames))
     (Path(out) / f"{model.replace('/', '_')}.rank{rank}.steps").write_text(",".join(map(str, steps)))
+
+
+def train_step_ranks(rank: int, world: int, port: int, models: list[str], out: str, training: bool) -> None:
+    """One flow-matching training step (train.loop.flow_step_loss, LoRA on the tiny twin) on
+    `world` context-parallel ranks: every rank draws the same noise and timestep and holds the same
+    clip; rank r saves its loss and LoRA gradients."""
+    import torch
+
+    from medgen_ray.config import TrainConfig
+    from medgen_ray.core.ranks import join_group, leave_group
+    from medgen_ray.models.families import family_of
+    from medgen_ray.models.parallel import Degrees, context_parallel
+    from medgen_ray.models.video import encode_text, load_encoders, load_transformer, unpadded_attention
+    from medgen_ray.train.loop import flow_step_loss
+    from medgen_ray.train.lora import add_lora
+    from medgen_ray.train.precompute import collate
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    torch.set_num_threads(1)
+    if world > 1:
+        join_group(rank, world, "127.0.0.1", port, 120)
+    for model in models:
+        family = family_of(model)
+        cfg = TrainConfig(model=model, gradient_checkpointing=True, mixed_precision="no", caption_dropout=0.0,
+                          num_workers=world, context_parallel={"ulysses": world})
+        pipe = load_encoders(model, True, None)
+        text = encode_text(pipe, family, "a surgeon ties a knot in a laparoscopic view", 64, "cpu")
+        torch.manual_seed(0)
+        transformer = load_transformer(model, True, None)
+        transformer.enable_gradient_checkpointing()
+        add_lora(transformer, 4, 4.0, list(family.lora_targets))
+        for name, p in transformer.named_parameters():
+            if p.requires_grad:  # LoRA B starts at zero: give it values so every gradient is non-trivial
+                p.data = torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))) * 0.05
+        unpadded_attention(transformer)
+        if world > 1:
+            context_parallel(transformer, Degrees(world), training=training)
+        channels = transformer.config.out_channels
+        latent = torch.randn(channels, 3, 4, 8, generator=torch.Generator().manual_seed(1))
+        batch = collate([{"latent": latent, **text}])
+        loss = flow_step_loss(transformer, batch, cfg, torch.Generator().manual_seed(5), torch.device("cpu"),
+                              torch.float32, family)
+        loss.backward()
+        grads = {n: p.grad.detach().clone() for n, p in transformer.named_parameters() if p.requires_grad}
+        torch.save({"loss": float(loss.detach()), "grads": grads},
+                   Path(out) / f"{model.replace('/', '_')}.rank{rank}.pt")
+    leave_group()

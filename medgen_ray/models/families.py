@@ -52,9 +52,12 @@ class FamilyHooks(Protocol):
     def unpadded_attention(self, transformer: Any, on: bool = True) -> int:
         """Attention without the text mask where it is exact; the number of processors swapped."""
 
-    def context_parallel_plan(self, transformer: Any) -> dict[str, Any] | None:
+    def context_parallel_plan(self, transformer: Any, training: bool = False) -> dict[str, Any] | None:
         """diffusers' context-parallel plan for this transformer (None: the class's own `_cp_plan`);
         may swap in attention processors that context parallelism needs."""
+
+    def context_parallel_inputs(self, inputs: dict[str, Any], degree: int) -> dict[str, Any]:
+        """Training inputs whose split sequences divide by the degree (masked padding)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -206,20 +206,60 @@ def generate(pipe, prompt: str, *, height: int, width: int, num_frames: int, ste
     return out.frames[0]
 
 
-def context_parallel_plan(transformer) -> dict[str, Any]:
+def _cp_mask_processor_cls():
+    from diffusers.models.transformers.transformer_hunyuan_video import HunyuanVideoAttnProcessor2_0
+
+    class ContextParallelMaskProcessor(HunyuanVideoAttnProcessor2_0):
+        """HunyuanVideo's joint attention with padded text under Ulysses (training).
+
+        The transformer builds one key mask over [all video tokens, all text tokens]; under
+        Ulysses each rank holds a share of both, and the all-to-all gathers the keys as
+        [video share 0, text share 0, video share 1, ...]. The mask is put in that order (the
+        whole-sequence mask is then used as it is, not gathered)."""
+
+        def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
+                     image_rotary_emb=None):
+            if attention_mask is not None and self._parallel_config is not None:
+                world = self._parallel_config.context_parallel_config.ulysses_degree
+                video, text = hidden_states.shape[1], encoder_hidden_states.shape[1]
+                parts = (attention_mask[..., :world * video].unflatten(-1, (world, video)),
+                         attention_mask[..., world * video:].unflatten(-1, (world, text)))
+                attention_mask = torch.cat(parts, dim=-1).flatten(-2)
+            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+
+    return ContextParallelMaskProcessor
+
+
+def context_parallel_plan(transformer, training: bool = False) -> dict[str, Any]:
     """diffusers 0.42 gives HunyuanVideo's transformer no `_cp_plan`; ours: the RoPE tables, the
     video tokens and the refined text tokens are split by sequence at the first double block (the
-    single blocks take them as they come), the output gathered at `proj_out`. Joint attention over
-    [video, text] on each rank's share is exact because nothing is masked: the processor without
-    the text mask goes in, so prompts must be trimmed to their real tokens (batch 1), which is what
-    generate_video and the training shards hand over."""
+    single blocks take them as they come), the output gathered at `proj_out`. Generation hands over
+    trimmed prompts (batch 1, nothing masked), so the processor without the text mask goes in and
+    Ulysses takes uneven shares; training pads the text to a multiple of the degree
+    (context_parallel_inputs) and attends with the mask in the gathered order."""
     from diffusers.models._modeling_parallel import ContextParallelInput, ContextParallelOutput
 
-    set_rope = ContextParallelInput(split_dim=0, expected_dims=2, split_output=True)
-    unpadded_attention(transformer, True)
+    split_rope = ContextParallelInput(split_dim=0, expected_dims=2, split_output=True)
+    if training:
+        processor = _cp_mask_processor_cls()
+        for module in transformer.modules():
+            if getattr(module, "processor", None) is not None and hasattr(module, "set_processor") \
+                    and type(module.processor).__name__ in ("HunyuanVideoAttnProcessor2_0", "UnpaddedAttnProcessor"):
+                module.set_processor(processor())
+    else:
+        unpadded_attention(transformer, True)
     return {
-        "rope": {0: set_rope, 1: set_rope},
+        "rope": {0: split_rope, 1: split_rope},
         "transformer_blocks.0": {"hidden_states": ContextParallelInput(split_dim=1, expected_dims=3),
                                  "encoder_hidden_states": ContextParallelInput(split_dim=1, expected_dims=3)},
         "proj_out": ContextParallelOutput(gather_dim=1, expected_dims=3),
     }
+
+
+def context_parallel_inputs(inputs: dict[str, Any], degree: int) -> dict[str, Any]:
+    """Training under Ulysses splits the text by sequence without uneven shares: pad the prompt
+    with masked zero tokens to a multiple of the degree."""
+    from medgen_ray.models.parallel import pad_tokens
+
+    return pad_tokens(inputs, "encoder_hidden_states", "encoder_attention_mask",
+                      -inputs["encoder_hidden_states"].shape[1] % degree)

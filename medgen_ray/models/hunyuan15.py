@@ -214,7 +214,7 @@ def _key_mask_processor_cls():
     return KeyMaskAttnProcessor
 
 
-def context_parallel_plan(transformer) -> dict[str, Any]:
+def context_parallel_plan(transformer, training: bool = False) -> dict[str, Any]:
     """diffusers 0.42 gives HunyuanVideo-1.5 no `_cp_plan`; ours: RoPE tables, video tokens and the
     joined text/image tokens split by sequence at the first block, the text mask split at every
     block (each block is handed the whole mask again), the output gathered at `proj_out`; the
@@ -236,3 +236,13 @@ def context_parallel_plan(transformer) -> dict[str, Any]:
     for i in range(1, len(transformer.transformer_blocks)):
         plan[f"transformer_blocks.{i}"] = {"attention_mask": split_mask}
     return plan
+
+
+def context_parallel_inputs(inputs: dict[str, Any], degree: int) -> dict[str, Any]:
+    """Training under Ulysses splits the joined image + glyph + prompt tokens without uneven
+    shares: pad the prompt with masked zero tokens until their sum is a multiple of the degree."""
+    from medgen_ray.models.parallel import pad_tokens
+
+    joined = (inputs["image_embeds"].shape[1] + inputs["encoder_hidden_states_2"].shape[1]
+              + inputs["encoder_hidden_states"].shape[1])
+    return pad_tokens(inputs, "encoder_hidden_states", "encoder_attention_mask", -joined % degree)

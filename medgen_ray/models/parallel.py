@@ -103,7 +103,7 @@ def context_parallel(transformer: Any, degrees: Degrees, mesh: Any = None, train
         return transformer
     family: VideoFamily = family_of_transformer(type(transformer).__name__)
     cpu_ranks_see_one_device()
-    plan = family.module().context_parallel_plan(transformer)
+    plan = family.module().context_parallel_plan(transformer, training)
     anything = degrees.ring == 1 and not training
     config = ContextParallelConfig(ulysses_degree=degrees.ulysses, ring_degree=degrees.ring,
                                    ulysses_anything=anything, mesh=mesh)
@@ -111,3 +111,16 @@ def context_parallel(transformer: Any, degrees: Degrees, mesh: Any = None, train
         transformer.set_attention_backend("_native_cudnn")  # returns the log-sum-exp ring attention needs
     transformer.enable_parallelism(config=config, cp_plan=plan)
     return transformer
+
+
+def pad_tokens(inputs: dict[str, Any], key: str, mask_key: str, extra: int) -> dict[str, Any]:
+    """`inputs` with `extra` zero tokens after the token stream `key` (B, n, d) and False after its
+    boolean mask `mask_key` (B, n)."""
+    import torch
+
+    if not extra:
+        return inputs
+    tokens, mask = inputs[key], inputs[mask_key]
+    return {**inputs,
+            key: torch.cat([tokens, tokens.new_zeros(tokens.shape[0], extra, tokens.shape[2])], dim=1),
+            mask_key: torch.cat([mask, mask.new_zeros(mask.shape[0], extra)], dim=1)}

@@ -296,9 +296,12 @@ def encode_text(pipe, family: VideoFamily, text: str, max_len: int, device) -> d
 
 
 def model_inputs(family: VideoFamily, transformer, noisy: torch.Tensor, timesteps: torch.Tensor,
-                 batch: dict[str, torch.Tensor], guidance: float, device, dtype) -> dict[str, Any]:
-    """The transformer's keyword arguments for a training batch of this family."""
-    return family.module().model_inputs(family, transformer, noisy, timesteps, batch, guidance, device, dtype)
+                 batch: dict[str, torch.Tensor], guidance: float, device, dtype, cp_degree: int = 1) -> dict[str, Any]:
+    """The transformer's keyword arguments for a training batch of this family; under context
+    parallelism of `cp_degree` ranks, with the text padded (masked) so its split is even."""
+    hooks = family.module()
+    inputs = hooks.model_inputs(family, transformer, noisy, timesteps, batch, guidance, device, dtype)
+    return hooks.context_parallel_inputs(inputs, cp_degree) if cp_degree > 1 else inputs
 
 
 def unpadded_attention(transformer: torch.nn.Module, on: bool = True) -> int:

@@ -156,7 +156,12 @@ def generate(pipe, prompt: str, *, height: int, width: int, num_frames: int, ste
     return out.frames[0]
 
 
-def context_parallel_plan(transformer) -> None:
+def context_parallel_plan(transformer, training: bool = False) -> None:
     """Wan's transformer declares its own `_cp_plan` (diffusers): video tokens and RoPE split, the
     zero-padded text whole on every rank (cross-attention reads all of it)."""
     return None
+
+
+def context_parallel_inputs(inputs: dict[str, Any], degree: int) -> dict[str, Any]:
+    """Wan's plan leaves the text whole on every rank: nothing to pad."""
+    return inputs

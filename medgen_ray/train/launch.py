@@ -35,7 +35,7 @@ def check_train_inputs(cfg: TrainConfig) -> tuple[TrainConfig, Any]:
 def fit_lora(cfg: TrainConfig, check: Any, train_ds: Any) -> dict[str, Any]:
     """Run the LoRA loop on Ray Train over `train_ds` (a Ray Dataset of shard rows); returns
     the run's summary."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from medgen_ray.train.loop import train_loop_per_worker
@@ -52,6 +52,8 @@ def fit_lora(cfg: TrainConfig, check: Any, train_ds: Any) -> dict[str, Any]:
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
                              failure_config=FailureConfig(max_failures=cfg.max_failures)),
         datasets={"train": train_ds},
+        # context parallelism: every worker sees all rows; each group's first rank picks its data-parallel share
+        dataset_config=DataConfig(datasets_to_split=[] if cfg.context_parallel.ulysses > 1 else "all"),
     )
     result = trainer.fit()
     summary = {

@@ -80,7 +80,7 @@ def flow_step_loss(model, batch: dict[str, torch.Tensor], cfg: TrainConfig, gen:
         batch = without_caption(batch)  # unconditional step
     inner = getattr(model, "module", model)  # DDP / DeepSpeed wrap the transformer
     inputs = model_inputs(family, inner, noisy_latents(x0, noise, sigmas), timesteps_for(sigmas), batch,
-                          cfg.guidance, device, dtype)
+                          cfg.guidance, device, dtype, cfg.context_parallel.ulysses)
     with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
         pred = model(**inputs, return_dict=False)[0]
     return flow_loss(pred, x0, noise)
@@ -110,6 +110,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     on_gpu = cfg.use_gpu and torch.cuda.is_available()
     device = ray.train.torch.get_device() if on_gpu else torch.device("cpu")
     dtype = PRECISION[cfg.mixed_precision] if on_gpu else torch.float32
+    # Context parallelism: ranks cp*i .. cp*i+cp-1 are data-parallel rank i and train one clip
+    # together (the group's first rank reads it and hands it to the others).
+    cp = cfg.context_parallel.ulysses
+    dp, dp_rank = world // cp, rank // cp
 
     # 1. Model: frozen base in the compute dtype, LoRA weights in float32 (same init on every rank).
     torch.manual_seed(cfg.seed)
@@ -120,6 +124,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if cfg.unpadded_attention and cfg.micro_batch == 1:
         unpadded_attention(transformer)  # collate() pads nothing at batch 1 (where the family allows it)
     transformer.to(device)
+    cp_group = None
+    if cp > 1:
+        from torch.distributed.device_mesh import init_device_mesh
+
+        from medgen_ray.models.parallel import Degrees, context_parallel
+
+        mesh = init_device_mesh(device.type, (dp, 1, cp), mesh_dim_names=("dp", "ring", "ulysses"))
+        context_parallel(transformer, Degrees(cp), mesh=mesh, training=True)
+        cp_group = mesh["ulysses"].get_group()
     named = [(n, p) for n, p in transformer.named_parameters() if p.requires_grad]
     for _, p in named:
         p.data = p.data.float()
@@ -139,25 +152,31 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     # 3. Steps. Noise and timesteps come from a generator seeded per (rank, step), so a resumed
     # run draws what an uninterrupted one would have.
-    shard = ray.train.get_dataset_shard("train")
-    cache = ShardCache(cfg.cache_mb_per_worker * 2**20, cfg.shuffle_buffer, cfg.seed, rank)
+    shard = ray.train.get_dataset_shard("train")  # under context parallelism: all rows, each worker
+    cache = ShardCache(cfg.cache_mb_per_worker * 2**20, cfg.shuffle_buffer, cfg.seed, dp_rank)
     losses: list[float] = []
     step_ids: list[str] = []
     t_last = time.perf_counter()
     while state.step < cfg.max_steps:
         skip = set(state.consumed)
-        batches = bucket_batches(cache.epoch_rows(shard, state.epoch), cfg.micro_batch, skip)
+        reads = rank % cp == 0  # this worker reads clips (its context-parallel group's first rank)
+        rows = cache.epoch_rows(shard, state.epoch) if reads else iter(())
+        batches = bucket_batches(rows if cp == 1 else data_parallel_rows(rows, dp, dp_rank), cfg.micro_batch, skip)
         while state.step < cfg.max_steps:
             item = next(batches, None)
+            if cp > 1:  # the group's first rank hands its clip (or the end of its epoch) to the others
+                item = share_in_group(item, rank - rank % cp, cp_group, dist)
             if not _all_have(item is not None, world, dist):
                 break  # a worker ran out: the epoch ends for everyone, keeping steps in lockstep
             ids, batch = item
-            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + state.step * 1009 + rank * 17 + len(losses))
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + state.step * 1009 + dp_rank * 17 + len(losses))
             with strategy.sync_context():
                 loss = flow_step_loss(strategy.model, batch, cfg, gen, device, dtype, family)
-                stepped = strategy.micro_step(loss)
+                # each rank's LoRA gradient is its tokens' share: the group's sum is the clip's
+                # gradient, and DDP averages over all dp*cp ranks, so scale by cp
+                stepped = strategy.micro_step(loss * cp if cp > 1 else loss)
             losses.append(float(loss.detach()))
-            step_ids += ids
+            step_ids += ids if reads else []
             if not stepped:
                 continue
             state.step += 1
@@ -187,7 +206,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             state.epoch += 1
             state.consumed = []
     if rank == 0:
-        finish_run(cfg, transformer, strategy.lora_state(), ema, state.history)
+        # a context-parallel transformer generates only with its whole group: no validation videos
+        finish_run(cfg, transformer, strategy.lora_state(), ema, state.history, videos=cp == 1)
     elif cfg.strategy == "deepspeed" and cfg.zero_stage == 3:
         strategy.lora_state()  # the gather is collective: every rank takes part
 
@@ -233,6 +253,24 @@ def _rows(batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
     n = len(batch["clip_id"])
     for i in range(n):
         yield {k: v[i] for k, v in batch.items()}
+
+
+def data_parallel_rows(rows: Iterator[dict[str, Any]], dp: int, dp_rank: int) -> Iterator[dict[str, Any]]:
+    """The rows of data-parallel rank `dp_rank` of `dp` when every worker reads all rows (context
+    parallelism): a stable hash of the clip id decides."""
+    import zlib
+
+    for row in rows:
+        if dp == 1 or zlib.crc32(str(row["clip_id"]).encode()) % dp == dp_rank:
+            yield row
+
+
+def share_in_group(item: Any, leader: int, group: Any, dist) -> Any:
+    """The leader's item (a micro-batch, or None at the end of its epoch) on every rank of its
+    context-parallel group."""
+    box = [item]
+    dist.broadcast_object_list(box, src=leader, group=group)
+    return box[0]
 
 
 def _all_have(have: bool, world: int, dist) -> bool:

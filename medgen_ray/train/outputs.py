@@ -130,8 +130,10 @@ def write_loss_curve(history: list[dict[str, Any]], out: str) -> None:
 
 
 def finish_run(cfg: TrainConfig, transformer: torch.nn.Module, lora: dict[str, torch.Tensor],
-               ema: dict[str, torch.Tensor] | None, history: list[dict[str, Any]]) -> dict[str, str]:
-    """Export the LoRA (EMA weights when kept), the loss curve and the final validation videos."""
+               ema: dict[str, torch.Tensor] | None, history: list[dict[str, Any]],
+               videos: bool = True) -> dict[str, str]:
+    """Export the LoRA (EMA weights when kept), the loss curve and the final validation videos
+    (unless `videos` is false)."""
     from medgen_ray.train.lora import save_diffusers_lora, save_original_lora, transformer_config
 
     if ema is not None:
@@ -148,9 +150,9 @@ def finish_run(cfg: TrainConfig, transformer: torch.nn.Module, lora: dict[str, t
     write_loss_curve(history, out)
     # ZeRO-3 partitions the weights across ranks: rank 0 alone cannot run the model
     sharded = cfg.strategy == "deepspeed" and cfg.zero_stage == 3
-    videos = validate(cfg, transformer, history[-1]["step"] if history else 0, out) \
-        if cfg.validation.prompts and not sharded else []
-    return {"lora": export_dir(cfg), "loss": f"{out}/loss.png", "videos": ",".join(videos)}
+    paths = validate(cfg, transformer, history[-1]["step"] if history else 0, out) \
+        if videos and cfg.validation.prompts and not sharded else []
+    return {"lora": export_dir(cfg), "loss": f"{out}/loss.png", "videos": ",".join(paths)}
 
 
 def _peft_key(name: str) -> str:

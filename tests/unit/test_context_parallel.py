@@ -52,3 +52,30 @@ def test_degrees_are_checked_against_the_model():
         "g: 16 ranks x 1 GPU = 16 GPU on one node (a replica's ranks share a node), the largest node has 8"]
     assert placement_problems(4, 1, 1, [{"CPU": 16.0, "GPU": 2.0}], where="g") == [
         "g: 4 ranks x 1 GPU = 4 GPU, the cluster has 2"]
+
+
+def test_one_context_parallel_training_step_equals_one_process(tmp_path):
+    """Ulysses-2 training step per family (gradient checkpointing on, the text padded to an even
+    split where the family splits it): the loss equals one process, and the two ranks' LoRA
+    gradients sum to one process's (each rank's gradient is its tokens' share; the loop scales the
+    loss by the degree so that DDP's average over all ranks is right)."""
+    import torch
+
+    from tests.parallel_ranks import train_step_ranks
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    train_step_ranks(0, 1, 0, MODELS, str(one), True)
+    mp.spawn(train_step_ranks, args=(2, free_port(), MODELS, str(two), True), nprocs=2, join=True)
+    for model in MODELS:
+        name = model.replace("/", "_")
+        a = torch.load(one / f"{name}.rank0.pt")
+        r0, r1 = torch.load(two / f"{name}.rank0.pt"), torch.load(two / f"{name}.rank1.pt")
+        assert r0["loss"] == pytest.approx(a["loss"], abs=1e-6) and r1["loss"] == pytest.approx(a["loss"], abs=1e-6)
+        scale = max(g.abs().max() for g in a["grads"].values())
+        # 1e-4 of the largest gradient: float32 sums in another order over two ranks (measured <= 2.6e-5)
+        worst = max(float((g - r0["grads"][k] - r1["grads"][k]).abs().max()) for k, g in a["grads"].items())
+        assert worst <= 1e-4 * scale, (model, worst / scale)
+        one_rank = max(float((g - r0["grads"][k]).abs().max()) for k, g in a["grads"].items())
+        assert one_rank > 0.1 * scale  # a rank alone holds only its share (the test can tell)
