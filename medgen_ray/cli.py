@@ -97,6 +97,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache_calibrate(args: argparse.Namespace) -> int:
+    """`medgen cache calibrate`: MagCache ratios of the served model into a JSON file."""
+    from medgen_ray.serve.magcache import CALIBRATION_PROMPT, run_calibration
+
+    entry = run_calibration(_config(args), args.out, args.steps, args.prompt or CALIBRATION_PROMPT)
+    print(f"magcache: {entry['model']} at {entry['steps']} steps, {entry['shape']} -> {args.out} "
+          f"({entry['seconds']} s); set serve.cache.mag_ratios={args.out}")
+    return 0
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     """`medgen generate`: one video from a running service; exit 1 on a service error."""
     from medgen_ray.serve.client import ServiceError, generate
@@ -317,6 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=text)
         with_config(sp)
         sp.set_defaults(fn=fn)
+    ca = sub.add_parser("cache", help="step caching").add_subparsers(dest="what", required=True)
+    sp = ca.add_parser("calibrate", help="MagCache ratios of serve.model into a JSON file (serve.cache.mag_ratios)")
+    sp.add_argument("--out", required=True, help="JSON file (local or s3://); other models' ratios in it are kept")
+    sp.add_argument("--steps", type=int, help="denoising steps (default serve.default_steps)")
+    sp.add_argument("--prompt", help="the calibration prompt (default: a surgical scene)")
+    with_config(sp)
+    sp.set_defaults(fn=cmd_cache_calibrate)
     sp = sub.add_parser("generate", help="generate a video through a running service")
     sp.add_argument("prompt")
     sp.add_argument("--url", default="http://127.0.0.1:8000")

@@ -606,7 +606,7 @@ class GeneratorPoolConfig(Strict):
 
 
 # Step-cache kinds (models.video.CACHE_KINDS builds them; tests/unit/test_step_cache.py checks they agree).
-CacheKind = Literal["none", "first_block", "taylorseer", "pab"]
+CacheKind = Literal["none", "first_block", "taylorseer", "pab", "magcache", "faster"]
 
 
 class StepCacheConfig(Strict):
@@ -614,7 +614,8 @@ class StepCacheConfig(Strict):
     picks the kind per job with these parameters. All ours: no default changes the output."""
 
     kind: CacheKind = Field(
-        "none", description="none (bit-identical to no caching) | first_block | taylorseer | pab")
+        "none", description="none (bit-identical to no caching) | first_block | taylorseer | pab | magcache "
+                            "(needs mag_ratios) | faster (not Wan: diffusers 0.42's FasterCache fails on it)")
     threshold: float = Field(0.05, gt=0, description="first_block: relative change of the first block's output "
                                                      "under which the other blocks are skipped")
     cache_interval: int = Field(5, ge=1, description="taylorseer: a full step every this many steps")
@@ -622,6 +623,18 @@ class StepCacheConfig(Strict):
     max_order: int = Field(1, ge=0, description="taylorseer: Taylor expansion order")
     skip_range: int = Field(2, ge=1, description="pab: spatial attention recomputed every this many blocks")
     timestep_range: tuple[int, int] = Field((100, 800), description="pab: timesteps where attention is reused")
+
+    mag_ratios: str | None = Field(None, description="magcache: the JSON `medgen cache calibrate` writes (ratios "
+                                                     "per model); without it magcache is refused")
+    mag_threshold: float = Field(0.06, gt=0, description="magcache: accumulated error under which blocks are "
+                                                          "skipped (diffusers' default)")
+    mag_max_skip: int = Field(3, ge=1, description="magcache: most consecutive skipped steps (diffusers' default)")
+    mag_retention: float = Field(0.2, ge=0, le=1, description="magcache: share of first steps never skipped "
+                                                              "(diffusers' default)")
+    faster_skip_range: int = Field(2, ge=1, description="faster: spatial attention recomputed every this many "
+                                                         "steps (FasterCache's 2)")
+    faster_timestep_range: tuple[int, int] = Field((-1, 681), description="faster: timesteps where attention is "
+                                                                           "reused (FasterCache's)")
 
     def params(self) -> dict[str, Any]:
         """The keyword arguments of models.video.cache_config."""
@@ -696,6 +709,11 @@ class ServeConfig(Strict):
         why = family.check_frames(self.default_frames)
         if why:
             bad.append(f"default_frames={self.default_frames} is not 4k+1: {why}")
+        kind = self.cache.kind
+        if kind in family.unsupported_caches:
+            bad.append(f"cache.kind={kind}: fails on {family.label} in diffusers 0.42; choose another kind")
+        if kind == "magcache" and not self.cache.mag_ratios:
+            bad.append("cache.kind=magcache needs cache.mag_ratios (write it with `medgen cache calibrate`)")
         par = self.generator.parallel
         bad += degree_problems(self.model, Degrees(par.ulysses, par.ring), where="generator.parallel")
         if par.ring > 1 and self.generator.num_gpus == 0:

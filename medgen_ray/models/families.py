@@ -91,6 +91,7 @@ class VideoFamily:
     discarded_outputs: tuple[str, ...] = ()
     # ring attention splits keys too; a family whose attention needs a padding mask cannot use it
     ring_attention: bool = True
+    unsupported_caches: tuple[str, ...] = ()  # step-cache kinds that fail on this family, why in `notes`
     notes: str = ""
 
     def module(self) -> FamilyHooks:
@@ -144,6 +145,7 @@ FAMILIES: dict[str, VideoFamily] = {f.name: f for f in [
         text_encoders="UMT5-XXL, zero-padded to 512 tokens", latent_norm="mean_std", temporal=4, spatial=16,
         fps=16, shift=3.0, guidance=5.0, height=480, width=832, frames=81, lora_targets=_ATTN,
         original_keys="blocks.N.self_attn/cross_attn.q/k/v/o", impl="medgen_ray.models.wan", text_len=512,
+        unsupported_caches=("faster",),
         heads=12, notes="MedGen-1.3B (the authors' release) is a fine-tune of this"),
     VideoFamily(
         name="wan2.1-t2v-14b", label="Wan2.1-T2V-14B", hub_id="Wan-AI/Wan2.1-T2V-14B-Diffusers", params="14B",
@@ -151,6 +153,7 @@ FAMILIES: dict[str, VideoFamily] = {f.name: f for f in [
         text_encoders="UMT5-XXL, zero-padded to 512 tokens", latent_norm="mean_std", temporal=4, spatial=16,
         fps=16, shift=5.0, guidance=5.0, height=720, width=1280, frames=81, lora_targets=_ATTN,
         original_keys="blocks.N.self_attn/cross_attn.q/k/v/o", impl="medgen_ray.models.wan", text_len=512,
+        unsupported_caches=("faster",),
         heads=40),
     VideoFamily(
         name="wan2.2-ti2v-5b", label="Wan2.2-TI2V-5B", hub_id="Wan-AI/Wan2.2-TI2V-5B-Diffusers", params="5B",
@@ -159,6 +162,7 @@ FAMILIES: dict[str, VideoFamily] = {f.name: f for f in [
         text_encoders="UMT5-XXL, zero-padded to 512 tokens", latent_norm="mean_std", temporal=4, spatial=32,
         fps=24, shift=5.0, guidance=5.0, height=704, width=1280, frames=121, lora_targets=_ATTN,
         original_keys="blocks.N.self_attn/cross_attn.q/k/v/o", impl="medgen_ray.models.wan", text_len=512,
+        unsupported_caches=("faster",),
         heads=24, notes="text-to-video mode (per-token timesteps all equal)"),
 ]}
 

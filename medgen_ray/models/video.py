@@ -204,21 +204,37 @@ def step_reporter(pipe, on_step: Callable[[int], None] | None):
 
 # Step caching (diffusers' CacheMixin hooks on the transformer): reuse work across denoising
 # steps at a small cost in fidelity. "none" leaves the transformer as it is (no hook at all).
-CACHE_KINDS = ("none", "first_block", "taylorseer", "pab")
+CACHE_KINDS = ("none", "first_block", "taylorseer", "pab", "magcache", "faster")
 
 
 def cache_config(pipe, kind: str, *, threshold: float = 0.05, cache_interval: int = 5, disable_before: int = 3,
-                 max_order: int = 1, skip_range: int = 2, timestep_range: tuple[int, int] = (100, 800)):
+                 max_order: int = 1, skip_range: int = 2, timestep_range: tuple[int, int] = (100, 800),
+                 steps: int = 50, mag_ratios: str | None = None, mag_threshold: float = 0.06, mag_max_skip: int = 3,
+                 mag_retention: float = 0.2, faster_skip_range: int = 2,
+                 faster_timestep_range: tuple[int, int] = (-1, 681)):
     """diffusers' cache config of a kind: first_block (FirstBlockCacheConfig: skip the other
     blocks while the first block's output changes by less than `threshold`), taylorseer
     (TaylorSeerCacheConfig: full steps every `cache_interval`, Taylor-predicted between),
     pab (PyramidAttentionBroadcastConfig: spatial attention reused for `skip_range` blocks inside
-    `timestep_range`); None for none."""
+    `timestep_range`), magcache (MagCacheConfig with this model's calibrated ratios from the
+    `mag_ratios` file, interpolated to `steps`), faster (FasterCacheConfig: spatial attention
+    reused every `faster_skip_range` steps inside `faster_timestep_range`, no unconditional-branch
+    skipping: our families run guidance as separate calls or embedded); None for none."""
     import diffusers
 
     if kind == "none":
         return None
     _register_cached_blocks()
+    if kind == "magcache":
+        return diffusers.MagCacheConfig(mag_ratios=load_mag_ratios(mag_ratios, pipeline_family(pipe).name),
+                                        num_inference_steps=steps, threshold=mag_threshold,
+                                        max_skip_steps=mag_max_skip, retention_ratio=mag_retention)
+    if kind == "faster":
+        return diffusers.FasterCacheConfig(
+            spatial_attention_block_skip_range=faster_skip_range,
+            spatial_attention_timestep_skip_range=tuple(faster_timestep_range),
+            current_timestep_callback=lambda: pipe.current_timestep, attention_weight_callback=lambda _: 0.5,
+            is_guidance_distilled=True, tensor_format="BCFHW")
     if kind == "first_block":
         return diffusers.FirstBlockCacheConfig(threshold=threshold)
     if kind == "taylorseer":
@@ -245,6 +261,47 @@ def _register_cached_blocks() -> None:
             return_hidden_states_index=0, return_encoder_hidden_states_index=1))
 
 
+MAGCACHE_MARK = "[MagCache] Calibration Complete"
+
+
+def calibrate_magcache(pipe, prompt: str, *, height: int, width: int, num_frames: int, steps: int,
+                       seed: int = 0) -> dict[str, list[float]]:
+    """MagCache's ratios for this pipeline (diffusers' own calibration: one full generation with
+    `MagCacheConfig(calibrate=True)`, which prints the ratios of each guidance branch when it ends).
+    Returns {"cond": [...], "uncond": [...]} ("uncond" only where guidance is a second call)."""
+    import ast
+    import io
+
+    import diffusers
+
+    _register_cached_blocks()
+    pipe.transformer.enable_cache(diffusers.MagCacheConfig(calibrate=True, num_inference_steps=steps))
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed), torch.no_grad():
+            generate_video(pipe, prompt, height=height, width=width, num_frames=num_frames, steps=steps, seed=seed)
+    finally:
+        pipe.transformer.disable_cache()
+    lines = printed.getvalue().splitlines()
+    found = [ast.literal_eval(lines[i + 1]) for i, line in enumerate(lines[:-1]) if MAGCACHE_MARK in line]
+    if not found:
+        raise RuntimeError("MagCache calibration printed no ratios (diffusers' format changed?)")
+    return dict(zip(("cond", "uncond"), found))
+
+
+def load_mag_ratios(path: str | None, family: str) -> list[float]:
+    """The calibrated ratios of a family from a `medgen cache calibrate` file."""
+    import fsspec
+
+    if not path:
+        raise ValueError("cache magcache: no serve.cache.mag_ratios file (write one with `medgen cache calibrate`)")
+    with fsspec.open(path) as fh:
+        table = json.load(fh)
+    if family not in table:
+        raise ValueError(f"cache magcache: {path} holds ratios for {', '.join(table) or 'no model'}, not {family}")
+    return table[family]["cond"]
+
+
 @contextlib.contextmanager
 def step_cache(pipe, kind: str | None, **params: Any):
     """The transformer with a step cache for the duration (state fresh for each video), none
@@ -269,7 +326,7 @@ def generate_video(pipe, prompt: str, *, height: int, width: int, num_frames: in
     `cache` a step cache of CACHE_KINDS (None / "none": uncached) with `cache_params`;
     family_kwargs go to the family's generate (HunyuanVideo's max_sequence_length)."""
     family = pipeline_family(pipe)
-    with step_reporter(pipe, on_step), step_cache(pipe, cache, **(cache_params or {})):
+    with step_reporter(pipe, on_step), step_cache(pipe, cache, **{"steps": steps, **(cache_params or {})}):
         return family.module().generate(
             pipe, prompt, height=height, width=width, num_frames=num_frames, steps=steps,
             guidance=family.guidance if guidance is None else guidance, seed=seed, negative_prompt=negative_prompt,

@@ -23,6 +23,11 @@ def start_serve(app: AppConfig) -> str:
     from medgen_ray.serve.app import build_app, resolve_token
 
     resolve_token(cfg)  # the configured bind first: nothing starts when it needs a token and has none
+    if cfg.cache.mag_ratios:  # a missing or foreign ratio file fails here, not in a replica
+        from medgen_ray.models.families import family_of
+        from medgen_ray.models.video import load_mag_ratios
+
+        load_mag_ratios(cfg.cache.mag_ratios, family_of(cfg.model).name)
     init_ray(app.ray)
     import ray
     from ray import serve

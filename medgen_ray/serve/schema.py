@@ -241,6 +241,11 @@ def resolve(req: VideoRequest, cfg: ServeConfig, adapters: list[str], sync: bool
         ("guidance", out["guidance"], lim.max_guidance, ""),
     ]
     family = family_of(cfg.model)
+    if out["cache"] in family.unsupported_caches:
+        errors.append(field_error("cache", f"{out['cache']!r} fails on {family.label}; choose another kind"))
+    elif out["cache"] == "magcache" and not cfg.cache.mag_ratios:
+        errors.append(field_error("cache", "magcache needs ratios this deployment has not got "
+                                           "(serve.cache.mag_ratios, from `medgen cache calibrate`)"))
     for field, value in ((origin_h, h), (origin_w, w)):
         why = family.check_side(value)
         if why and field not in {e["loc"][-1] for e in errors}:

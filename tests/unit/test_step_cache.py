@@ -67,8 +67,59 @@ def test_the_request_field_and_the_config():
     cfg = load_config(None, ["serve.cache.kind=first_block"]).serve
     assert resolved(VideoRequest(prompt="x"), cfg)["cache"] == "first_block"
     assert resolved(VideoRequest(prompt="x", cache="none"), cfg)["cache"] == "none"
-    assert request_schema(cfg, [])["properties"]["cache"]["enum"] == ["none", "first_block", "taylorseer", "pab"]
+    assert request_schema(cfg, [])["properties"]["cache"]["enum"] == list(CACHE_KINDS)
     with pytest.raises(ValueError, match="cache"):
         VideoRequest(prompt="x", cache="magic")
     with pytest.raises(ConfigError, match="serve.cache.kind"):
         load_config(None, ["serve.cache.kind=magic"])
+
+
+def test_magcache_is_calibrated_per_family_then_skips_blocks(tmp_path):
+    """`medgen cache calibrate` (diffusers' own calibration run) writes each family's ratios into
+    one file; magcache with them calls fewer blocks and stays near the uncached video."""
+    import json
+
+    from medgen_ray.cli import main
+
+    ratios = tmp_path / "magcache.json"
+    for family in ("hunyuan_video", "wan2.1-t2v-1.3b"):
+        assert main(["cache", "calibrate", "--out", str(ratios), "--steps", str(SHAPE["steps"]),
+                     f"serve.model={family}/tiny", "serve.default_height=32", "serve.default_width=32",
+                     "serve.default_frames=5", "serve.generator.num_gpus=0"]) == 0
+    table = json.loads(ratios.read_text())
+    assert set(table) == {"hunyuan_video", "wan2.1-t2v-1.3b"}
+    assert len(table["hunyuan_video"]["cond"]) == SHAPE["steps"] and "uncond" not in table["hunyuan_video"]
+    assert len(table["wan2.1-t2v-1.3b"]["uncond"]) == SHAPE["steps"]  # Wan's guidance is a second call
+    for family in ("hunyuan_video", "wan2.1-t2v-1.3b"):
+        pipe = load_model(f"{family}/tiny", None, "cpu", kind="video")
+        base, base_calls = _run(pipe)
+        cached, cached_calls = _run(pipe, "magcache", {"mag_ratios": str(ratios), "mag_threshold": 0.5})
+        assert cached_calls < base_calls and np.abs(cached - base).mean() <= TOL, (family, cached_calls)
+        assert np.array_equal(_run(pipe)[0], base)
+    with pytest.raises(ValueError, match="holds ratios for hunyuan_video, wan2.1-t2v-1.3b, not hunyuan_video_1_5"):
+        _run(load_model("hunyuan_video_1_5/tiny", None, "cpu", kind="video"), "magcache",
+             {"mag_ratios": str(ratios)})
+
+
+@pytest.mark.parametrize("family", ["hunyuan_video", "hunyuan_video_1_5"])
+def test_faster_cache_reuses_attention(family):
+    pipe = load_model(f"{family}/tiny", None, "cpu", kind="video")
+    base, base_calls = _run(pipe)
+    cached, cached_calls = _run(pipe, "faster", {"faster_skip_range": 2, "faster_timestep_range": (-1, 1000)})
+    assert cached_calls < base_calls and np.abs(cached - base).mean() <= TOL, (cached_calls, base_calls)
+    assert np.array_equal(_run(pipe)[0], base)
+
+
+def test_kinds_a_family_or_deployment_cannot_run_are_refused():
+    from medgen_ray.config import ConfigError, load_config
+    from medgen_ray.serve.schema import VideoRequest, resolve
+
+    with pytest.raises(ConfigError, match="cache.kind=faster: fails on Wan2.1-T2V-1.3B"):
+        load_config(None, ["serve.model=wan2.1-t2v-1.3b/tiny", "serve.cache.kind=faster"])
+    with pytest.raises(ConfigError, match="cache.kind=magcache needs cache.mag_ratios"):
+        load_config(None, ["serve.cache.kind=magcache"])
+    cfg = load_config(None, ["serve.model=wan2.1-t2v-1.3b/tiny"]).serve
+    errors = resolve(VideoRequest(prompt="x", cache="faster"), cfg, [])[1]
+    assert [e["loc"] for e in errors] == [["body", "cache"]] and "fails on Wan2.1-T2V-1.3B" in errors[0]["msg"]
+    errors = resolve(VideoRequest(prompt="x", cache="magcache"), cfg, [])[1]
+    assert "serve.cache.mag_ratios" in errors[0]["msg"]
