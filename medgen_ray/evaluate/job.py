@@ -318,6 +318,10 @@ def run_evaluate(app: AppConfig) -> dict[str, Any]:
         rows = generation_rows(cfg)
     else:
         raise ValueError("evaluate: give evaluate.prompts (a prompt file) or evaluate.videos (a folder of mp4s)")
+    if not cfg.videos and not cfg.url and app.serve.generator.parallel.ranks > 1:
+        raise ValueError(f"evaluate: offline generation runs one device per actor; serve.generator.parallel asks "
+                         f"for {app.serve.generator.parallel.ranks} ranks: deploy the service with it "
+                         "(`medgen serve`) and set evaluate.url")
     if not cfg.videos and not cfg.url:
         unknown = [m.adapter for m in cfg.models if m.adapter != "base" and m.adapter not in app.serve.adapters]
         if unknown:

@@ -46,7 +46,9 @@ def test_prompts_through_serve_to_report(tmp_path, ray_cluster, monkeypatch):
     port = _free_port()
     serve_args = [f"serve.port={port}", f"serve.store={tmp_path / 'store'}", f"serve.token={TOKEN}",
                   f"serve.adapters={json.dumps(adapters)}", "serve.generator.num_cpus=0.5",
-                  "serve.generator.num_gpus=0", "serve.generator.threads=1", "serve.default_height=48",
+                  "serve.generator.num_gpus=0", "serve.generator.threads=1",
+                  # Med-VBench through a replica that owns two ranks (issue 23), adapters loaded on both
+                  "serve.generator.parallel.ulysses=2", "serve.default_height=48",
                   "serve.default_width=64", "serve.default_frames=9", "serve.default_steps=3", "serve.max_queue=8"]
     app = load_config(None, ["ray.num_cpus=2", *serve_args, *EVAL_TINY, f"evaluate.prompts={prompts}",
                              f"evaluate.output={tmp_path / 'eval'}", f"evaluate.url=http://127.0.0.1:{port}",

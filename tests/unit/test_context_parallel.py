@@ -79,3 +79,21 @@ def test_one_context_parallel_training_step_equals_one_process(tmp_path):
         assert worst <= 1e-4 * scale, (model, worst / scale)
         one_rank = max(float((g - r0["grads"][k]).abs().max()) for k, g in a["grads"].items())
         assert one_rank > 0.1 * scale  # a rank alone holds only its share (the test can tell)
+
+
+def test_offline_evaluation_refuses_a_multi_rank_generator(tmp_path):
+    """Offline Med-VBench generation has one device per actor: asking it for two ranks is an error
+    naming the fix (the service with evaluate.url), before Ray starts."""
+    import sys
+
+    from medgen_ray.config import load_config
+    from medgen_ray.evaluate.job import run_evaluate
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("an endoscopic view\n")
+    app = load_config(None, [f"evaluate.prompts={prompts}", f"evaluate.output={tmp_path / 'out'}",
+                             "serve.generator.parallel.ulysses=2"])
+    ray_before = "ray" in sys.modules and sys.modules["ray"].is_initialized()
+    with pytest.raises(ValueError, match="asks for 2 ranks: deploy the service with it .* set evaluate.url"):
+        run_evaluate(app)
+    assert ("ray" in sys.modules and sys.modules["ray"].is_initialized()) == ray_before
