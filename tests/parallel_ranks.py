@@ -20,9 +20,10 @@ def serve_config(model: str, ulysses: int, **extra):
                        generator={"num_gpus": 0, "threads": 1, "parallel": {"ulysses": ulysses}}, **extra)
 
 
-def generate_ranks(rank: int, world: int, port: int, models: list[str], out: str) -> None:
+def generate_ranks(rank: int, world: int, port: int, models: list[str], out: str, ring: bool = False) -> None:
     """Every model's tiny twin through build_pipeline + generate_request (the replica's calls) on
-    `world` ranks; rank 0 decodes and saves the frames, the other ranks stop at the latents."""
+    `world` ranks (Ulysses, or ring with the CPU shim); rank 0 decodes and saves the frames, the
+    other ranks stop at the latents."""
     import torch
 
     from medgen_ray.core.ranks import join_group, leave_group
@@ -31,16 +32,22 @@ def generate_ranks(rank: int, world: int, port: int, models: list[str], out: str
     torch.set_num_threads(1)
     if world > 1:
         join_group(rank, world, "127.0.0.1", port, 120)
+    if ring:
+        from tests import ring_shim
+
+        ring_shim.install()
     for model in models:
-        _generate_one(model, rank, world, out)
+        _generate_one(model, rank, world, out, ring)
     leave_group()
 
 
-def _generate_one(model: str, rank: int, world: int, out: str) -> None:
+def _generate_one(model: str, rank: int, world: int, out: str, ring: bool = False) -> None:
     from medgen_ray.core.ranks import agree_to_stop
     from medgen_ray.serve.generator import build_pipeline, generate_request
 
-    cfg = serve_config(model, world)
+    cfg = serve_config(model, 1 if ring else world)
+    if ring:  # the config refuses ring on CPU (no GPU backend); the test's shim provides one
+        object.__setattr__(cfg.generator.parallel, "ring", world)  # frozen config: set past validation
 
     class Rank:  # what generate_request reads of a generator
         pass

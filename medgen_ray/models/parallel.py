@@ -88,6 +88,9 @@ def cpu_ranks_see_one_device() -> None:
         torch.accelerator.device_count = lambda: 1
 
 
+RING_BACKEND = "_native_flash"  # diffusers' backend whose forward op returns the log-sum-exp ring merges with
+
+
 def context_parallel(transformer: Any, degrees: Degrees, mesh: Any = None, training: bool = False) -> Any:
     """Wire a loaded transformer into the current process group for these degrees (in place).
 
@@ -96,7 +99,6 @@ def context_parallel(transformer: Any, degrees: Degrees, mesh: Any = None, train
     (data parallel x context parallel); None builds one over the whole group. Inference lets
     Ulysses take sequences the degree does not divide (`ulysses_anything`: a prompt's real tokens);
     training needs divisible ones (the backward of the uneven all-to-all is not implemented)."""
-    import torch
     from diffusers import ContextParallelConfig
 
     if degrees.ranks == 1:
@@ -104,11 +106,12 @@ def context_parallel(transformer: Any, degrees: Degrees, mesh: Any = None, train
     family: VideoFamily = family_of_transformer(type(transformer).__name__)
     cpu_ranks_see_one_device()
     plan = family.module().context_parallel_plan(transformer, training)
-    anything = degrees.ring == 1 and not training
-    config = ContextParallelConfig(ulysses_degree=degrees.ulysses, ring_degree=degrees.ring,
-                                   ulysses_anything=anything, mesh=mesh)
-    if degrees.ring > 1 and torch.cuda.is_available():
-        transformer.set_attention_backend("_native_cudnn")  # returns the log-sum-exp ring attention needs
+    uneven = not training  # inference takes sequences the degree does not divide (a prompt's real tokens)
+    config = ContextParallelConfig(ulysses_degree=degrees.ulysses, ring_degree=degrees.ring, mesh=mesh,
+                                   ulysses_anything=uneven and degrees.ring == 1,
+                                   ring_anything=uneven and degrees.ulysses == 1)
+    if degrees.ring > 1:
+        transformer.set_attention_backend(RING_BACKEND)
     transformer.enable_parallelism(config=config, cp_plan=plan)
     return transformer
 
