@@ -269,24 +269,33 @@ def calibrate_magcache(pipe, prompt: str, *, height: int, width: int, num_frames
     """MagCache's ratios for this pipeline (diffusers' own calibration: one full generation with
     `MagCacheConfig(calibrate=True)`, which prints the ratios of each guidance branch when it ends).
     Returns {"cond": [...], "uncond": [...]} ("uncond" only where guidance is a second call)."""
+    with magcache_calibration(pipe.transformer, steps) as found:
+        generate_video(pipe, prompt, height=height, width=width, num_frames=num_frames, steps=steps, seed=seed)
+    return dict(zip(("cond", "uncond"), found))
+
+
+@contextlib.contextmanager
+def magcache_calibration(transformer, steps: int):
+    """diffusers' MagCache calibration on `transformer` for the duration (no block skipped); the
+    yielded list receives the ratios it prints for each guidance branch when the run ends."""
     import ast
     import io
 
     import diffusers
 
     _register_cached_blocks()
-    pipe.transformer.enable_cache(diffusers.MagCacheConfig(calibrate=True, num_inference_steps=steps))
+    transformer.enable_cache(diffusers.MagCacheConfig(calibrate=True, num_inference_steps=steps))
     printed = io.StringIO()
+    found: list[list[float]] = []
     try:
         with contextlib.redirect_stdout(printed), torch.no_grad():
-            generate_video(pipe, prompt, height=height, width=width, num_frames=num_frames, steps=steps, seed=seed)
+            yield found
     finally:
-        pipe.transformer.disable_cache()
+        transformer.disable_cache()
     lines = printed.getvalue().splitlines()
-    found = [ast.literal_eval(lines[i + 1]) for i, line in enumerate(lines[:-1]) if MAGCACHE_MARK in line]
+    found += [ast.literal_eval(lines[i + 1]) for i, line in enumerate(lines[:-1]) if MAGCACHE_MARK in line]
     if not found:
         raise RuntimeError("MagCache calibration printed no ratios (diffusers' format changed?)")
-    return dict(zip(("cond", "uncond"), found))
 
 
 def load_mag_ratios(path: str | None, family: str) -> list[float]:
