@@ -13,6 +13,7 @@ def _load(name: str):
         sys.path.insert(0, str(ROOT / "jobs"))
     spec = importlib.util.spec_from_file_location(name, ROOT / "jobs" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # importable by name: spawned rank processes unpickle its functions
     spec.loader.exec_module(mod)
     return mod
 
@@ -96,3 +97,26 @@ def test_videoscore_benchmark_runs_on_tiny_twin():
     assert out["videos"] == 2 and out["videos_per_min"] > 0
     assert set(out["last_scores"]) == {"visual_quality", "temporal_consistency", "dynamic_degree",
                                        "text_alignment", "factual_consistency"}
+
+
+def test_parallel_benchmark_runs_on_two_cpu_ranks():
+    out = _load("gpu_bench_parallel").main(["--tiny", "--model", "wan2.1-t2v-1.3b", "--height", "32", "--width", "64",
+                                            "--frames", "9", "--steps", "3", "--degrees", "1", "2", "--caches",
+                                            "none", "magcache", "faster"])
+    fam = out["families"]["wan2.1-t2v-1.3b"]
+    assert [d["world"] for d in fam["degrees"]] == [1, 2]
+    assert fam["degrees"][1]["latents_rel_diff_vs_1"] < 1e-5  # two ranks denoise what one does
+    kinds = {c["cache"]: c for c in fam["caches"]}
+    assert kinds["none"]["latents_rel_diff"] == 0.0 and kinds["magcache"]["denoise_s"] > 0
+    assert "fails on Wan2.1-T2V-1.3B" in kinds["faster"]["skipped"]
+    assert 0 < fam["share_of_one_gpu_total"] < 1
+
+
+def test_the_device_check_fits_its_lease(capsys):
+    """jobs/gpu_check.py's plan: every gpu_bench_* script once, limits within 8 minutes."""
+    mod = _load("gpu_check")
+    assert mod.main(["--out", "/tmp/unused-gpu-check", "--dry-run"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    scripts = sorted(p.stem for p in (ROOT / "jobs").glob("gpu_bench_*.py"))
+    assert sorted(name for name, _, _ in mod.PLAN) == scripts == sorted(mod.TINY)
+    assert len(printed) == len(scripts) and sum(limit for _, _, limit in mod.PLAN) <= 480
