@@ -113,6 +113,19 @@ def test_exported_lora_changes_tiny_pipeline_deterministically(shards):
     assert torch.equal(outs[0], outs[1])
 
 
+def _survived_drill(run: Path, summary: dict, steps: int) -> tuple[dict, dict[int, list[str]]]:
+    """A run that the kill drill hit finished every step once: its final loop state and the clips
+    trained per epoch."""
+    assert (run / ".kill_drill_done").exists(), "the drill did not kill a worker"
+    assert summary["steps"] == steps
+    final = json.loads((Path(summary["checkpoint"]) / "loop_state.json").read_text())
+    assert [h["step"] for h in final["history"]] == list(range(1, steps + 1))
+    by_epoch: dict[int, list[str]] = {}
+    for h in final["history"]:
+        by_epoch.setdefault(h["epoch"], []).extend(h["clips"])
+    return final, by_epoch
+
+
 def test_killed_worker_resumes_from_checkpoint_and_continues_epoch(shards):
     """SIGKILL rank 1 at step 5; the last checkpoint is step 3 (mid-epoch: 8 clips, 2 per step).
     The run must finish, with steps 1..12 once each and no clip trained twice in any epoch."""
@@ -125,13 +138,7 @@ def test_killed_worker_resumes_from_checkpoint_and_continues_epoch(shards):
                                              "train.keep_checkpoints=5"))
     summary = run_train(app)
     run = runs / "killed"
-    assert (run / ".kill_drill_done").exists(), "the drill did not kill a worker"
-    assert summary["steps"] == 12
-    final = json.loads((Path(summary["checkpoint"]) / "loop_state.json").read_text())
-    assert [h["step"] for h in final["history"]] == list(range(1, 13))
-    by_epoch: dict[int, list[str]] = {}
-    for h in final["history"]:
-        by_epoch.setdefault(h["epoch"], []).extend(h["clips"])
+    final, by_epoch = _survived_drill(run, summary, 12)
     for epoch, clips in by_epoch.items():
         assert len(clips) == len(set(clips)), f"epoch {epoch} trained a clip twice: {clips}"
     # the epoch the kill interrupted kept the clips consumed before the checkpoint
@@ -164,14 +171,8 @@ def test_context_parallel_run_overfits_and_survives_a_killed_rank(shards):
                                              "train.keep_checkpoints=20"))
     summary = run_train(app)
     run = runs / "cp"
-    assert (run / ".kill_drill_done").exists(), "the drill did not kill a worker"
-    assert summary["steps"] == 40
-    final = json.loads((Path(summary["checkpoint"]) / "loop_state.json").read_text())
-    assert [h["step"] for h in final["history"]] == list(range(1, 41))
+    final, by_epoch = _survived_drill(run, summary, 40)
     assert all(len(h["clips"]) == 1 for h in final["history"])  # one clip per step: dp 1, micro_batch 1
-    by_epoch: dict[int, list[str]] = {}
-    for h in final["history"]:
-        by_epoch.setdefault(h["epoch"], []).extend(h["clips"])
     assert [len(c) for c in by_epoch.values()] == [8] * 5
     assert all(len(set(c)) == 8 for c in by_epoch.values())
     ckpt3 = json.loads((run / "step-00000003" / "loop_state.json").read_text())
