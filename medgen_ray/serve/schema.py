@@ -241,11 +241,10 @@ def resolve(req: VideoRequest, cfg: ServeConfig, adapters: list[str], sync: bool
         ("guidance", out["guidance"], lim.max_guidance, ""),
     ]
     family = family_of(cfg.model)
-    if out["cache"] in family.unsupported_caches:
-        errors.append(field_error("cache", f"{out['cache']!r} fails on {family.label}; choose another kind"))
-    elif out["cache"] == "magcache" and not cfg.cache.mag_ratios:
-        errors.append(field_error("cache", "magcache needs ratios this deployment has not got "
-                                           "(serve.cache.mag_ratios, from `medgen cache calibrate`)"))
+    if out["cache"] not in cache_kinds(cfg):
+        why = f"fails on {family.label}" if out["cache"] in family.unsupported_caches else \
+            "needs ratios this deployment has not got (serve.cache.mag_ratios, from `medgen cache calibrate`)"
+        errors.append(field_error("cache", f"{out['cache']!r} {why}; choices: {', '.join(cache_kinds(cfg))}"))
     for field, value in ((origin_h, h), (origin_w, w)):
         why = family.check_side(value)
         if why and field not in {e["loc"][-1] for e in errors}:
@@ -259,6 +258,14 @@ def resolve(req: VideoRequest, cfg: ServeConfig, adapters: list[str], sync: bool
                 msg = f"the synchronous endpoint takes at most {most} steps; use POST /v1/videos"
             errors.append(field_error(field, msg))
     return out, errors
+
+
+def cache_kinds(cfg: ServeConfig) -> list[str]:
+    """The step-cache kinds this deployment runs: not those its family cannot, not magcache
+    without calibrated ratios (what the OpenAPI document offers and resolve accepts)."""
+    family = family_of(cfg.model)
+    return [k for k in get_args(CacheKind) if k not in family.unsupported_caches
+            and (k != "magcache" or cfg.cache.mag_ratios)]
 
 
 def resolved(req: VideoRequest, cfg: ServeConfig, sync: bool = False) -> dict[str, Any]:
@@ -373,7 +380,7 @@ def request_schema(cfg: ServeConfig, adapters: list[str], sync: bool = False) ->
             "true_cfg_scale": {"type": "number", "minimum": 1, "maximum": 20},
             "seed": {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
             "adapter": {"type": "string", "enum": names},
-            "cache": {"type": "string", "enum": list(get_args(CacheKind)),
+            "cache": {"type": "string", "enum": cache_kinds(cfg),
                       "description": f"step caching (ours); default {cfg.cache.kind}"},
         },
         "not": {"anyOf": [{"required": ["size", "height"]}, {"required": ["size", "width"]},

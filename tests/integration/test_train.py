@@ -181,3 +181,19 @@ def test_context_parallel_run_overfits_and_survives_a_killed_rank(shards):
     assert np.mean(losses[-8:]) < 0.6 * np.mean(losses[:8]), (np.mean(losses[:8]), np.mean(losses[-8:]))
     assert (run / "lora" / "pytorch_lora_weights.safetensors").is_file()
     assert not (run / "validation").exists()  # no videos from a context-parallel transformer
+
+
+def test_context_parallel_under_deepspeed(shards):
+    """The same dp 1 x Ulysses 2 layout under DeepSpeed ZeRO-2, which averages gradients over all
+    ranks as DDP does (the loop's loss scaling covers both): it trains, checkpoints and exports."""
+    from medgen_ray.runner import run_train
+
+    runs = shards["root"] / "runs"
+    app = load_config(None, _train_overrides(shards["out"], runs, "cp-ds", "train.context_parallel.ulysses=2",
+                                             "train.strategy=deepspeed", "train.max_steps=8",
+                                             "train.checkpoint_every=4"))
+    summary = run_train(app)
+    assert summary["steps"] == 8
+    losses = _losses(runs / "cp-ds")
+    assert len(losses) == 8 and all(np.isfinite(losses))
+    assert (runs / "cp-ds" / "lora" / "pytorch_lora_weights.safetensors").is_file()

@@ -67,7 +67,8 @@ def test_the_request_field_and_the_config():
     cfg = load_config(None, ["serve.cache.kind=first_block"]).serve
     assert resolved(VideoRequest(prompt="x"), cfg)["cache"] == "first_block"
     assert resolved(VideoRequest(prompt="x", cache="none"), cfg)["cache"] == "none"
-    assert request_schema(cfg, [])["properties"]["cache"]["enum"] == list(CACHE_KINDS)
+    # what the deployment can run: magcache only with calibrated ratios
+    assert request_schema(cfg, [])["properties"]["cache"]["enum"] == [k for k in CACHE_KINDS if k != "magcache"]
     with pytest.raises(ValueError, match="cache"):
         VideoRequest(prompt="x", cache="magic")
     with pytest.raises(ConfigError, match="serve.cache.kind"):
@@ -123,3 +124,6 @@ def test_kinds_a_family_or_deployment_cannot_run_are_refused():
     assert [e["loc"] for e in errors] == [["body", "cache"]] and "fails on Wan2.1-T2V-1.3B" in errors[0]["msg"]
     errors = resolve(VideoRequest(prompt="x", cache="magcache"), cfg, [])[1]
     assert "serve.cache.mag_ratios" in errors[0]["msg"]
+    from medgen_ray.serve.schema import request_schema
+
+    assert request_schema(cfg, [])["properties"]["cache"]["enum"] == ["none", "first_block", "taylorseer", "pab"]
