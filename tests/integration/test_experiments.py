@@ -1,6 +1,6 @@
-"""Experiments end to end on tiny twins: two arms each (ablation, rank sweep, hold-out, mix,
-stratified comparison of given LoRAs), one LoRA per trained arm, one Med-VBench run, one
-report; views reuse stored scores."""
+"""Experiments end to end on tiny twins: ablation, rank, hold-out and mix arms in one experiment,
+a rank sweep on Ray Tune, a stratified comparison of a given LoRA; one LoRA per trained arm, one
+Med-VBench run, one report each; views reuse stored scores."""
 
 import csv
 import json
@@ -58,39 +58,35 @@ def _app(root, name, arms, *extra):
         "evaluate.generator_pool.num_cpus=0.5", *EVAL_TINY, *extra])
 
 
-def test_ablation_and_rank_arms(scored, ray_cluster, monkeypatch):
-    from medgen_ray.runner import run_experiment
-
-    arms = [{"name": "full"}, {"name": "no-ocr", "disable": ["ocr"], "overrides": ["train.lora.rank=8"]}]
-    result = run_experiment(_app(scored, "ablation", arms))
-    full, no_ocr = result["arms"]["full"], result["arms"]["no-ocr"]
-    assert full["clips"] == 4 and no_ocr["clips"] == 6  # 2 of 6 clips carry 40 subtitle words
-    assert full["rank"] == 4 and no_ocr["rank"] == 8
-    assert full["medvbench"] and no_ocr["medvbench"] and result["base"]
-    md = (scored / "out" / "ablation" / "experiment.md").read_text()
-    assert "| no-ocr | 6 | 8 |" in md and "| base |" in md
-    assert (scored / "out" / "ablation" / "loss_curves.png").stat().st_size > 1000
-    mean, lo, hi = result["vs_reference"]["no-ocr"]["motion_smoothness"]
-    assert lo <= mean <= hi and "Arm minus base, paired over prompts" in md
-    cats = {(r["model"], r["category"]) for r in result["per_category"]}
-    assert ("no-ocr", "ultrasound") in cats and ("base", "endoscopy") in cats
-
-
-def test_holdout_and_mix_arms_per_classified_category(scored, ray_cluster, frame_probe):
-    """One experiment, three arms against `all`: a hold-out arm trained on endoscopy clips only and
-    a mix arm with 25% general clips. Prompts carry no category: the text classifier (a probe
-    fitted on the dataset's captions, real MiniLM) assigns clip categories; the hold-out arm's
-    held-out rows are its drop, and the mix rows trade medical frames against the share.
-    (Two experiments before, one per arm kind: merged to save a training run and an evaluation.)"""
+def test_ablation_rank_holdout_and_mix_arms_per_classified_category(scored, ray_cluster, frame_probe):
+    """One experiment, four arms against `all` (OCR filter disabled, LoRA rank 8): an ablation arm
+    with the OCR filter on at rank 4 (`full`), a hold-out arm trained on endoscopy clips only and a
+    mix arm with 25% general clips. Prompts carry no category: the text classifier (a probe fitted
+    on the dataset's captions, real MiniLM) assigns clip categories; the hold-out arm's held-out rows
+    are its drop, and the mix rows trade medical frames against the share. (Three experiments
+    before, one per arm kind: merged to save training runs and evaluations; the base model's row
+    is tested in the stratified comparison.)"""
     from medgen_ray.runner import run_experiment
 
     general = str(scored / "general")
-    arms = [{"name": "all", "disable": ["ocr"]}, {"name": "endo-only", "categories": ["endoscopy"], "disable": ["ocr"]},
+    arms = [{"name": "all", "disable": ["ocr"], "overrides": ["train.lora.rank=8"]}, {"name": "full"},
+            {"name": "endo-only", "categories": ["endoscopy"], "disable": ["ocr"]},
             {"name": "mix-25", "disable": ["ocr"], "mix": {"dataset": general, "share": 0.25}}]
     result = run_experiment(_app(scored, "holdout", arms, "experiment.include_base=false",
                                  f"evaluate.prompts={scored / 'plain.txt'}", f"evaluate.medical_probe={frame_probe}"))
     out = scored / "out" / "holdout"
-    assert result["arms"]["endo-only"]["clips"] == 2 and result["arms"]["all"]["clips"] == 6
+    # the ablation and rank arms
+    full, every = result["arms"]["full"], result["arms"]["all"]
+    assert full["clips"] == 4 and every["clips"] == 6  # 2 of 6 clips carry 40 subtitle words
+    assert full["rank"] == 4 and every["rank"] == 8
+    assert full["medvbench"] and every["medvbench"]
+    md = (out / "experiment.md").read_text()
+    assert "| all | 6 | 0% | 8 |" in md and "| full | 4 | 0% | 4 |" in md
+    assert (out / "loss_curves.png").stat().st_size > 1000
+    mean, lo, hi = result["vs_reference"]["full"]["motion_smoothness"]
+    assert lo <= mean <= hi and "Arm minus all, paired over prompts" in md
+    # the hold-out arm
+    assert result["arms"]["endo-only"]["clips"] == 2
     view = pq.read_table(str(out / "arms" / "endo-only" / "view" / "manifest"))
     assert set(view.column("category").to_pylist()) == {"endoscopy"}
     assert result["base"] is None and result["reference"] == "all"
@@ -104,7 +100,6 @@ def test_holdout_and_mix_arms_per_classified_category(scored, ray_cluster, frame
     assert rows["all held-out"]["prompts"] == 2 and rows["all held-in"]["prompts"] == 1
     m, lo, hi = rows["all held-out"]["diffs"]["subject_consistency"]
     assert lo <= m <= hi
-    md = (out / "experiment.md").read_text()
     assert "## By category: arm minus all (clip categories from the text classifier)" in md
     assert "| endo-only | all held-out | out | 2 |" in md
     assert (out / "category_diff.png").stat().st_size > 5000 and (out / "experiment.html").exists()
@@ -113,7 +108,7 @@ def test_holdout_and_mix_arms_per_classified_category(scored, ray_cluster, frame
     # the mix arm
     assert result["arms"]["mix-25"]["mixed_in"] == 2  # 2 of 8 = 25%
     mix = {r["arm"]: r for r in result["mix"]}
-    assert [r["arm"] for r in result["mix"]] == ["all", "endo-only", "mix-25"]  # by share
+    assert [r["arm"] for r in result["mix"]] == ["all", "full", "endo-only", "mix-25"]  # by share
     assert mix["mix-25"]["actual_share"] == pytest.approx(0.25) and mix["all"]["share"] == 0
     for r in result["mix"]:
         m, lo, hi = r["dims"]["medical_frames"]

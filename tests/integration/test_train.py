@@ -74,11 +74,16 @@ def _losses(run: Path) -> list[float]:
 
 @pytest.mark.parametrize("strategy", ["ddp", "deepspeed"])
 def test_two_workers_overfit_tiny_set(shards, strategy):
+    """DDP over two data-parallel workers; DeepSpeed ZeRO-2 over two workers that hold each clip's
+    tokens half each (dp 1 x Ulysses 2: DeepSpeed averages gradients over all ranks as DDP does,
+    and the loop's loss scaling must cover both). One DeepSpeed run, since its start-up is ~80 s of
+    CI; DDP with context parallelism is test_context_parallel_run_overfits_and_survives_a_killed_rank."""
     from medgen_ray.runner import run_train
 
     runs = shards["root"] / "runs"
+    cp = ["train.context_parallel.ulysses=2"] if strategy == "deepspeed" else []
     app = load_config(None, _train_overrides(shards["out"], runs, strategy, f"train.strategy={strategy}",
-                                             "train.max_steps=60", "train.checkpoint_every=30"))
+                                             "train.max_steps=60", "train.checkpoint_every=30", *cp))
     summary = run_train(app)
     assert summary["steps"] == 60
     losses = _losses(runs / strategy)
@@ -88,7 +93,8 @@ def test_two_workers_overfit_tiny_set(shards, strategy):
     assert (lora_dir / "pytorch_lora_weights.safetensors").is_file()
     assert (lora_dir / "medgen_lora_comfy.safetensors").is_file()
     assert (runs / strategy / "loss.png").stat().st_size > 1000
-    assert list((runs / strategy / "validation").glob("step-*/0.mp4"))
+    # a context-parallel transformer runs only with its whole group: no validation videos there
+    assert bool(list((runs / strategy / "validation").glob("step-*/0.mp4"))) == (not cp)
 
 
 def test_exported_lora_changes_tiny_pipeline_deterministically(shards):
@@ -182,18 +188,3 @@ def test_context_parallel_run_overfits_and_survives_a_killed_rank(shards):
     assert (run / "lora" / "pytorch_lora_weights.safetensors").is_file()
     assert not (run / "validation").exists()  # no videos from a context-parallel transformer
 
-
-def test_context_parallel_under_deepspeed(shards):
-    """The same dp 1 x Ulysses 2 layout under DeepSpeed ZeRO-2, which averages gradients over all
-    ranks as DDP does (the loop's loss scaling covers both): it trains, checkpoints and exports."""
-    from medgen_ray.runner import run_train
-
-    runs = shards["root"] / "runs"
-    app = load_config(None, _train_overrides(shards["out"], runs, "cp-ds", "train.context_parallel.ulysses=2",
-                                             "train.strategy=deepspeed", "train.max_steps=8",
-                                             "train.checkpoint_every=4"))
-    summary = run_train(app)
-    assert summary["steps"] == 8
-    losses = _losses(runs / "cp-ds")
-    assert len(losses) == 8 and all(np.isfinite(losses))
-    assert (runs / "cp-ds" / "lora" / "pytorch_lora_weights.safetensors").is_file()
