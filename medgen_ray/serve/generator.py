@@ -178,15 +178,12 @@ class VideoGenerator:
         except JobCancelled:
             self.last["outcome"] = "cancelled"
             return store.get(job_id) or {"id": job_id, "status": "cancelled"}
-        except RankLost as exc:
-            self.last["outcome"] = "rank_lost"
+        except Exception as exc:  # every accepted job ends in a state: a model error or a lost rank fails it, named
+            lost = isinstance(exc, RankLost)
+            self.last["outcome"] = "rank_lost" if lost else "failed"
             try:
-                return store.fail(job_id, owner, "rank_lost", str(exc))
-            except TransitionRefused as refused:
-                return refused.record or {"id": job_id, "status": "cancelled"}
-        except Exception as exc:  # every accepted job ends in a state: a model error fails it, named
-            try:
-                return store.fail(job_id, owner, "generation_failed", f"{type(exc).__name__}: {exc}")
+                return store.fail(job_id, owner, "rank_lost" if lost else "generation_failed",
+                                  str(exc) if lost else f"{type(exc).__name__}: {exc}")
             except TransitionRefused as refused:
                 return refused.record or {"id": job_id, "status": "cancelled"}
         finally:
