@@ -8,12 +8,14 @@ imported (entry points import it before anything that imports Ray).
 from __future__ import annotations
 
 import os
+import socket
 import sys
 
 from medgen_ray.config import RayConfig
 from medgen_ray.core.ray_compat import (
     block_open_cluster,
     loopback_init_kwargs,
+    own_api_server,
     serve_replica_module,
     session_logs_dir,
 )
@@ -36,13 +38,18 @@ def init_ray(cfg: RayConfig) -> None:
         return
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # inherited by the processes ray.init starts
     block_open_cluster()
+    with socket.socket() as s:  # the dashboard's port, reserved now: the workers' state API asks it
+        s.bind(("127.0.0.1", 0))
+        dashboard_port = s.getsockname()[1]
+    env = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "MEDGEN_CACHE") if k in os.environ}
     ray.init(
         address="local",  # never attach to another `ray start` cluster found on this machine
         num_cpus=cfg.num_cpus,
         include_dashboard=cfg.include_dashboard,
         **loopback_init_kwargs(),
         dashboard_host="127.0.0.1",
-        runtime_env={"env_vars": {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "MEDGEN_CACHE") if k in os.environ}},
+        dashboard_port=dashboard_port,
+        runtime_env={"env_vars": {**env, **own_api_server(dashboard_port)}},
         **console,
     )
     if not verbose():

@@ -59,6 +59,18 @@ def loopback_init_kwargs() -> dict[str, Any]:
     return {"_node_ip_address": "127.0.0.1"}
 
 
+def own_api_server(port: int) -> dict[str, str]:
+    """Worker environment that points Ray's state API at this embedded cluster's own dashboard
+    port. Without it a worker looks the API server up in /tmp/ray/ray_current_cluster, which any
+    earlier `ray start` on the machine leaves behind: Ray Train 2.60's PlacementGroupCleaner
+    (ray/train/v2/_internal/execution/controller/placement_group_cleaner.py) then waits 40 s on
+    that dead cluster's address, and every training run stalled 12 s at its end (its controller's
+    stop timeout) with an ERROR in its log. With the dashboard off the query now fails at once,
+    as it does on a machine without that file. `RAY_API_SERVER_ADDRESS` is read by
+    ray/dashboard/utils.py, get_address_for_submission_client."""
+    return {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
+
+
 def session_logs_dir() -> str:
     """The running session's log folder ('' when Ray does not say)."""
     import ray._private.worker as worker

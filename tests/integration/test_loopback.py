@@ -60,3 +60,29 @@ def test_embedded_ray_and_serve_listen_on_loopback_only(tmp_path):
 def test_loopback_rule_reads_mapped_addresses():
     assert _loopback("127.0.0.1") and _loopback("::1") and _loopback("::ffff:127.0.0.1")
     assert not _loopback("0.0.0.0") and not _loopback("::") and not _loopback("192.0.2.2")
+
+
+def test_workers_ask_their_own_cluster_for_state(ray_cluster):
+    """Ray's state API in a worker (Ray Train's PlacementGroupCleaner polls it for its controller)
+    resolves this embedded cluster's own dashboard address, never the cluster that a stale
+    /tmp/ray/ray_current_cluster names (an earlier `ray start` leaves it behind; the cleaner then
+    waited 40 s on that address and every training run stalled 12 s at its end). With the
+    dashboard off the query fails at once with Ray's "API server" error."""
+    import ray
+    from ray.util.state.exception import RayStateApiException
+
+    @ray.remote(num_cpus=0)
+    def ask() -> tuple[str, str]:
+        from ray.dashboard.utils import get_address_for_submission_client
+        from ray.util.state import get_actor
+
+        address = get_address_for_submission_client(None)
+        try:
+            get_actor("ff" * 16, timeout=5)
+        except RayStateApiException as e:
+            return address, type(e).__name__
+        return address, "answered"
+
+    address, outcome = ray.get(ask.remote())
+    assert address.startswith("http://127.0.0.1:") and int(address.rsplit(":", 1)[1]) > 0
+    assert outcome == "ServerUnavailable"  # dashboard off: nothing listens on its reserved port
