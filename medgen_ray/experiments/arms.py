@@ -25,6 +25,7 @@ from medgen_ray.config import AppConfig, ArmConfig, EvalModelConfig, derive, set
 from medgen_ray.core.cluster import init_ray
 from medgen_ray.core.storage import absolute_local
 from medgen_ray.evaluate.job import run_evaluate
+from medgen_ray.schema import CLIP_ID
 from medgen_ray.train.precompute_job import run_precompute
 from medgen_ray.train.train_job import run_train
 
@@ -66,8 +67,88 @@ def _mix(arm: ArmConfig, n_own: int, out: str, seed: int) -> int:
     take = np.random.default_rng(seed).permutation(other.num_rows)[:want]
     fs, root = fsspec.core.url_to_fs(out)
     if len(take):
-        write_table_atomic(fs, f"{root}/manifest/part-mix.parquet", other.take(pa.array(take)))
+        # clip ids are unique within a dataset, not across two: the mixed-in ones are named after
+        # their dataset (training keys its epoch bookkeeping and its latents by clip id)
+        picked = other.take(pa.array(take))
+        tag = mix.dataset.rstrip("/").rsplit("/", 1)[-1]
+        ids = [f"{tag}:{c}" for c in picked.column(CLIP_ID).to_pylist()]
+        own = {c for p in list_parts(out, "manifest") for c in read_part(fs, p, [CLIP_ID]).column(CLIP_ID).to_pylist()}
+        if own & set(ids):
+            raise ValueError(f"experiment arm {arm.name}: mix.dataset {mix.dataset!r} clip ids {sorted(own & set(ids))[:3]} "
+                             "collide with the arm's own even when named after their dataset")
+        picked = picked.set_column(picked.column_names.index(CLIP_ID), CLIP_ID, pa.array(ids, pa.string()))
+        write_table_atomic(fs, f"{root}/manifest/part-mix.parquet", picked)
     return int(len(take))
+
+
+def _precompute_key(app: AppConfig) -> str:
+    """What decides a clip's latents besides the clip: the precompute settings (an arm's overrides
+    may change them), not where the job reads or writes."""
+    cfg = settings(app.precompute)
+    return json.dumps({k: v for k, v in cfg.items() if k not in ("dataset", "output", "resume")}, sort_keys=True)
+
+
+def _view_clips(view: str, columns: list[str]) -> pa.Table:
+    """A view's manifest rows (the columns precompute reads that it has)."""
+    from medgen_ray.core.parts import list_parts, read_part
+
+    fs, _ = fsspec.core.url_to_fs(view)
+    tables = []
+    for path in list_parts(view, "manifest"):
+        t = read_part(fs, path)
+        tables.append(t.select([c for c in columns if c in t.column_names]))
+    return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({CLIP_ID: pa.array([], pa.string())})
+
+
+def shared_latents(plans: list[tuple[str, AppConfig, str]], root: str) -> dict[str, str]:
+    """Encode each clip once per experiment. `plans`: (arm, its config, its view). Arms whose
+    precompute settings agree share one precompute job over the union of their views
+    (<root>/latents/<k>); each arm's latents folder then holds that job's rows of its own clips,
+    copied, not encoded again. A clip id that two views give different clip files starts a group
+    of its own (precompute resumes by clip id). Returns arm -> its latents folder."""
+    from medgen_ray.core.parts import list_parts, read_part, write_table_atomic
+    from medgen_ray.schema import CLIP_URI, PRECOMPUTE_INPUT, SHARD_REJECTS, SHARDS
+
+    groups: list[tuple[str, AppConfig, dict[str, str], list[tuple[str, pa.Table]]]] = []
+    for arm, cfg, view in plans:
+        pc = cfg.precompute
+        clips = _view_clips(view, PRECOMPUTE_INPUT + [c for c in (pc.caption_field, pc.fallback_caption_field) if c])
+        uris = dict(zip(clips.column(CLIP_ID).to_pylist(), clips.column(CLIP_URI).to_pylist() if clips.num_rows else []))
+        key = _precompute_key(cfg)
+        group = next((g for g in groups if g[0] == key and all(g[2].get(c, u) == u for c, u in uris.items())), None)
+        if group is None:
+            group = (key, cfg, {}, [])
+            groups.append(group)
+        group[2].update(uris)
+        group[3].append((arm, clips))
+    out: dict[str, str] = {}
+    for k, (_, cfg, _, members) in enumerate(groups):
+        union = pa.concat_tables([t for _, t in members], promote_options="permissive")
+        seen: set[str] = set()
+        first = [i for i, c in enumerate(union.column(CLIP_ID).to_pylist()) if not (c in seen or seen.add(c))]
+        folder = f"{root}/latents/{k}"
+        fs, froot = fsspec.core.url_to_fs(folder)
+        fs.makedirs(f"{froot}/view/manifest", exist_ok=True)
+        write_table_atomic(fs, f"{froot}/view/manifest/part-00000.parquet", union.take(pa.array(first, pa.int64())))
+        names = ", ".join(a for a, _ in members)
+        print(f"experiment: {len(first)} clips of arms {names} encoded once into {folder}", file=sys.stdout)
+        run_precompute(derive(cfg, {"precompute.dataset": f"{folder}/view", "precompute.output": f"{folder}/all",
+                                    "precompute.resume": True}))
+        for arm, clips in members:
+            mine = set(clips.column(CLIP_ID).to_pylist())
+            dest = f"{root}/arms/{arm}/latents"
+            dfs, droot = fsspec.core.url_to_fs(dest)
+            if dfs.exists(droot):
+                dfs.rm(droot, recursive=True)  # a rerun writes the arm's rows anew
+            for name in (SHARDS, SHARD_REJECTS):
+                for path in list_parts(f"{folder}/all", name):
+                    t = read_part(fs, path)
+                    t = t.filter(pa.array([c in mine for c in t.column(CLIP_ID).to_pylist()], pa.bool_()))
+                    if t.num_rows:
+                        dfs.makedirs(f"{droot}/{name}", exist_ok=True)
+                        write_table_atomic(dfs, f"{droot}/{name}/{path.rsplit('/', 1)[-1]}", t)
+            out[arm] = dest
+    return out
 
 
 def sweep_arm_name(key: str, value: Any) -> str:
@@ -165,6 +246,7 @@ def run_experiment(app: AppConfig) -> dict[str, Any]:
     adapters: dict[str, str] = {}
     if exp.sweep is not None:
         arms, adapters = run_sweep(app, root)
+    plans: list[tuple[ArmConfig, AppConfig, str, dict[str, Any]]] = []
     for arm in ([] if exp.sweep is not None else exp.arms):
         if arm.lora:  # a LoRA trained elsewhere: evaluated as it is
             adapters[arm.name] = arm.lora
@@ -177,9 +259,10 @@ def run_experiment(app: AppConfig) -> dict[str, Any]:
         summary = json.loads(fs.cat(f"{vroot}/view.json")) if fs.exists(f"{vroot}/view.json") else \
             _view(cfg, arm, exp.dataset, view)
         print(f"experiment {exp.name} arm {arm.name}: {summary['clips_kept']} clips in its view", file=sys.stdout)
-        cfg = derive(cfg, {"precompute.dataset": view, "precompute.output": f"{root}/arms/{arm.name}/latents"})
-        run_precompute(cfg)
-        cfg = derive(cfg, {"train.data": cfg.precompute.output, "train.storage_path": f"{root}/runs",
+        plans.append((arm, cfg, view, summary))
+    latents = shared_latents([(arm.name, cfg, view) for arm, cfg, view, _ in plans], root) if plans else {}
+    for arm, cfg, _, summary in plans:
+        cfg = derive(cfg, {"train.data": latents[arm.name], "train.storage_path": f"{root}/runs",
                            "train.name": arm.name})
         result = run_train(cfg)
         adapters[arm.name] = export_dir(cfg.train)
@@ -188,6 +271,9 @@ def run_experiment(app: AppConfig) -> dict[str, Any]:
                           "disabled": arm.disable, "categories": arm.categories, "overrides": arm.overrides,
                           "final_loss": result["final_loss"], "lora": adapters[arm.name],
                           "rank": cfg.train.lora.rank, "loss_csv": f"{result['run_dir']}/loss.csv"}
+    if exp.sweep is None:  # the arms in their configured order (LoRAs given as they are came first above)
+        arms = {a.name: arms[a.name] for a in exp.arms}
+        adapters = {a.name: adapters[a.name] for a in exp.arms}
     models = ([EvalModelConfig(name="base", adapter="base")] if exp.include_base else []) + \
         [EvalModelConfig(name=a, adapter=a) for a in adapters]
     ev = derive(app, {"serve.adapters": {**app.serve.adapters, **adapters}, "evaluate.models": models,

@@ -106,7 +106,10 @@ def test_ablation_rank_holdout_and_mix_arms_per_classified_category(scored, ray_
     assert {r["category"] for r in result["per_category"] if r["by"] == "clip"} == {"endoscopy", "ultrasound",
                                                                                    "anatomy"}
     # the mix arm
+    ids = lambda folder: sorted(pq.read_table(str(folder), columns=["clip_id"]).column("clip_id").to_pylist())
     assert result["arms"]["mix-25"]["mixed_in"] == 2  # 2 of 8 = 25%
+    mixed = ids(out / "arms" / "mix-25" / "view" / "manifest")  # both datasets number their clips clip0000...
+    assert len(set(mixed)) == 8 and sum(c.startswith("general:clip") for c in mixed) == 2
     mix = {r["arm"]: r for r in result["mix"]}
     assert [r["arm"] for r in result["mix"]] == ["all", "full", "endo-only", "mix-25"]  # by share
     assert mix["mix-25"]["actual_share"] == pytest.approx(0.25) and mix["all"]["share"] == 0
@@ -117,6 +120,10 @@ def test_ablation_rank_holdout_and_mix_arms_per_classified_category(scored, ray_
                                   "medical_frames"}
     assert "## Medical / general data mix" in md and "| mix-25 | 25% | 25% |" in md
     assert (out / "mix.png").stat().st_size > 5000
+    # every clip encoded once: one precompute job over the union of the four views (6 + 2 general)
+    assert len(ids(out / "latents" / "0" / "all" / "shards")) == 8 and not (out / "latents" / "1").exists()
+    for arm in ("all", "full", "endo-only", "mix-25"):
+        assert ids(out / "arms" / arm / "latents" / "shards") == ids(out / "arms" / arm / "view" / "manifest")
 
 
 def test_stratified_comparison_of_a_given_lora(scored, ray_cluster, tmp_path):

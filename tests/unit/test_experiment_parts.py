@@ -87,3 +87,52 @@ def test_unknown_sweep_reference_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"'rank-32' is not an arm \(\['rank-8', 'rank-16'\]\)"):
         run_experiment(app)
     assert not any(tmp_path.iterdir())
+
+
+def _view(folder, ids, uri="/data/{}.mp4"):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (folder / "manifest").mkdir(parents=True)
+    pq.write_table(pa.table({"clip_id": ids, "clip_uri": [uri.format(i) for i in ids], "width": [64] * len(ids),
+                             "height": [32] * len(ids), "duration": [1.0] * len(ids), "fps": [24.0] * len(ids),
+                             "caption_detailed": [f"a caption of {i}" for i in ids]}),
+                   folder / "manifest" / "part-00000.parquet")
+    return str(folder)
+
+
+def test_arms_share_one_precompute_per_setting(tmp_path, monkeypatch):
+    """Each clip is encoded once per experiment: arms with the same precompute settings share one
+    precompute job over the union of their views, and each arm's latents hold exactly its own
+    clips' rows (encoded and rejected). Another bucket setting, or a clip id that names another
+    file, gets a job of its own. (The precompute job itself stands in as a recorder here; the
+    integration test runs the real one.)"""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from medgen_ray.experiments import arms as arms_mod
+
+    jobs = []
+
+    def fake_precompute(app):
+        ids = pq.read_table(f"{app.precompute.dataset}/manifest", columns=["clip_id"]).column("clip_id").to_pylist()
+        jobs.append((sorted(ids), app.precompute.resume))
+        out = tmp_path / app.precompute.output
+        for name, keep in (("shards", [i for i in ids if i != "bad"]), ("rejects", [i for i in ids if i == "bad"])):
+            (out / name).mkdir(parents=True, exist_ok=True)
+            pq.write_table(pa.table({"clip_id": keep, "bucket": ["9x32x64"] * len(keep)}), out / name / "part-x.parquet")
+        return {}
+
+    monkeypatch.setattr(arms_mod, "run_precompute", fake_precompute)
+    app = load_config(None, ["precompute.model=hunyuan_video/tiny"])
+    wide = load_config(None, ["precompute.model=hunyuan_video/tiny", "precompute.buckets=[{frames: 9, height: 32, width: 48}]"])
+    plans = [("a", app, _view(tmp_path / "va", ["c1", "c2", "bad"])),
+             ("b", app, _view(tmp_path / "vb", ["c2", "c3"])),
+             ("c", wide, _view(tmp_path / "vc", ["c1"])),
+             ("d", app, _view(tmp_path / "vd", ["c3", "c4"], uri="/other/{}.mp4"))]  # c3: another file
+    latents = arms_mod.shared_latents(plans, str(tmp_path / "exp"))
+    assert jobs == [(["bad", "c1", "c2", "c3"], True), (["c1"], True), (["c3", "c4"], True)]
+    rows = lambda arm, name: sorted(pq.read_table(f"{latents[arm]}/{name}").column("clip_id").to_pylist())
+    assert rows("a", "shards") == ["c1", "c2"] and rows("a", "rejects") == ["bad"]
+    assert rows("b", "shards") == ["c2", "c3"] and rows("c", "shards") == ["c1"] and rows("d", "shards") == ["c3", "c4"]
+    assert not (tmp_path / "exp" / "arms" / "b" / "latents" / "rejects").exists()
