@@ -102,7 +102,7 @@ def resume_folder(mixed_folder, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("resume")
     for p in mixed_folder.iterdir():
         shutil.copy(p, folder / p.name)
-    make_corpus(folder, n_videos=4, seconds=30, seed=11)
+    make_corpus(folder, n_videos=2, seconds=30, seed=11)
     return folder
 
 
