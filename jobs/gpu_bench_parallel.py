@@ -5,15 +5,17 @@ No Ray: torch and diffusers only, one process per GPU (torch.multiprocessing, NC
 shape or --height/--width/--frames, `--steps` flow-matching Euler steps through the family's
 own `model_inputs` (one transformer call per step: the guidance branch is not doubled, which is
 what a guidance-distilled HunyuanVideo runs; Wan and HunyuanVideo-1.5 call twice per step in
-their pipelines, so their real times are about twice the figure), then the VAE decode on rank 0.
+their pipelines, so their real times are about twice the figure), then the VAE decode, tiled as
+served: split across the ranks for the HunyuanVideo VAEs (models/tiled_decode.py), rank 0 for Wan.
 
 Prints, per family:
 - per degree (Ulysses over 1, 2, 4, 8 GPUs where the machine has them; "not measured: needs N
-  GPUs" where not): seconds for all steps, speed-up over one GPU, peak memory of every rank, and
-  the decoded video's difference from one GPU's on the same seed;
+  GPUs" where not): seconds for all steps, speed-up over one GPU, peak memory of every rank, the
+  final latents' and the decoded video's difference from one GPU's on the same seed, and the
+  VAE decode's seconds and speed-up over one GPU;
 - on one GPU, per step-cache kind: seconds, speed-up over uncached, and the final latents'
   relative difference from uncached (magcache is calibrated first, diffusers' calibration run);
-- the VAE decode's seconds and its share of the one-GPU total.
+- the one-GPU VAE decode's share of the one-GPU total.
 
 Usage: python jobs/gpu_bench_parallel.py [--model hunyuan_video ...] [--steps 50] [--degrees 1 2 4 8]
        [--caches none first_block ...] [--height 720 --width 1280 --frames 129] [--json F] [--tiny]
@@ -104,8 +106,41 @@ def rank_main(rank: int, world: int, port: int, model_name: str, args, out: str)
               "peak_gib": peak_gib(device)}
     if rank == 0:
         torch.save(latents.cpu(), Path(out) / f"latents-{world}.pt")
+    del model
+    result.update(_decode(family, args, latents, rank, world, device, dtype, out))
     Path(out, f"rank{rank}-{world}.json").write_text(json.dumps(result))
     leave_group()
+
+
+def _decode(family, args, latents, rank: int, world: int, device, dtype, out: str) -> dict:
+    """The VAE decode of the final latents (the process's first: cold at every degree alike), tiled
+    as the service decodes; split across the ranks where the family's VAE allows it
+    (models/tiled_decode.py), else on rank 0 alone. Rank 0 keeps a strided sample of the video to
+    compare with one GPU's."""
+    import torch
+    from benchmarking import synchronize
+
+    from medgen_ray.models.tiled_decode import split_decode, splits_decode
+    from medgen_ray.models.video import tiny_pipeline
+
+    vae = (tiny_pipeline(family).vae if args.tiny else family.module().full_vae(family)).to(device, dtype).eval()
+    vae.enable_tiling()  # as the service decodes (serve.vae_tiling)
+    split = world > 1 and splits_decode(vae)
+    if split:
+        split_decode(vae, rank, world)
+    if not (split or rank == 0):
+        return {"decode_s": None, "decode_split": False}
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    synchronize(device)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        video = vae.decode(latents.to(dtype), return_dict=False)[0]
+    synchronize(device)
+    seconds = time.perf_counter() - t0
+    if rank == 0:
+        torch.save(video[:, :, ::2, ::8, ::8].float().cpu(), Path(out) / f"video-{world}.pt")
+    return {"decode_s": seconds, "decode_split": split, "decode_tiles": getattr(vae, "split_decode_tiles", None)}
 
 
 def run_degree(model_name: str, world: int, args, out: str) -> dict:
@@ -121,17 +156,21 @@ def run_degree(model_name: str, world: int, args, out: str) -> dict:
     ranks = [json.loads(Path(out, f"rank{r}-{world}.json").read_text()) for r in range(world)]
     one = torch.load(Path(out) / "latents-1.pt")
     mine = torch.load(Path(out) / f"latents-{world}.pt")
+    video_one, video = torch.load(Path(out) / "video-1.pt"), torch.load(Path(out) / f"video-{world}.pt")
     return {"world": world, "shape": ranks[0]["shape"], "denoise_s": ranks[0]["denoise_s"],
             "peak_gib_per_rank": [r["peak_gib"] for r in ranks],
-            "latents_rel_diff_vs_1": float((mine - one).abs().max() / one.abs().max())}
+            "latents_rel_diff_vs_1": float((mine - one).abs().max() / one.abs().max()),
+            "decode_s": ranks[0]["decode_s"], "decode_split": ranks[0]["decode_split"],
+            "decode_tiles_per_rank": [r.get("decode_tiles") for r in ranks],
+            "video_max_diff_vs_1": float((video - video_one).abs().max())}
 
 
-def run_caches(model_name: str, args, out: str) -> tuple[list[dict], dict]:
-    """Every cache kind on one device, and the VAE decode of the uncached latents."""
+def run_caches(model_name: str, args, out: str) -> list[dict]:
+    """Every cache kind on one device."""
     import torch
     from benchmarking import synchronize
 
-    from medgen_ray.models.video import FAMILY_ATTR, magcache_calibration, step_cache, tiny_pipeline
+    from medgen_ray.models.video import FAMILY_ATTR, magcache_calibration, step_cache
 
     on_gpu = torch.cuda.is_available() and not args.tiny
     device = torch.device("cuda" if on_gpu else "cpu")
@@ -164,18 +203,7 @@ def run_caches(model_name: str, args, out: str) -> tuple[list[dict], dict]:
             row.update(speedup=base[1] / seconds,
                        latents_rel_diff=float((latents - base[0]).abs().max() / base[0].abs().max()))
         rows.append(row)
-    del model
-    vae = (tiny_pipeline(family).vae if args.tiny else family.module().full_vae(family)).to(device, dtype)
-    vae.enable_tiling()  # as the service decodes (serve.vae_tiling)
-    synchronize(device)
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        vae.decode(base[0].to(dtype) if base else batch["latent"].to(dtype))
-    synchronize(device)
-    decode = {"vae_decode_s": time.perf_counter() - t0}
-    if base:
-        decode["share_of_one_gpu_total"] = decode["vae_decode_s"] / (decode["vae_decode_s"] + base[1])
-    return rows, decode
+    return rows
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -206,11 +234,14 @@ def main(argv: list[str] | None = None) -> dict:
             degrees = [run_degree(model_name, d, args, out) if d <= available else
                        {"world": d, "not_measured": f"needs {d} GPUs, this machine has {available}"}
                        for d in sorted(set([1, *args.degrees]))]
-            caches, decode = run_caches(model_name, args, out)
+            caches = run_caches(model_name, args, out)
         one = degrees[0]["denoise_s"]
         for d in degrees:
             if "denoise_s" in d:
                 d["speedup_vs_1"] = one / d["denoise_s"]
+                d["decode_speedup_vs_1"] = degrees[0]["decode_s"] / d["decode_s"]
+        decode = {"vae_decode_s": degrees[0]["decode_s"],
+                  "share_of_one_gpu_total": degrees[0]["decode_s"] / (degrees[0]["decode_s"] + one)}
         summary["families"][model_name] = {"degrees": degrees, "caches": caches, **decode}
         print(f"{model_name} ({'tiny twin' if args.tiny else 'full size, random weights'}), {degrees[0]['shape']}, "
               f"{args.steps} steps, on {card}:")
@@ -220,7 +251,9 @@ def main(argv: list[str] | None = None) -> dict:
                 continue
             mem = ", ".join(f"{m:.1f}" for m in d["peak_gib_per_rank"] if m is not None) or "n/a"
             print(f"  {d['world']} rank(s): {d['denoise_s']:.2f} s ({d['speedup_vs_1']:.2f}x), peak GiB per rank "
-                  f"[{mem}], latents vs 1 rank {d['latents_rel_diff_vs_1']:.1e}")
+                  f"[{mem}], latents vs 1 rank {d['latents_rel_diff_vs_1']:.1e}; VAE decode {d['decode_s']:.2f} s "
+                  f"({d['decode_speedup_vs_1']:.2f}x, {'split across the ranks' if d['decode_split'] else 'rank 0'}), "
+                  f"video vs 1 rank {d['video_max_diff_vs_1']:.1e}")
         for c in caches:
             print(f"  cache {c['cache']:11s}: " + (c["skipped"] if "skipped" in c else
                   f"{c['denoise_s']:.2f} s, {c.get('speedup', 1.0):.2f}x, latents vs uncached "

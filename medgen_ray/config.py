@@ -577,6 +577,9 @@ class ParallelDegrees(Strict):
     ulysses: int = Field(1, ge=1, description="Ulysses degree: must divide the model's attention heads")
     ring: int = Field(1, ge=1, description="ring-attention degree (GPU attention backends only; not for "
                                            "HunyuanVideo-1.5, whose attention masks its text padding)")
+    split_decode: bool = Field(True, description="the VAE's tiled decode shared by the ranks, each decoding 1/N of "
+                                                 "the tiles (HunyuanVideo and HunyuanVideo-1.5; Wan's VAE carries a "
+                                                 "cache between tiles and decodes on rank 0) (ours)")
 
     @property
     def ranks(self) -> int:

@@ -43,7 +43,7 @@ def generate_ranks(rank: int, world: int, port: int, models: list[str], out: str
 
 def _generate_one(model: str, rank: int, world: int, out: str, ring: bool = False) -> None:
     from medgen_ray.core.ranks import agree_to_stop
-    from medgen_ray.serve.generator import build_pipeline, generate_request
+    from medgen_ray.serve.generator import build_pipeline, generate_request, rank_output_type
 
     cfg = serve_config(model, 1 if ring else world)
     if ring:  # the config refuses ring on CPU (no GPU backend); the test's shim provides one
@@ -63,7 +63,7 @@ def _generate_one(model: str, rank: int, world: int, out: str, ring: bool = Fals
         if world > 1:
             agree_to_stop(False)
 
-    frames = generate_request(gen, REQUEST, step, output_type="np" if rank == 0 else "latent")
+    frames = generate_request(gen, REQUEST, step, output_type="np" if rank == 0 else rank_output_type(gen.pipe))
     if rank == 0:
         np.save(Path(out) / f"{model.replace('/', '_')}.npy", np.asarray(frames))
     (Path(out) / f"{model.replace('/', '_')}.rank{rank}.steps").write_text(",".join(map(str, steps)))
@@ -114,3 +114,48 @@ def train_step_ranks(rank: int, world: int, port: int, models: list[str], out: s
         torch.save({"loss": float(loss.detach()), "grads": grads},
                    Path(out) / f"{model.replace('/', '_')}.rank{rank}.pt")
     leave_group()
+
+
+DECODE_MODELS = ["hunyuan_video/tiny", "hunyuan_video_1_5/tiny"]
+
+
+def small_tiles(vae) -> None:
+    """Tiles small enough that the twins' 9-frame 64x96 video is many of them (space, and time
+    where the VAE tiles time)."""
+    if type(vae).__name__ == "AutoencoderKLHunyuanVideo":
+        vae.enable_tiling(tile_sample_min_height=32, tile_sample_min_width=32, tile_sample_stride_height=24,
+                          tile_sample_stride_width=24, tile_sample_min_num_frames=4, tile_sample_stride_num_frames=4)
+    else:
+        s = vae.config.spatial_compression_ratio  # 4 latent pixels a tile: diffusers' overlap and crop agree
+        vae.enable_tiling(tile_sample_min_height=4 * s, tile_sample_min_width=4 * s,
+                          tile_latent_min_height=4, tile_latent_min_width=4)
+
+
+def decode_ranks(rank: int, world: int, port: int, out: str) -> None:
+    """Each VAE twin's tiled decode of the same seeded latents, split across `world` ranks
+    (one rank: diffusers' own tiled decode); rank r saves the video and its tile count."""
+    import torch
+
+    from medgen_ray.core.ranks import join_group, leave_group
+    from medgen_ray.models.registry import load_model
+    from medgen_ray.models.tiled_decode import split_decode
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    torch.set_num_threads(1)
+    if world > 1:
+        join_group(rank, world, "127.0.0.1", port, 120)
+    for model in DECODE_MODELS:
+        vae = load_model(model, None, "cpu", kind="video").vae.eval()
+        small_tiles(vae)
+        s, r = vae.config.spatial_compression_ratio, vae.config.temporal_compression_ratio
+        z = torch.randn(1, vae.config.latent_channels, (9 - 1) // r + 1, 64 // s, 96 // s,
+                        generator=torch.Generator().manual_seed(3))
+        if world > 1:
+            split_decode(vae, rank, world)
+        with torch.no_grad():
+            video = vae.decode(z, return_dict=False)[0]
+        name = model.replace("/", "_")
+        np.save(Path(out) / f"{name}.rank{rank}.npy", video.numpy())
+        (Path(out) / f"{name}.rank{rank}.tiles").write_text(str(getattr(vae, "split_decode_tiles", -1)))
+    if world > 1:
+        leave_group()

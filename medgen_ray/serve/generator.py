@@ -202,6 +202,7 @@ def build_pipeline(cfg: ServeConfig) -> tuple[Any, list[str]]:
     group when the replica has several ranks (every rank builds the same)."""
     from medgen_ray.models.parallel import Degrees, context_parallel
     from medgen_ray.models.registry import load_model
+    from medgen_ray.models.tiled_decode import split_decode, splits_decode
     from medgen_ray.models.video import unpadded_attention
     from medgen_ray.train.lora import load_lora_file
 
@@ -220,10 +221,20 @@ def build_pipeline(cfg: ServeConfig) -> tuple[Any, list[str]]:
     pipe.to(device, dtype)
     par = cfg.generator.parallel
     context_parallel(pipe.transformer, Degrees(par.ulysses, par.ring))
+    if par.ranks > 1 and par.split_decode and splits_decode(pipe.vae):
+        import torch.distributed as dist
+
+        split_decode(pipe.vae, dist.get_rank(), par.ranks)  # every rank then decodes (rank_output_type)
     if cfg.compile:
         for block in transformer_blocks(pipe.transformer):
             block.compile()
     return pipe, list(cfg.adapters)
+
+
+def rank_output_type(pipe: Any) -> str:
+    """What a rank other than 0 asks the pipeline for: the video when the ranks share the VAE's
+    decode (every rank takes part; rank 0 keeps the result), else the latents (rank 0 decodes)."""
+    return "np" if hasattr(pipe.vae, "split_decode_tiles") else "latent"
 
 
 def generate_request(generator: Any, request: dict[str, Any], on_step=None, output_type: str = "np"):

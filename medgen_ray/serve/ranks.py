@@ -5,8 +5,9 @@ rank's resources (one GPU each on a GPU cluster); the replica itself takes the f
 rank 0, and starts N-1 `RankWorker` actors in the other bundles. All N join one torch.distributed
 group, load the same pipeline and adapters, and denoise every job together: rank 0 hands each
 worker the stored request (prompt, seed, adapter, cache), every rank agrees at each step whether to
-stop (a cancel stops all of them at the same step), and only rank 0 decodes, encodes and stores
-(the workers stop at the latents). The workers are owned by the replica, so they die with it;
+stop (a cancel stops all of them at the same step); the ranks share the VAE's tiled decode where
+the family's VAE allows it (models/tiled_decode.py; otherwise the workers stop at the latents and
+rank 0 decodes), and rank 0 alone encodes and stores. The workers are owned by the replica, so they die with it;
 a worker that dies fails the running job (`rank_lost`) and the replica reports itself unhealthy,
 so Serve replaces it with a fresh group.
 """
@@ -59,10 +60,10 @@ class RankWorker:
         VideoGenerator.use_adapter(self, name)  # type: ignore[arg-type]  # same attributes: pipe, adapters
 
     def generate(self, request: dict[str, Any]) -> str:
-        """Denoise one request with rank 0 (its latents are rank 0's; only rank 0 decodes):
+        """Denoise one request with rank 0 (and share its decode where the VAE splits; rank 0 keeps the video):
         "done", or "cancelled" when rank 0 said stop."""
         from medgen_ray.core.ranks import StopAgreed, agree_to_stop
-        from medgen_ray.serve.generator import generate_request
+        from medgen_ray.serve.generator import generate_request, rank_output_type
 
         self.last = {"rank": self.rank, "job": request.get("id"), "steps": 0, "outcome": "running"}
 
@@ -74,7 +75,7 @@ class RankWorker:
             self.last["steps"] = done
 
         try:
-            generate_request(self, request, step, output_type="latent")
+            generate_request(self, request, step, output_type=rank_output_type(self.pipe))
         except StopAgreed:
             self.last["outcome"] = "cancelled"
             return "cancelled"

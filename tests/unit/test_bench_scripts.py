@@ -106,6 +106,7 @@ def test_parallel_benchmark_runs_on_two_cpu_ranks():
     fam = out["families"]["wan2.1-t2v-1.3b"]
     assert [d["world"] for d in fam["degrees"]] == [1, 2]
     assert fam["degrees"][1]["latents_rel_diff_vs_1"] < 1e-5  # two ranks denoise what one does
+    assert fam["degrees"][1]["decode_split"] is False  # Wan's VAE decodes on rank 0
     kinds = {c["cache"]: c for c in fam["caches"]}
     assert kinds["none"]["latents_rel_diff"] == 0.0 and kinds["magcache"]["denoise_s"] > 0
     assert "fails on Wan2.1-T2V-1.3B" in kinds["faster"]["skipped"]

@@ -112,3 +112,29 @@ def test_ring_two_ranks_equal_one_process_where_the_family_allows(tmp_path):
         name = model.replace("/", "_")
         a, b = np.load(one / f"{name}.npy"), np.load(two / f"{name}.npy")
         assert np.abs(a - b).max() <= 1e-5, (model, float(np.abs(a - b).max()))  # measured <= 2.6e-6
+
+
+def test_tiled_decode_split_across_two_ranks_equals_one_process(tmp_path):
+    """The HunyuanVideo VAEs' tiled decode with its tiles shared by 2 ranks (each decodes every
+    other tile, the tiles broadcast, diffusers' own blending) gives both ranks the one-process
+    video; bitwise, since each tile is the same decoder call on the same slice. Wan's VAE carries
+    a cache between its per-frame calls and is refused."""
+    from medgen_ray.models.registry import load_model
+    from medgen_ray.models.tiled_decode import split_decode, splits_decode
+    from tests.parallel_ranks import DECODE_MODELS, decode_ranks
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir(), two.mkdir()
+    decode_ranks(0, 1, 0, str(one))
+    mp.spawn(decode_ranks, args=(2, free_port(), str(two)), nprocs=2, join=True)
+    for model in DECODE_MODELS:
+        name = model.replace("/", "_")
+        ref = np.load(one / f"{name}.rank0.npy")
+        tiles = [int((two / f"{name}.rank{r}.tiles").read_text()) for r in (0, 1)]
+        assert min(tiles) >= 2 and abs(tiles[0] - tiles[1]) <= 1, (model, tiles)  # shared, every rank some
+        for r in (0, 1):
+            assert np.array_equal(np.load(two / f"{name}.rank{r}.npy"), ref), (model, r)
+    wan = load_model("wan2.1-t2v-1.3b/tiny", None, "cpu", kind="video").vae
+    assert not splits_decode(wan)
+    with pytest.raises(ValueError, match="carries state"):
+        split_decode(wan, 0, 2)
