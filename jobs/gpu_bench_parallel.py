@@ -147,7 +147,7 @@ def run_degree(model_name: str, world: int, args, out: str) -> dict:
     import torch
     import torch.multiprocessing as mp
 
-    from medgen_ray.core.ranks import free_port
+    from medgen_ray.core.ports import free_port
 
     if world == 1:
         rank_main(0, 1, 0, model_name, args, out)

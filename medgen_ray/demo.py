@@ -262,10 +262,9 @@ def run_demo(app: AppConfig) -> dict[str, Any]:
 
 def serve_demo(app: AppConfig, work: Path, lora: str) -> dict[str, Any]:
     """Serve the base model and the new LoRA on 127.0.0.1 and generate one prompt with each."""
-    import socket
-
     from ray import serve
 
+    from medgen_ray.core.ports import free_port
     from medgen_ray.serve.client import generate
     from medgen_ray.serve.launch import start_serve
 
@@ -274,9 +273,7 @@ def serve_demo(app: AppConfig, work: Path, lora: str) -> dict[str, Any]:
     if cfg.store == "medgen_videos":
         updates["serve.store"] = str(work / "videos")
     if cfg.port == 0:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            updates["serve.port"] = sock.getsockname()[1]
+        updates["serve.port"] = free_port()
     app = derive(app, updates)
     url = start_serve(app)
     out = {}

@@ -8,10 +8,10 @@ imported (entry points import it before anything that imports Ray).
 from __future__ import annotations
 
 import os
-import socket
 import sys
 
 from medgen_ray.config import RayConfig
+from medgen_ray.core.ports import free_port
 from medgen_ray.core.ray_compat import (
     block_open_cluster,
     loopback_init_kwargs,
@@ -38,9 +38,7 @@ def init_ray(cfg: RayConfig) -> None:
         return
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # inherited by the processes ray.init starts
     block_open_cluster()
-    with socket.socket() as s:  # the dashboard's port, reserved now: the workers' state API asks it
-        s.bind(("127.0.0.1", 0))
-        dashboard_port = s.getsockname()[1]
+    dashboard_port = free_port()  # reserved now: the workers' state API asks it
     env = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "MEDGEN_CACHE") if k in os.environ}
     ray.init(
         address="local",  # never attach to another `ray start` cluster found on this machine

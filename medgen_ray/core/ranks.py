@@ -8,7 +8,6 @@ others raise instead of waiting for ever.
 
 from __future__ import annotations
 
-import socket
 from datetime import timedelta
 
 import torch
@@ -17,13 +16,6 @@ import torch.distributed as dist
 
 class StopAgreed(Exception):
     """Rank 0 said stop at this step: every rank leaves the generation at the same step."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on `host` now (the group's rendezvous)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def join_group(rank: int, world: int, address: str, port: int, timeout_s: float) -> None:

@@ -71,7 +71,8 @@ class VideoGenerator:
             torch.set_num_threads(cfg.generator.threads)
         self.workers = workers
         if workers is not None:
-            from medgen_ray.core.ranks import free_port, join_group
+            from medgen_ray.core.ports import free_port
+            from medgen_ray.core.ranks import join_group
 
             host = workers.address
             port = free_port(host)

@@ -3,7 +3,6 @@ validation error, auth, backpressure, replica restarts, a bounded load test and 
 
 import io
 import json
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -15,14 +14,9 @@ import pytest
 import torch
 
 from medgen_ray.config import load_config
+from medgen_ray.core.ports import free_port as _free_port  # the name the other tests import
 
 TOKEN = "s3cret-token"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _make_adapters(folder):

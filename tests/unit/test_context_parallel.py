@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch.multiprocessing as mp
 
-from medgen_ray.core.ranks import free_port
+from medgen_ray.core.ports import free_port
 from tests.parallel_ranks import generate_ranks
 
 MODELS = ["hunyuan_video/tiny", "hunyuan_video_1_5/tiny", "wan2.1-t2v-1.3b/tiny", "wan2.2-ti2v-5b/tiny"]
