@@ -34,13 +34,15 @@ def tile_output_shape(vae: Any, tile: torch.Tensor) -> tuple[int, ...]:
 
 
 class _Recorder(torch.nn.Module):
-    def __init__(self, vae: Any):
+    """A decoder that records its tiles and returns zeros of the decoded shape."""
+
+    def __init__(self, shape: Callable[[torch.Tensor], tuple[int, ...]]):
         super().__init__()
-        self.vae, self.tiles = [vae], []  # a list: not registered as a submodule
+        self.shape, self.tiles = shape, []
 
     def forward(self, tile: torch.Tensor) -> torch.Tensor:
         self.tiles.append(tile)
-        return torch.zeros(tile_output_shape(self.vae[0], tile), dtype=tile.dtype, device=tile.device)
+        return torch.zeros(self.shape(tile), dtype=tile.dtype, device=tile.device)
 
 
 class _Replay(torch.nn.Module):
@@ -61,36 +63,33 @@ def _with_decoder(vae: Any, decoder: torch.nn.Module, run: Callable[[], Any]) ->
         vae.decoder = own
 
 
-def split_decode(vae: Any, rank: int, world: int, group: Any = None) -> Callable[..., Any]:
-    """Make `vae._decode` split its tiles across the `world` ranks of `group` (every rank must
-    decode the same latents at the same time; each gets the whole video). Returns the VAE's own
-    `_decode`, to restore it. Counts the tiles this rank decoded in `vae.split_decode_tiles`."""
+def split_decode(vae: Any, rank: int, world: int) -> None:
+    """Make `vae._decode` split its tiles across the `world` ranks of the default process group
+    (every rank must decode the same latents at the same time; each gets the whole video). Counts
+    the tiles this rank decoded in `vae.split_decode_tiles`."""
     import torch.distributed as dist
 
     if not splits_decode(vae):
         raise ValueError(f"{type(vae).__name__}: its tiled decode carries state between tiles; not split")
     own_decode = vae._decode
+    shape = lambda tile: tile_output_shape(vae, tile)
     vae.split_decode_tiles = 0
 
     def _decode(z: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        recorder = _Recorder(vae)
+        recorder = _Recorder(shape)
         _with_decoder(vae, recorder, lambda: own_decode(z, *args, **kwargs))
-        tiles = recorder.tiles
         decoded = []
-        for i, tile in enumerate(tiles):
+        for i, tile in enumerate(recorder.tiles):
             if i % world == rank:
                 out = vae.decoder(tile).contiguous()
-                want = tile_output_shape(vae, tile)
-                if tuple(out.shape) != want:
-                    raise RuntimeError(f"{type(vae).__name__}: a tile decoded to {tuple(out.shape)}, not {want}")
+                if tuple(out.shape) != shape(tile):
+                    raise RuntimeError(f"{type(vae).__name__}: a tile decoded to {tuple(out.shape)}, not {shape(tile)}")
                 vae.split_decode_tiles += 1
             else:
-                out = torch.empty(tile_output_shape(vae, tile), dtype=tile.dtype, device=tile.device)
+                out = torch.empty(shape(tile), dtype=tile.dtype, device=tile.device)
             decoded.append(out)
         for i, out in enumerate(decoded):
-            dist.broadcast(out, src=dist.get_global_rank(group, i % world) if group is not None else i % world,
-                           group=group)
+            dist.broadcast(out, src=i % world)
         return _with_decoder(vae, _Replay(decoded), lambda: own_decode(z, *args, **kwargs))
 
     vae._decode = _decode
-    return own_decode
