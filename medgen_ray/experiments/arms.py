@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable
 
@@ -89,65 +90,86 @@ def _precompute_key(app: AppConfig) -> str:
 
 
 def _view_clips(view: str, columns: list[str]) -> pa.Table:
-    """A view's manifest rows (the columns precompute reads that it has)."""
+    """A view's manifest rows: the columns precompute reads that the view has."""
+    import pyarrow.parquet as pq
+
     from medgen_ray.core.parts import list_parts, read_part
 
     fs, _ = fsspec.core.url_to_fs(view)
     tables = []
     for path in list_parts(view, "manifest"):
-        t = read_part(fs, path)
-        tables.append(t.select([c for c in columns if c in t.column_names]))
+        with fs.open(path, "rb") as fh:
+            names = pq.ParquetFile(fh).schema_arrow.names
+        tables.append(read_part(fs, path, [c for c in columns if c in names]))
     return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({CLIP_ID: pa.array([], pa.string())})
+
+
+@dataclass
+class _LatentGroup:
+    """Arms that share one precompute job: same settings, no clip id naming two files."""
+
+    key: str
+    cfg: AppConfig
+    uris: dict[str, str] = field(default_factory=dict)  # clip id -> clip file, over the members' views
+    members: list[tuple[str, pa.Table]] = field(default_factory=list)  # (arm, its view's clips)
+
+    def admits(self, key: str, uris: dict[str, str]) -> bool:
+        return key == self.key and all(self.uris.get(c, u) == u for c, u in uris.items())
 
 
 def shared_latents(plans: list[tuple[str, AppConfig, str]], root: str) -> dict[str, str]:
     """Encode each clip once per experiment. `plans`: (arm, its config, its view). Arms whose
     precompute settings agree share one precompute job over the union of their views
     (<root>/latents/<k>); each arm's latents folder then holds that job's rows of its own clips,
-    copied, not encoded again. A clip id that two views give different clip files starts a group
-    of its own (precompute resumes by clip id). Returns arm -> its latents folder."""
+    copied, not encoded again (each shared part read once for all arms). A clip id that two views
+    give different clip files starts a group of its own (precompute resumes by clip id). Returns
+    arm -> its latents folder."""
     from medgen_ray.core.parts import list_parts, read_part, write_table_atomic
     from medgen_ray.schema import CLIP_URI, PRECOMPUTE_INPUT, SHARD_REJECTS, SHARDS
 
-    groups: list[tuple[str, AppConfig, dict[str, str], list[tuple[str, pa.Table]]]] = []
+    groups: list[_LatentGroup] = []
     for arm, cfg, view in plans:
         pc = cfg.precompute
         clips = _view_clips(view, PRECOMPUTE_INPUT + [c for c in (pc.caption_field, pc.fallback_caption_field) if c])
         uris = dict(zip(clips.column(CLIP_ID).to_pylist(), clips.column(CLIP_URI).to_pylist() if clips.num_rows else []))
         key = _precompute_key(cfg)
-        group = next((g for g in groups if g[0] == key and all(g[2].get(c, u) == u for c, u in uris.items())), None)
+        group = next((g for g in groups if g.admits(key, uris)), None)
         if group is None:
-            group = (key, cfg, {}, [])
+            group = _LatentGroup(key, cfg)
             groups.append(group)
-        group[2].update(uris)
-        group[3].append((arm, clips))
+        group.uris.update(uris)
+        group.members.append((arm, clips))
     out: dict[str, str] = {}
-    for k, (_, cfg, _, members) in enumerate(groups):
-        union = pa.concat_tables([t for _, t in members], promote_options="permissive")
-        seen: set[str] = set()
-        first = [i for i, c in enumerate(union.column(CLIP_ID).to_pylist()) if not (c in seen or seen.add(c))]
+    for k, group in enumerate(groups):
+        union = pa.concat_tables([t for _, t in group.members], promote_options="permissive")
+        first: dict[str, int] = {}
+        for i, c in enumerate(union.column(CLIP_ID).to_pylist()):
+            first.setdefault(c, i)
         folder = f"{root}/latents/{k}"
         fs, froot = fsspec.core.url_to_fs(folder)
         fs.makedirs(f"{froot}/view/manifest", exist_ok=True)
-        write_table_atomic(fs, f"{froot}/view/manifest/part-00000.parquet", union.take(pa.array(first, pa.int64())))
-        names = ", ".join(a for a, _ in members)
+        write_table_atomic(fs, f"{froot}/view/manifest/part-00000.parquet",
+                           union.take(pa.array(sorted(first.values()), pa.int64())))
+        names = ", ".join(a for a, _ in group.members)
         print(f"experiment: {len(first)} clips of arms {names} encoded once into {folder}", file=sys.stdout)
-        run_precompute(derive(cfg, {"precompute.dataset": f"{folder}/view", "precompute.output": f"{folder}/all",
-                                    "precompute.resume": True}))
-        for arm, clips in members:
-            mine = set(clips.column(CLIP_ID).to_pylist())
-            dest = f"{root}/arms/{arm}/latents"
+        run_precompute(derive(group.cfg, {"precompute.dataset": f"{folder}/view", "precompute.output": f"{folder}/all",
+                                          "precompute.resume": True}))
+        dests = {}
+        for arm, clips in group.members:
+            dest = out[arm] = f"{root}/arms/{arm}/latents"
             dfs, droot = fsspec.core.url_to_fs(dest)
             if dfs.exists(droot):
                 dfs.rm(droot, recursive=True)  # a rerun writes the arm's rows anew
-            for name in (SHARDS, SHARD_REJECTS):
-                for path in list_parts(f"{folder}/all", name):
-                    t = read_part(fs, path)
-                    t = t.filter(pa.array([c in mine for c in t.column(CLIP_ID).to_pylist()], pa.bool_()))
-                    if t.num_rows:
+            dests[arm] = (dfs, droot, set(clips.column(CLIP_ID).to_pylist()))
+        for name in (SHARDS, SHARD_REJECTS):
+            for path in list_parts(f"{folder}/all", name):
+                t = read_part(fs, path)
+                ids = t.column(CLIP_ID).to_pylist()
+                for dfs, droot, mine in dests.values():
+                    rows = t.filter(pa.array([c in mine for c in ids], pa.bool_()))
+                    if rows.num_rows:
                         dfs.makedirs(f"{droot}/{name}", exist_ok=True)
-                        write_table_atomic(dfs, f"{droot}/{name}/{path.rsplit('/', 1)[-1]}", t)
-            out[arm] = dest
+                        write_table_atomic(dfs, f"{droot}/{name}/{path.rsplit('/', 1)[-1]}", rows)
     return out
 
 
